@@ -1,0 +1,487 @@
+"""Trades to OHLCV candles for one symbol, at several intervals at once.
+
+:class:`SymbolAggregator` is pure: no I/O, no clock, no asyncio. Time only
+moves through the event times of the trades it is given and through
+:meth:`SymbolAggregator.advance` watermarks, so replaying a tape always gives
+the same candles.
+
+The contract, in short:
+
+* A trade is bucketed by its event time. ``now`` is the largest event time
+  seen (accepted trades and watermarks); a trade older than
+  ``now - lateness`` when it arrives is dropped and counted.
+* A candle ``[open_time, close_time)`` is closed once ``now >= close_time``.
+* OHLCV is exact (``Decimal``). Open is the trade with the earliest event time
+  (ties: earliest arrival), close the one with the latest (ties: latest
+  arrival), so out-of-order trades inside the lateness window are exact.
+* From the first trade on, the series is contiguous up to the bucket holding
+  ``now``: a bucket without trades is a zero-volume candle at the previous
+  close. When a new candle leaves a run of missing buckets next to it, only
+  the most recent ``max_gap_fill`` of them are filled in.
+* Every change to a candle (trades, closing, a new previous close for an
+  empty candle) emits a full snapshot with the next revision (0, 1, 2, ...);
+  each call emits a candle at most once, in its final state for that call.
+
+How it is fast: trades are first folded into partial aggregates per *base
+cell*, the longest span that never straddles a bucket boundary of any
+configured interval (one second when ``1s`` is configured, one day for
+``{3d, 1w}``), so the per-trade work does not depend on how many intervals
+are configured. At the end of each call the few partials are merged into the
+candles of every interval, and only then are frozen :class:`Candle` snapshots
+built.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation, localcontext
+from math import gcd
+
+from candlewire.domain import NANOS_PER_SECOND, Candle, Interval, Source, Trade
+from candlewire.intervals import bucket_end, bucket_start, fixed_length
+
+__all__ = ["AggregatorConfig", "SymbolAggregator"]
+
+_DAY = 86_400 * NANOS_PER_SECOND
+# Stands for "no time seen yet": below any event time a feed can produce.
+_NEVER = -(1 << 256)
+_ZERO = Decimal(0)
+# Sums and products of trade prices and quantities never round in here.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation])
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorConfig:
+    """What a :class:`SymbolAggregator` produces.
+
+    ``intervals`` are the candle intervals to produce, in the order their
+    candles are emitted. ``lateness`` (nanoseconds) is how far behind ``now``
+    a trade may be and still be applied. ``max_gap_fill`` caps how many empty
+    candles one gap produces per interval (the most recent ones are kept).
+    """
+
+    intervals: tuple[Interval, ...]
+    lateness: int = 0
+    max_gap_fill: int = 10_000
+
+    def __post_init__(self) -> None:
+        if len(set(self.intervals)) != len(self.intervals):
+            raise ValueError(f"duplicate intervals in {self.intervals!r}")
+        if self.lateness < 0:
+            raise ValueError(f"lateness must be >= 0, got {self.lateness}")
+        if self.max_gap_fill < 0:
+            raise ValueError(f"max_gap_fill must be >= 0, got {self.max_gap_fill}")
+
+
+class _Partial:
+    """Trades of one call that fall into one base cell, aggregated."""
+
+    __slots__ = (
+        "close",
+        "close_t",
+        "count",
+        "high",
+        "low",
+        "open",
+        "open_t",
+        "quote",
+        "seq",
+        "source",
+        "volume",
+    )
+
+    def __init__(self, time: int, price: Decimal, quantity: Decimal, seq: int, source: Source):
+        self.open_t = time
+        self.open = price
+        self.close_t = time
+        self.close = price
+        self.high = price
+        self.low = price
+        self.volume = quantity
+        self.quote = price * quantity
+        self.count = 1
+        self.seq = seq  # arrival number of the last trade
+        self.source = source  # source of the last trade
+
+
+class _Candle:
+    """Mutable state of one candle; ``count == 0`` means empty."""
+
+    __slots__ = (
+        "close",
+        "close_t",
+        "close_time",
+        "closed",
+        "count",
+        "dirty",
+        "high",
+        "low",
+        "open",
+        "open_t",
+        "open_time",
+        "quote",
+        "revision",
+        "source",
+        "src_seq",
+        "volume",
+    )
+
+    def __init__(self, open_time: int, close_time: int, source: Source) -> None:
+        self.open_time = open_time
+        self.close_time = close_time
+        self.open = _ZERO
+        self.high = _ZERO
+        self.low = _ZERO
+        self.close = _ZERO
+        self.volume = _ZERO
+        self.quote = _ZERO
+        self.count = 0
+        self.open_t = 0  # event time of the opening trade
+        self.close_t = 0  # event time of the closing trade
+        self.source = source
+        self.src_seq = -1  # arrival number of the last trade applied
+        self.closed = False
+        self.revision = -1  # last emitted revision
+        self.dirty = True
+
+    def merge(self, part: _Partial) -> None:
+        """Apply the trades of ``part``, which arrived after all trades applied so far."""
+        if self.count == 0:
+            self.open_t = part.open_t
+            self.open = part.open
+            self.close_t = part.close_t
+            self.close = part.close
+            self.high = part.high
+            self.low = part.low
+            self.volume = part.volume
+            self.quote = part.quote
+            self.count = part.count
+            self.source = part.source
+            self.src_seq = part.seq
+        else:
+            # Ties in event time go to the earlier arrival for the open and to
+            # the later one for the close. Partials of one call never tie with
+            # each other (distinct base cells), and arrive after earlier calls.
+            if part.open_t < self.open_t:
+                self.open_t = part.open_t
+                self.open = part.open
+            if part.close_t >= self.close_t:
+                self.close_t = part.close_t
+                self.close = part.close
+            if part.high > self.high:
+                self.high = part.high
+            if part.low < self.low:
+                self.low = part.low
+            self.volume += part.volume
+            self.quote += part.quote
+            self.count += part.count
+            if part.seq > self.src_seq:
+                self.source = part.source
+                self.src_seq = part.seq
+        self.dirty = True
+
+
+class _Series:
+    """The retained candles of one interval, by open time."""
+
+    __slots__ = (
+        "candles",
+        "cur_end",
+        "cur_start",
+        "evicted_close",
+        "evicted_end",
+        "interval",
+        "keys",
+        "length",
+    )
+
+    def __init__(self, interval: Interval) -> None:
+        self.interval = interval
+        self.length = fixed_length(interval)
+        self.keys: list[int] = []  # open times of the retained candles, ascending
+        self.candles: dict[int, _Candle] = {}
+        # The last candle dropped from memory: its end and close.
+        self.evicted_end: int | None = None
+        self.evicted_close: Decimal | None = None
+        # Bounds of the last bucket looked up, to skip bucket_start.
+        self.cur_start = 0
+        self.cur_end = 0
+
+    def bucket(self, time: int) -> tuple[int, int]:
+        """``(open_time, close_time)`` of the bucket holding ``time``."""
+        if not self.cur_start <= time < self.cur_end:
+            start = bucket_start(self.interval, time)
+            self.cur_start = start
+            self.cur_end = bucket_end(self.interval, start)
+        return self.cur_start, self.cur_end
+
+    def end_of(self, start: int) -> int:
+        length = self.length
+        return start + length if length is not None else bucket_end(self.interval, start)
+
+    def last_starts(self, low: int, high: int, cap: int) -> list[int]:
+        """The last ``cap`` bucket starts in ``[low, high)`` (both aligned), ascending."""
+        if cap <= 0 or low >= high:
+            return []
+        length = self.length
+        if length is not None:
+            first = max(low, high - cap * length)
+            return list(range(first, high, length))
+        starts: list[int] = []
+        current = high
+        while len(starts) < cap:
+            current = bucket_start(self.interval, current - 1)
+            if current < low:
+                break
+            starts.append(current)
+        starts.reverse()
+        return starts
+
+
+def _base_cell(intervals: Iterable[Interval]) -> int:
+    """Longest span whose aligned cells never straddle a bucket boundary."""
+    base = 0
+    for interval in intervals:
+        length = fixed_length(interval)
+        if length is None:  # calendar months start at midnight
+            base = gcd(base, _DAY)
+        else:
+            base = gcd(base, length, bucket_start(interval, 0) % length)
+    return base or NANOS_PER_SECOND
+
+
+class SymbolAggregator:
+    """Builds the candles of one symbol from its trades, at every configured interval.
+
+    Feed it trades with :meth:`add_trades` and watermarks with :meth:`advance`;
+    both return the candles that changed, as full snapshots ordered by
+    interval (config order), then open time. See the module docstring for the
+    exact semantics.
+    """
+
+    __slots__ = ("_base", "_cap", "_dropped", "_lateness", "_now", "_seq", "_series", "_source")
+    __slots__ += ("_symbol",)
+
+    def __init__(self, symbol: str, config: AggregatorConfig, source: Source) -> None:
+        self._symbol = symbol
+        self._source = source
+        self._lateness = config.lateness
+        self._cap = config.max_gap_fill
+        self._base = _base_cell(config.intervals)
+        self._series = [_Series(interval) for interval in config.intervals]
+        self._now = _NEVER
+        self._seq = 0  # arrival number of the last accepted trade
+        self._dropped = 0
+
+    @property
+    def symbol(self) -> str:
+        """The symbol whose trades this aggregator takes."""
+        return self._symbol
+
+    @property
+    def now(self) -> int | None:
+        """The largest event time seen (accepted trades and watermarks), or None."""
+        return None if self._now == _NEVER else self._now
+
+    @property
+    def dropped_late(self) -> int:
+        """How many trades were dropped for arriving more than ``lateness`` behind ``now``."""
+        return self._dropped
+
+    def add_trades(self, trades: Iterable[Trade]) -> list[Candle]:
+        """Apply ``trades`` in order; return the candles that changed.
+
+        A trade with ``time < now - lateness`` (``now`` as it was just before
+        that trade) is dropped and counted in :attr:`dropped_late`.
+
+        Raises:
+            ValueError: a trade is for another symbol. Nothing of the call is
+                applied then.
+        """
+        symbol = self._symbol
+        lateness = self._lateness
+        base = self._base
+        now = self._now
+        limit = now - lateness
+        seq = self._seq
+        dropped = 0
+        parts: dict[int, _Partial] = {}
+        key: int | None = None
+        part: _Partial
+        with localcontext(_EXACT):
+            for trade in trades:
+                if trade.symbol != symbol:
+                    raise ValueError(
+                        f"trade for {trade.symbol!r} given to the {symbol!r} aggregator"
+                    )
+                time = trade.time
+                if time < limit:
+                    dropped += 1
+                    continue
+                if time > now:
+                    now = time
+                    limit = time - lateness
+                seq += 1
+                price = trade.price
+                quantity = trade.quantity
+                cell = time // base
+                if cell != key:
+                    key = cell
+                    found = parts.get(cell)
+                    if found is None:
+                        part = parts[cell] = _Partial(time, price, quantity, seq, trade.source)
+                        continue
+                    part = found
+                if time < part.open_t:
+                    part.open_t = time
+                    part.open = price
+                if time >= part.close_t:
+                    part.close_t = time
+                    part.close = price
+                if price > part.high:
+                    part.high = price
+                elif price < part.low:
+                    part.low = price
+                part.volume += quantity
+                part.quote += price * quantity
+                part.count += 1
+                part.seq = seq
+                part.source = trade.source
+            self._dropped += dropped
+            self._seq = seq
+            if not parts and now == self._now:
+                return []
+            self._now = now
+            if not parts and self._seq == 0:
+                return []
+            return self._finish([parts[cell] for cell in sorted(parts)])
+
+    def advance(self, time: int) -> list[Candle]:
+        """Move ``now`` to ``time`` (a watermark); return the candles that changed.
+
+        Closes the candles that end at or before ``time``, fills the buckets
+        passed without trades with empty candles and opens the (empty) candle
+        of the bucket holding ``time``. A ``time`` at or before ``now`` changes
+        nothing. Before the first trade only ``now`` moves.
+        """
+        if time <= self._now:
+            return []
+        self._now = time
+        if self._seq == 0:
+            return []
+        with localcontext(_EXACT):
+            return self._finish([])
+
+    def _finish(self, parts: list[_Partial]) -> list[Candle]:
+        """Merge ``parts`` (ascending) into every series, then close, fill, emit and evict."""
+        out: list[Candle] = []
+        for series in self._series:
+            self._finish_series(series, parts, out)
+        return out
+
+    def _finish_series(self, series: _Series, parts: list[_Partial], out: list[Candle]) -> None:
+        keys = series.keys
+        candles = series.candles
+        now = self._now
+        # Smallest open time that may have changed: the old forming candle
+        # (it may close now) or anything created or traded into below.
+        low = keys[-1] if keys else None
+        for part in parts:
+            start, end = series.bucket(part.open_t)
+            candle = candles.get(start)
+            if candle is None:
+                first = self._create(series, start, end)
+                candle = candles[start]
+                if low is None or first < low:
+                    low = first
+            elif low is None or start < low:
+                low = start
+            candle.merge(part)
+        if low is None:  # series not started (cannot happen once a trade was accepted)
+            return
+        if now >= candles[keys[-1]].close_time:
+            start, end = series.bucket(now)
+            first = self._create(series, start, end)
+            if first < low:
+                low = first
+
+        index = bisect_left(keys, low)
+        previous = candles[keys[index - 1]].close if index else series.evicted_close
+        symbol = self._symbol
+        interval = series.interval
+        for key in keys[index:]:
+            candle = candles[key]
+            if candle.count:
+                previous = candle.close
+            elif previous is not None and (candle.revision < 0 or candle.close != previous):
+                candle.open = candle.high = candle.low = candle.close = previous
+                candle.dirty = True
+            if not candle.closed and now >= candle.close_time:
+                candle.closed = True
+                candle.dirty = True
+            if candle.dirty:
+                candle.dirty = False
+                candle.revision += 1
+                out.append(
+                    Candle(
+                        symbol,
+                        interval,
+                        key,
+                        candle.close_time,
+                        candle.open,
+                        candle.high,
+                        candle.low,
+                        candle.close,
+                        candle.volume,
+                        candle.quote,
+                        candle.count,
+                        candle.closed,
+                        candle.revision,
+                        candle.source,
+                    )
+                )
+
+        # Drop the candles no accepted trade can reach any more.
+        horizon = now - self._lateness
+        gone = 0
+        while candles[keys[gone]].close_time <= horizon:  # the forming candle always stays
+            gone += 1
+        if gone:
+            last = candles[keys[gone - 1]]
+            series.evicted_end = last.close_time
+            series.evicted_close = last.close
+            for key in keys[:gone]:
+                del candles[key]
+            del keys[:gone]
+
+    def _create(self, series: _Series, start: int, end: int) -> int:
+        """Add the candle ``[start, end)`` and the empty ones of the gap it opens.
+
+        The gap is the run of missing buckets between the new candle and the
+        nearest candle before it (retained or evicted) or, when it becomes the
+        first candle of the series, after it; only its last ``max_gap_fill``
+        buckets get empty candles. Returns the smallest open time created.
+        """
+        keys = series.keys
+        candles = series.candles
+        source = self._source
+        index = bisect_left(keys, start)
+        if index:
+            fills = series.last_starts(candles[keys[index - 1]].close_time, start, self._cap)
+            created = [*fills, start]
+        elif series.evicted_end is not None:
+            fills = series.last_starts(series.evicted_end, start, self._cap)
+            created = [*fills, start]
+        elif keys:
+            fills = series.last_starts(end, keys[0], self._cap)
+            created = [start, *fills]
+        else:
+            fills = []
+            created = [start]
+        for fill in fills:
+            candles[fill] = _Candle(fill, series.end_of(fill), source)
+        candles[start] = _Candle(start, end, source)
+        keys[index:index] = created
+        return created[0]

@@ -1,0 +1,120 @@
+"""The gRPC server: MarketDataService, health and reflection on one port.
+
+Handlers are registered from an explicit table rather than the generated
+``add_MarketDataServiceServicer_to_server``, because the candle-carrying
+methods return pre-encoded bytes (the serializer passes them through).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
+from candlewire.api.servicer import Catalog, MarketDataServicer
+
+__all__ = ["SERVICE_NAME", "ApiServer", "Catalog", "server_options"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MarketDataService"].full_name
+
+_MiB = 1024 * 1024
+
+
+def server_options() -> list[tuple[str, int]]:
+    """Channel arguments, chosen on purpose.
+
+    Requests are small, responses at most 1000 candles (~120 KiB): the send
+    limit leaves headroom, the receive limit refuses junk early. The server
+    pings idle connections every 30 s so dead peers (and NATs) are noticed,
+    and lets clients ping every 10 s (the Python client's keepalive).
+    """
+    return [
+        ("grpc.max_receive_message_length", 1 * _MiB),
+        ("grpc.max_send_message_length", 16 * _MiB),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 3),
+        ("grpc.max_concurrent_streams", 1000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def _passthrough(value: bytes | Any) -> bytes:
+    return value if isinstance(value, bytes) else bytes(value.SerializeToString())
+
+
+def _handlers(servicer: MarketDataServicer) -> grpc.GenericRpcHandler:
+    def unary(method: Callable[..., Any], request: type[Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        return grpc.unary_unary_rpc_method_handler(
+            method, request_deserializer=request.FromString, response_serializer=_passthrough
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "GetPrice": unary(servicer.GetPrice, pb.GetPriceRequest),
+            "BatchGetPrices": unary(servicer.BatchGetPrices, pb.BatchGetPricesRequest),
+            "GetCandles": unary(servicer.GetCandles, pb.GetCandlesRequest),
+            "ListSymbols": unary(servicer.ListSymbols, pb.ListSymbolsRequest),
+            "SubscribeCandles": grpc.unary_stream_rpc_method_handler(
+                servicer.SubscribeCandles,
+                request_deserializer=pb.SubscribeCandlesRequest.FromString,
+                response_serializer=_passthrough,
+            ),
+        },
+    )
+
+
+class ApiServer:
+    """Owns the ``grpc.aio`` server, its health servicer and its port."""
+
+    def __init__(self, servicer: MarketDataServicer, address: str) -> None:
+        self.health = HealthServicer()
+        self._server = grpc.aio.server(options=server_options())
+        self._server.add_generic_rpc_handlers((_handlers(servicer),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self._server,
+        )
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        self._address = address
+
+    async def start(self) -> None:
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._server.start()
+        log.info("gRPC listening on %s (port %d)", self._address, self.port)
+
+    async def set_ready(self, ready: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set(SERVICE_NAME, status)
+
+    async def enter_shutdown(self) -> None:
+        """Health NOT_SERVING for every service; no further changes."""
+        await self.health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float) -> None:
+        await self._server.stop(grace)
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()

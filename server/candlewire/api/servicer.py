@@ -1,0 +1,285 @@
+"""The MarketDataService servicer: validation, then store and hub calls.
+
+Every request field is checked before anything is read; a bad field is an
+InvalidArgument naming it (``series[2].interval``). Responses that carry
+candles are assembled from the frames the store encoded once (see
+:mod:`candlewire.codec`), so these handlers return bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
+from candlewire.api.status import translate_errors, translate_stream_errors
+from candlewire.api.tokens import PageToken, Phase, ResumeToken, fingerprint
+from candlewire.codec import field_bytes, quote_to_price, timestamp, timestamp_ns
+from candlewire.domain import Instrument, Interval, SeriesKey
+from candlewire.errors import DataExpired, InvalidArgument, NoData, UnknownSymbol
+from candlewire.hub import Hub
+from candlewire.store.base import Store
+
+__all__ = ["Catalog", "Limits", "MarketDataServicer"]
+
+Context = grpc.aio.ServicerContext[object, object]
+
+_MIN_SECONDS = -62135596800  # 0001-01-01T00:00:00Z
+_MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+_SNAPSHOT_END = field_bytes(2, b"")
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """What this deployment serves."""
+
+    instruments: dict[str, Instrument]
+    intervals: tuple[Interval, ...]
+
+    def symbol(self, value: str, field: str) -> str:
+        if not value:
+            raise InvalidArgument(field, "required")
+        symbol = value.upper()
+        if symbol not in self.instruments:
+            raise UnknownSymbol(value, field)
+        return symbol
+
+    def interval(self, value: int, field: str) -> Interval:
+        if value == pb.INTERVAL_UNSPECIFIED:
+            raise InvalidArgument(field, "required")
+        try:
+            interval = Interval(value)
+        except ValueError:
+            raise InvalidArgument(field, f"unknown interval {value}") from None
+        if interval not in self.intervals:
+            served = ", ".join(i.label for i in self.intervals)
+            raise InvalidArgument(field, f"{interval.label} is not served here (served: {served})")
+        return interval
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    stale_after: float = 10.0
+    heartbeat_interval: float = 5.0
+    max_series: int = 100
+    max_history: int = 1000
+    max_batch: int = 1000
+    default_page_size: int = 500
+    max_page_size: int = 1000
+
+
+def _time(ts: Timestamp, field: str) -> int:
+    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidArgument(field, "not a valid timestamp")
+    return timestamp_ns(ts)
+
+
+def _token_field(token: ResumeToken) -> bytes:
+    return field_bytes(15, token.encode().encode())
+
+
+class MarketDataServicer:
+    """Implements ``marketdata.v1.MarketDataService``."""
+
+    def __init__(self, store: Store, hub: Hub, catalog: Catalog, limits: Limits) -> None:
+        self._store = store
+        self._hub = hub
+        self._catalog = catalog
+        self._limits = limits
+
+    def _stale(self, receive_time: int) -> bool:
+        return time.time_ns() - receive_time > self._limits.stale_after * 1e9
+
+    @translate_errors
+    async def GetPrice(self, request: pb.GetPriceRequest, context: Context) -> pb.GetPriceResponse:
+        symbol = self._catalog.symbol(request.symbol, "symbol")
+        (quote,) = await self._store.get_quotes([symbol])
+        if quote is None:
+            raise NoData(f"no quote received for {symbol} yet")
+        price = quote_to_price(quote, stale=self._stale(quote.receive_time))
+        return pb.GetPriceResponse(price=price)
+
+    @translate_errors
+    async def BatchGetPrices(
+        self, request: pb.BatchGetPricesRequest, context: Context
+    ) -> pb.BatchGetPricesResponse:
+        if not request.symbols:
+            raise InvalidArgument("symbols", "at least one symbol is required")
+        if len(request.symbols) > self._limits.max_batch:
+            raise InvalidArgument("symbols", f"at most {self._limits.max_batch} symbols")
+        symbols: list[str] = []
+        seen: set[str] = set()
+        for i, value in enumerate(request.symbols):
+            symbol = self._catalog.symbol(value, f"symbols[{i}]")
+            if symbol in seen:
+                raise InvalidArgument(f"symbols[{i}]", f"{symbol} is repeated")
+            seen.add(symbol)
+            symbols.append(symbol)
+        quotes = await self._store.get_quotes(symbols)
+        prices = [
+            pb.Price(symbol=symbol, stale=True)
+            if quote is None
+            else quote_to_price(quote, stale=self._stale(quote.receive_time))
+            for symbol, quote in zip(symbols, quotes, strict=True)
+        ]
+        return pb.BatchGetPricesResponse(prices=prices)
+
+    @translate_errors
+    async def GetCandles(self, request: pb.GetCandlesRequest, context: Context) -> bytes:
+        symbol = self._catalog.symbol(request.symbol, "symbol")
+        interval = self._catalog.interval(request.interval, "interval")
+        start = _time(request.start_time, "start_time") if request.HasField("start_time") else None
+        end = _time(request.end_time, "end_time") if request.HasField("end_time") else None
+        if start is not None and end is not None and end <= start:
+            raise InvalidArgument("end_time", "must be after start_time")
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        size = min(request.page_size or self._limits.default_page_size, self._limits.max_page_size)
+        request_id = fingerprint((symbol, interval, start, end))
+        if request.page_token:
+            if start is None:
+                raise InvalidArgument("page_token", "paging needs start_time")
+            page = PageToken.decode(request.page_token)
+            if page.request != request_id:
+                raise InvalidArgument("page_token", "belongs to a request with other fields")
+            start = page.next_start
+        found = await self._store.get_candles(
+            SeriesKey(symbol, interval),
+            start=start,
+            end=end,
+            limit=size + 1 if start is not None else size,
+        )
+        frames = found.frames
+        body = b"".join(frames[:size])
+        if len(frames) > size:
+            token = PageToken(request_id, found.open_times[size]).encode()
+            body += field_bytes(2, token.encode())
+        return body
+
+    @translate_errors
+    async def ListSymbols(
+        self, request: pb.ListSymbolsRequest, context: Context
+    ) -> pb.ListSymbolsResponse:
+        intervals = [i.value for i in self._catalog.intervals]
+        return pb.ListSymbolsResponse(
+            symbols=[
+                pb.SymbolInfo(
+                    symbol=i.symbol,
+                    price_precision=i.price_precision,
+                    quantity_precision=i.quantity_precision,
+                    intervals=intervals,  # type: ignore[arg-type]
+                    source=i.source.value,  # type: ignore[arg-type]
+                    base_asset=i.base_asset,
+                    quote_asset=i.quote_asset,
+                )
+                for i in self._catalog.instruments.values()
+            ]
+        )
+
+    def _series(self, request: pb.SubscribeCandlesRequest) -> list[SeriesKey]:
+        if not request.series:
+            raise InvalidArgument("series", "at least one series is required")
+        if len(request.series) > self._limits.max_series:
+            raise InvalidArgument("series", f"at most {self._limits.max_series} series per stream")
+        keys: list[SeriesKey] = []
+        for i, item in enumerate(request.series):
+            key = SeriesKey(
+                self._catalog.symbol(item.symbol, f"series[{i}].symbol"),
+                self._catalog.interval(item.interval, f"series[{i}].interval"),
+            )
+            if key in keys:
+                raise InvalidArgument(f"series[{i}]", f"{key} is repeated")
+            keys.append(key)
+        return keys
+
+    @translate_stream_errors
+    async def SubscribeCandles(
+        self, request: pb.SubscribeCandlesRequest, context: Context
+    ) -> AsyncIterator[bytes]:
+        series = self._series(request)
+        if request.history > self._limits.max_history:
+            raise InvalidArgument("history", f"at most {self._limits.max_history}")
+        start = _time(request.start_time, "start_time") if request.HasField("start_time") else None
+        if start is not None and request.history:
+            raise InvalidArgument("start_time", "set either history or start_time, not both")
+        request_id = fingerprint((*series, request.history, start, request.closed_only))
+        resume = ResumeToken.decode(request.resume_token) if request.resume_token else None
+        if resume is not None and resume.request != request_id:
+            raise InvalidArgument("resume_token", "belongs to a request with other fields")
+        store = self._store
+        epoch = store.epoch
+        if resume is not None and resume.epoch != epoch:
+            raise DataExpired("the data this resume_token points to is no longer retained")
+
+        subscription = self._hub.subscribe(series, closed_only=request.closed_only)
+        try:
+            if resume is None or resume.phase is Phase.HISTORY:
+                snapshot = await store.snapshot(
+                    series,
+                    history=request.history,
+                    start=start,
+                    closed_only=request.closed_only,
+                    at=None if resume is None else resume.position,
+                )
+                position = snapshot.position
+                for index, candles in enumerate(snapshot.slices):
+                    if resume is not None and index < resume.series_index:
+                        continue
+                    skip = (
+                        resume.cursor
+                        if resume is not None and index == resume.series_index
+                        else None
+                    )
+                    for open_time, frame in zip(candles.open_times, candles.frames, strict=True):
+                        if skip is not None and open_time <= skip:
+                            continue
+                        token = ResumeToken(
+                            epoch, request_id, Phase.HISTORY, position, index, open_time
+                        )
+                        yield frame + _token_field(token)
+                live = ResumeToken(epoch, request_id, Phase.LIVE, position)
+                yield _SNAPSHOT_END + _token_field(live)
+            else:
+                position = resume.position
+            for missed in await store.read_updates(series, after=position):
+                if request.closed_only and not missed.closed:
+                    continue
+                position = missed.seq
+                yield missed.frame + _token_field(
+                    ResumeToken(epoch, request_id, Phase.LIVE, position)
+                )
+            subscription.discard_through(position)
+            heartbeat_interval = self._limits.heartbeat_interval
+            while True:
+                update = await subscription.next(heartbeat_interval)
+                if update is None:
+                    position = max(position, self._hub.published_seq)
+                    live = ResumeToken(epoch, request_id, Phase.LIVE, position)
+                    yield field_bytes(3, self._heartbeat(series)) + _token_field(live)
+                elif update.seq > position:
+                    position = update.seq
+                    live = ResumeToken(epoch, request_id, Phase.LIVE, position)
+                    yield update.frame + _token_field(live)
+        finally:
+            subscription.close()
+
+    def _heartbeat(self, series: Sequence[SeriesKey]) -> bytes:
+        event_times = self._hub.event_times
+        return pb.Heartbeat(
+            server_time=timestamp(time.time_ns()),
+            watermarks=[
+                pb.SeriesWatermark(
+                    series=pb.Series(symbol=key.symbol, interval=key.interval.value),  # type: ignore[arg-type]
+                    last_event_time=timestamp(event_times[key.symbol]),
+                )
+                if key.symbol in event_times
+                else pb.SeriesWatermark(
+                    series=pb.Series(symbol=key.symbol, interval=key.interval.value)  # type: ignore[arg-type]
+                )
+                for key in series
+            ],
+        ).SerializeToString()

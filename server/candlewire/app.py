@@ -1,0 +1,150 @@
+"""Wiring and lifecycle of the service.
+
+:class:`App` builds the parts from :class:`~candlewire.config.Settings` and
+owns every task it starts. Start-up: gRPC up with readiness NOT_SERVING,
+history backfilled, live feed running, readiness SERVING once the store
+answers and the feed is fresh. Shutdown, in this order: health NOT_SERVING,
+stop accepting calls, end the streams (UNAVAILABLE, so clients resume
+elsewhere), stop the feed, close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from candlewire.aggregate import AggregatorConfig
+from candlewire.api.server import ApiServer
+from candlewire.api.servicer import Catalog, Limits, MarketDataServicer
+from candlewire.config import Settings, describe_settings
+from candlewire.domain import NANOS_PER_SECOND, Source
+from candlewire.errors import CandlewireError
+from candlewire.feeds.base import Feed
+from candlewire.feeds.sim import SimFeed
+from candlewire.hub import Hub
+from candlewire.ingest import Ingestor
+from candlewire.store.base import Store
+from candlewire.store.memory import MemoryStore
+
+__all__ = ["App"]
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    """The whole service. ``await app.run()`` serves until :meth:`stop`."""
+
+    def __init__(
+        self, settings: Settings, *, feed: Feed | None = None, store: Store | None = None
+    ) -> None:
+        self.settings = settings
+        self.store: Store = store or MemoryStore(
+            retention=settings.retention, log_size=settings.update_log_size
+        )
+        self.hub = Hub(
+            queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
+        )
+        self.feed: Feed = feed or SimFeed(
+            settings.symbols,
+            rate=settings.sim_rate,
+            seed=settings.sim_seed,
+            history_minutes=settings.sim_history,
+        )
+        self.api: ApiServer | None = None
+        self.ingestor: Ingestor | None = None
+        self.ready = False
+        self.started = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._backfilled = False
+
+    @property
+    def port(self) -> int:
+        """The bound gRPC port (useful when listening on port 0)."""
+        if self.api is None:
+            raise RuntimeError("not started")
+        return self.api.port
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to shut down (safe to call from a signal handler)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        s = self.settings
+        for line in describe_settings(s):
+            log.debug("setting %s", line)
+        instruments = dict(await self.feed.instruments())
+        catalog = Catalog(instruments, s.intervals)
+        limits = Limits(stale_after=s.stale_after, heartbeat_interval=s.heartbeat_interval)
+        servicer = MarketDataServicer(self.store, self.hub, catalog, limits)
+        self.api = api = ApiServer(servicer, s.grpc_listen)
+        source = next(iter(instruments.values())).source if instruments else Source.LIVE
+        self.ingestor = Ingestor(
+            self.store,
+            self.hub,
+            instruments,
+            AggregatorConfig(intervals=s.intervals, lateness=int(s.lateness * NANOS_PER_SECOND)),
+            source,
+        )
+        await api.start()
+        self.started.set()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                feed_task = tasks.create_task(self._feed(), name="feed")
+                health_task = tasks.create_task(self._watch_health(), name="health")
+                await self._stopping.wait()
+                log.info("shutting down")
+                await api.enter_shutdown()
+                self.ready = False
+                stopping = tasks.create_task(api.stop(s.shutdown_grace), name="grpc-stop")
+                self.hub.close()
+                await stopping
+                feed_task.cancel()
+                health_task.cancel()
+        finally:
+            await self.store.close()
+            log.info("stopped")
+
+    async def _feed(self) -> None:
+        assert self.ingestor is not None
+        started = time.perf_counter()
+        await self.feed.backfill(self.ingestor)
+        self._backfilled = True
+        log.info(
+            "backfill done in %.2fs (%d candle versions stored)",
+            time.perf_counter() - started,
+            self.ingestor.candles_out,
+        )
+        await self.feed.run(self.ingestor)
+
+    def _is_ready(self) -> tuple[bool, str]:
+        ingestor = self.ingestor
+        if not self._backfilled or ingestor is None:
+            return False, "backfill in progress"
+        last = ingestor.last_receive
+        if last is None or time.monotonic() - last > self.settings.feed_stale_after:
+            return False, "upstream feed is stale"
+        return True, "ok"
+
+    async def _watch_health(self) -> None:
+        assert self.api is not None
+        reason = ""
+        while True:
+            ready, why = self._is_ready()
+            if ready:
+                try:
+                    await self.store.ping()
+                except CandlewireError as error:
+                    ready, why = False, f"store unavailable: {error}"
+            if ready != self.ready or why != reason:
+                log.log(
+                    logging.INFO if ready else logging.WARNING,
+                    "readiness %s: %s",
+                    "SERVING" if ready else "NOT_SERVING",
+                    why,
+                )
+                self.ready, reason = ready, why
+                await self.api.set_ready(ready)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.2)

@@ -1,0 +1,59 @@
+"""The ``candlewire`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from candlewire import __version__
+from candlewire.config import add_arguments, load
+from candlewire.errors import ConfigError
+
+__all__ = ["main"]
+
+log = logging.getLogger("candlewire")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="candlewire", description="Candlewire market-data service"
+    )
+    parser.add_argument("--version", action="version", version=f"candlewire {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the service (feed, store and gRPC API)")
+    add_arguments(serve)
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from candlewire.app import App
+
+    app = App(load(args))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.stop)
+    await app.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load(args)
+    except ConfigError as error:
+        print(f"candlewire: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

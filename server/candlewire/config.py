@@ -1,0 +1,159 @@
+"""Settings: one typed object read from ``CANDLEWIRE_*`` variables and flags.
+
+Flags (``--grpc-listen`` ...) mirror the variables and win over them. Every
+value is validated at start; :func:`load` raises :class:`ConfigError` with a
+message naming the setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from candlewire.domain import Interval
+from candlewire.errors import ConfigError
+
+__all__ = ["Settings", "add_arguments", "describe_settings", "load", "parse_listen"]
+
+_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+
+
+class Settings(BaseSettings):
+    """All settings of the service, with their defaults (the embedded mode)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CANDLEWIRE_", frozen=True, extra="forbid", validate_default=True
+    )
+
+    grpc_listen: str = Field("0.0.0.0:50051", description="gRPC listen address host:port")
+    feed: Literal["sim"] = Field("sim", description="upstream feed")
+    symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("BTCUSDT", "ETHUSDT", "EURUSD"), description="comma-separated symbols"
+    )
+    intervals: Annotated[tuple[Interval, ...], NoDecode] = Field(
+        tuple(Interval), description="comma-separated intervals served (1s,1m,...,1M)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    retention: int = Field(5000, ge=100, le=1_000_000, description="candles kept per series")
+    update_log_size: int = Field(
+        4096, ge=16, le=1_000_000, description="updates kept per series for resume tokens"
+    )
+    lateness: float = Field(
+        2.0, ge=0, le=3600, description="seconds a late trade may still correct a closed candle"
+    )
+    heartbeat_interval: float = Field(
+        5.0, gt=0, le=300, description="seconds of stream silence before a heartbeat"
+    )
+    subscriber_queue_size: int = Field(
+        1024, ge=8, le=1_000_000, description="updates queued per subscriber before it is ended"
+    )
+    max_streams: int = Field(10_000, ge=1, description="concurrent SubscribeCandles streams")
+    stale_after: float = Field(10.0, gt=0, description="seconds after which a quote is stale")
+    feed_stale_after: float = Field(
+        15.0, gt=0, description="seconds without upstream data before readiness fails"
+    )
+    shutdown_grace: float = Field(5.0, ge=0, le=300, description="seconds to drain on shutdown")
+    sim_rate: float = Field(4.0, gt=0, le=10_000, description="simulated trades/s per symbol")
+    sim_seed: int = Field(1, description="random seed of the simulator")
+    sim_history: int = Field(
+        1440, ge=0, le=100_000, description="minutes of simulated history at start-up"
+    )
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _check_symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one symbol is required")
+        for symbol in value:
+            if not _SYMBOL.match(symbol):
+                raise ValueError(f"{symbol!r} is not a symbol (A-Z, 0-9, '.', '_', '-')")
+        if len(set(value)) != len(value):
+            raise ValueError("symbols must be distinct")
+        return value
+
+    @field_validator("intervals", mode="before")
+    @classmethod
+    def _parse_intervals(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            value = sorted(
+                {v if isinstance(v, Interval) else Interval.parse(str(v)) for v in value}
+            )
+            if not value:
+                raise ValueError("at least one interval is required")
+        return value
+
+    @field_validator("grpc_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
+def parse_listen(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::]:50051`` for IPv6); the port may be 0 (any free port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{address!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per setting; flags left out fall back to env and defaults."""
+    for name, field in Settings.model_fields.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            metavar=name.upper(),
+            help=f"{field.description} "
+            f"(env CANDLEWIRE_{name.upper()}, default {_show(field.default)})",
+        )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(v.label if isinstance(v, Interval) else str(v) for v in value) or "none"
+    return str(value)
+
+
+def load(args: argparse.Namespace | None = None, **overrides: Any) -> Settings:
+    """Build the settings from flags, overrides, environment and defaults."""
+    values: dict[str, Any] = {}
+    if args is not None:
+        values = {
+            k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None
+        }
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid settings:"]
+    for error in exc.errors():
+        name = ".".join(str(p) for p in error["loc"][:1])
+        lines.append(
+            f"  {name} (--{name.replace('_', '-')} / CANDLEWIRE_{name.upper()}): {error['msg']}"
+        )
+    return "\n".join(lines)
+
+
+def describe_settings(settings: Settings) -> Sequence[str]:
+    """The settings as ``name=value`` lines, for the start-up log."""
+    return [f"{name}={_show(getattr(settings, name))}" for name in Settings.model_fields]

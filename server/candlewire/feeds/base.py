@@ -1,0 +1,44 @@
+"""What a feed is and what it feeds.
+
+A feed knows one venue's wire protocol and nothing about stores or gRPC: it
+turns the venue's messages into domain events and hands them to a
+:class:`FeedSink`. Tick feeds emit trades, quotes and watermarks (the
+venue's clock, so a quiet market still closes candles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from candlewire.domain import Instrument, Quote, Trade
+
+__all__ = ["Feed", "FeedSink"]
+
+
+class FeedSink(Protocol):
+    async def trades(self, trades: Sequence[Trade]) -> None:
+        """Trades of any symbols, in arrival order."""
+        ...
+
+    async def quotes(self, quotes: Sequence[Quote]) -> None:
+        """Latest quotes."""
+        ...
+
+    async def watermark(self, symbol: str, time: int) -> None:
+        """The upstream's clock for ``symbol`` reached ``time`` (ns)."""
+        ...
+
+
+class Feed(Protocol):
+    async def instruments(self) -> Mapping[str, Instrument]:
+        """Validate the configured symbols and describe them."""
+        ...
+
+    async def backfill(self, sink: FeedSink) -> None:
+        """Load history before live data starts."""
+        ...
+
+    async def run(self, sink: FeedSink) -> None:
+        """Stream live data until cancelled; reconnects are the feed's own business."""
+        ...

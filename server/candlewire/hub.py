@@ -1,0 +1,199 @@
+"""Fan-out of candle updates to stream subscribers.
+
+Each subscription has a bounded queue, kept in sequence order:
+
+* a forming-candle update replaces the pending update of the same candle when
+  that is the series' newest pending entry (conflation: an update is a full
+  snapshot, so only superseded versions are dropped);
+* closed candles are never dropped; a subscription whose queue is full is
+  ended with :class:`~candlewire.errors.LimitExceeded` and its queue freed; the
+  client resumes with its last resume token and the store replays the rest.
+
+Publishing never awaits, so a slow subscriber cannot delay the others, and the
+frames published were encoded once by the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+from candlewire.domain import SeriesKey
+from candlewire.errors import CandlewireError, LimitExceeded, ShuttingDown
+from candlewire.store.base import Update
+
+__all__ = ["Hub", "Subscription"]
+
+
+class Subscription:
+    """One subscriber's queue. Create it with :meth:`Hub.subscribe`."""
+
+    __slots__ = (
+        "_error",
+        "_hub",
+        "_last_pending",
+        "_max_queue",
+        "_pending",
+        "_waiter",
+        "closed_only",
+        "conflated",
+        "series",
+    )
+
+    def __init__(
+        self, hub: Hub, series: frozenset[SeriesKey], *, closed_only: bool, max_queue: int
+    ) -> None:
+        self._hub = hub
+        self.series = series
+        self.closed_only = closed_only
+        self._max_queue = max_queue
+        self._pending: OrderedDict[int, Update] = OrderedDict()
+        self._last_pending: dict[SeriesKey, Update] = {}
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: CandlewireError | None = None
+        self.conflated = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def _offer(self, update: Update) -> None:
+        if self._error is not None or (self.closed_only and not update.closed):
+            return
+        last = self._last_pending.get(update.series)
+        if last is not None and last.open_time == update.open_time and not last.closed:
+            del self._pending[last.seq]
+            self.conflated += 1
+        elif len(self._pending) >= self._max_queue:
+            self._fail(
+                LimitExceeded(
+                    f"subscriber fell more than {self._max_queue} updates behind; "
+                    "resume with the last resume_token"
+                )
+            )
+            self._hub._drop(self)
+            return
+        self._pending[update.seq] = update
+        self._last_pending[update.series] = update
+        self._wake()
+
+    def _fail(self, error: CandlewireError) -> None:
+        self._error = error
+        self._pending.clear()
+        self._last_pending.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def discard_through(self, seq: int) -> None:
+        """Drop pending updates with sequence numbers up to ``seq`` (already sent)."""
+        while self._pending:
+            first = next(iter(self._pending))
+            if first > seq:
+                break
+            update = self._pending.pop(first)
+            if self._last_pending.get(update.series) is update:
+                del self._last_pending[update.series]
+
+    def pop(self) -> Update | None:
+        """The next pending update, or None; raises the error that ended the subscription."""
+        if self._pending:
+            _, update = self._pending.popitem(last=False)
+            if self._last_pending.get(update.series) is update:
+                del self._last_pending[update.series]
+            return update
+        if self._error is not None:
+            raise self._error
+        return None
+
+    async def next(self, wait: float) -> Update | None:
+        """The next update, or None when none arrived within ``wait`` seconds."""
+        update = self.pop()
+        if update is not None:
+            return update
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._waiter, wait)
+        except TimeoutError:
+            return None
+        finally:
+            self._waiter = None
+        return self.pop()
+
+    def close(self) -> None:
+        """Stop receiving updates."""
+        self._hub._drop(self)
+
+
+class Hub:
+    """Routes published updates to the subscriptions of their series."""
+
+    def __init__(self, *, queue_size: int = 1024, max_subscriptions: int = 10_000) -> None:
+        self._queue_size = queue_size
+        self._max_subscriptions = max_subscriptions
+        self._by_series: dict[SeriesKey, set[Subscription]] = {}
+        self._subscriptions: set[Subscription] = set()
+        self._closed = False
+        self.published_seq = 0
+        """Highest sequence number published; every subscription saw all before it."""
+        self.event_times: dict[str, int] = {}
+        """Last upstream event time per symbol (for heartbeats)."""
+        self.overflowed = 0
+        self.delivered_batches = 0
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)
+
+    def subscribe(self, series: Iterable[SeriesKey], *, closed_only: bool = False) -> Subscription:
+        if self._closed:
+            raise ShuttingDown("the server is shutting down")
+        if len(self._subscriptions) >= self._max_subscriptions:
+            raise LimitExceeded(
+                f"this server has {self._max_subscriptions} streams open", retry_after=5.0
+            )
+        subscription = Subscription(
+            self, frozenset(series), closed_only=closed_only, max_queue=self._queue_size
+        )
+        self._subscriptions.add(subscription)
+        for key in subscription.series:
+            self._by_series.setdefault(key, set()).add(subscription)
+        return subscription
+
+    def _drop(self, subscription: Subscription) -> None:
+        if subscription not in self._subscriptions:
+            return
+        self._subscriptions.discard(subscription)
+        if subscription._error is not None:
+            self.overflowed += isinstance(subscription._error, LimitExceeded)
+        for key in subscription.series:
+            subscribers = self._by_series.get(key)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._by_series[key]
+
+    def publish(self, updates: Sequence[Update]) -> None:
+        """Offer updates (in sequence order) to every subscription of their series."""
+        by_series = self._by_series
+        for update in updates:
+            subscribers = by_series.get(update.series)
+            if subscribers:
+                for subscription in tuple(subscribers):
+                    subscription._offer(update)
+        if updates:
+            self.published_seq = max(self.published_seq, updates[-1].seq)
+            self.delivered_batches += 1
+
+    def note_event_time(self, symbol: str, time: int) -> None:
+        if time > self.event_times.get(symbol, -1):
+            self.event_times[symbol] = time
+
+    def close(self) -> None:
+        """End every subscription with ShuttingDown and refuse new ones."""
+        self._closed = True
+        for subscription in tuple(self._subscriptions):
+            subscription._fail(ShuttingDown("the server is shutting down; reconnect"))
+            self._drop(subscription)

@@ -1,0 +1,89 @@
+"""Ingestion: feed events through aggregation into the store and the hub.
+
+The :class:`Ingestor` is the feed's sink. Trades go through one pure
+:class:`~candlewire.aggregate.SymbolAggregator` per symbol; the candle
+versions it emits are written to the store (which numbers them) and then
+published to the hub, in that order, so a subscriber that read the store
+before a publish never misses it and never sees it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from candlewire.aggregate import AggregatorConfig, SymbolAggregator
+from candlewire.domain import Candle, Quote, Source, Trade
+from candlewire.hub import Hub
+from candlewire.store.base import Store
+
+__all__ = ["Ingestor"]
+
+log = logging.getLogger(__name__)
+
+
+class Ingestor:
+    """Implements :class:`~candlewire.feeds.base.FeedSink`."""
+
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        symbols: Iterable[str],
+        config: AggregatorConfig,
+        source: Source,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._aggregators = {s: SymbolAggregator(s, config, source) for s in symbols}
+        self.last_receive: float | None = None
+        """Monotonic time of the last event from the feed."""
+        self.trades_in = 0
+        self.candles_out = 0
+
+    @property
+    def dropped_late(self) -> int:
+        return sum(a.dropped_late for a in self._aggregators.values())
+
+    def _touch(self) -> None:
+        self.last_receive = time.monotonic()
+
+    async def trades(self, trades: Sequence[Trade]) -> None:
+        self._touch()
+        by_symbol: dict[str, list[Trade]] = defaultdict(list)
+        for trade in trades:
+            by_symbol[trade.symbol].append(trade)
+        candles: list[Candle] = []
+        for symbol, batch in by_symbol.items():
+            aggregator = self._aggregators.get(symbol)
+            if aggregator is None:
+                log.warning("trade for unconfigured symbol %s ignored", symbol)
+                continue
+            candles.extend(aggregator.add_trades(batch))
+            if aggregator.now is not None:
+                self._hub.note_event_time(symbol, aggregator.now)
+        self.trades_in += len(trades)
+        await self._write(candles)
+
+    async def quotes(self, quotes: Sequence[Quote]) -> None:
+        self._touch()
+        await self._store.put_quotes(quotes)
+        for quote in quotes:
+            self._hub.note_event_time(quote.symbol, quote.time)
+
+    async def watermark(self, symbol: str, time: int) -> None:
+        self._touch()
+        aggregator = self._aggregators.get(symbol)
+        if aggregator is None:
+            return
+        await self._write(aggregator.advance(time))
+        self._hub.note_event_time(symbol, time)
+
+    async def _write(self, candles: Sequence[Candle]) -> None:
+        if not candles:
+            return
+        updates = await self._store.write_candles(candles)
+        self.candles_out += len(updates)
+        self._hub.publish(updates)
