@@ -130,7 +130,7 @@ class App:
     async def _watch_health(self) -> None:
         assert self.api is not None
         reason = ""
-        while True:
+        while not self._stopping.is_set():
             ready, why = self._is_ready()
             if ready:
                 try:

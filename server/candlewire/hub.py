@@ -187,6 +187,11 @@ class Hub:
             self.published_seq = max(self.published_seq, updates[-1].seq)
             self.delivered_batches += 1
 
+    @property
+    def max_queued(self) -> int:
+        """The longest queue of any subscription right now."""
+        return max((len(s) for s in self._subscriptions), default=0)
+
     def note_event_time(self, symbol: str, time: int) -> None:
         if time > self.event_times.get(symbol, -1):
             self.event_times[symbol] = time

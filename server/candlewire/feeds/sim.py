@@ -3,7 +3,7 @@
 Everything it produces is marked ``Source.SIMULATED``. Prices move by a
 geometric random walk quantised to each symbol's precision; every tick emits
 one trade at the bid or the ask and a new quote. At start-up it backfills
-``history_minutes`` of trades (one every few simulated seconds) so the
+``history_minutes`` of trades (one every ten simulated seconds) so the
 service has history at once. Event times come from the simulator's clock,
 which is the only venue clock there is.
 """
@@ -121,14 +121,14 @@ class SimFeed:
         if not self._history_minutes:
             return
         end = self._clock()
-        step = 5 * NANOS_PER_SECOND
+        step = 10 * NANOS_PER_SECOND
         start = end - self._history_minutes * 60 * NANOS_PER_SECOND
         for walk in self._walks:
             trades: list[Trade] = []
             quote: Quote | None = None
             t = start - start % step
             while t < end:
-                trade, quote = walk.step(t, 5.0, end)
+                trade, quote = walk.step(t, 10.0, end)
                 trades.append(trade)
                 t += step
             await sink.trades(trades)

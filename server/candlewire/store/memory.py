@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from operator import attrgetter
 
 from candlewire.codec import candle_frame
-from candlewire.domain import Candle, Quote, SeriesKey
+from candlewire.domain import Candle, Interval, Quote, SeriesKey
 from candlewire.errors import DataExpired
 from candlewire.store.base import CandleSlice, Snapshot, Update
 
@@ -81,13 +81,33 @@ class MemoryStore:
     async def head(self) -> int:
         return self._seq
 
+    def _cutoffs(self, candles: Sequence[Candle]) -> dict[SeriesKey, int]:
+        """For a batch larger than the retention (a backfill), the oldest open
+        time per series that survives the batch: older candles are skipped
+        instead of being encoded and evicted again."""
+        times: dict[SeriesKey, set[int]] = {}
+        for candle in candles:
+            times.setdefault(candle.series, set()).add(candle.open_time)
+        cutoffs: dict[SeriesKey, int] = {}
+        for key, new in times.items():
+            s = self._series.get(key)
+            if s is not None:
+                new.update(s.open_times)
+            if len(new) > self._retention:
+                cutoffs[key] = sorted(new)[-self._retention]
+        return cutoffs
+
     async def write_candles(self, candles: Sequence[Candle]) -> list[Update]:
         applied: list[Update] = []
+        cutoffs = self._cutoffs(candles) if len(candles) > self._retention else {}
+        key = SeriesKey("", Interval.S1)
+        s = _Series()
         for candle in candles:
-            key = candle.series
-            s = self._series.get(key)
-            if s is None:
-                s = self._series[key] = _Series()
+            if candle.interval is not key.interval or candle.symbol != key.symbol:
+                key = candle.series  # batches come grouped by series: build keys once a run
+                s = self._series.get(key) or self._series.setdefault(key, _Series())
+            if cutoffs and candle.open_time < cutoffs.get(key, candle.open_time):
+                continue
             times = s.open_times
             i = bisect_left(times, candle.open_time)
             exists = i < len(times) and times[i] == candle.open_time
