@@ -5,17 +5,23 @@ The :class:`Ingestor` is the feed's sink. Trades go through one pure
 versions it emits are written to the store (which numbers them) and then
 published to the hub, in that order, so a subscriber that read the store
 before a publish never misses it and never sees it twice.
+
+Kline feeds bypass aggregation: the venue's candles are numbered here
+(``revision``), exact duplicates are dropped, and a version older than the
+one already seen (fewer trades, or forming after closed) is ignored, so
+duplicated and reordered venue messages cannot move a candle backwards.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from candlewire.aggregate import AggregatorConfig, SymbolAggregator
-from candlewire.domain import Candle, Quote, Source, Trade
+from candlewire.domain import Candle, Quote, SeriesKey, Source, Trade
 from candlewire.hub import Hub
 from candlewire.store.base import Store
 
@@ -38,6 +44,7 @@ class Ingestor:
         self._store = store
         self._hub = hub
         self._aggregators = {s: SymbolAggregator(s, config, source) for s in symbols}
+        self._venue: dict[SeriesKey, OrderedDict[int, Candle]] = {}
         self.last_receive: float | None = None
         """Monotonic time of the last event from the feed."""
         self.trades_in = 0
@@ -81,9 +88,39 @@ class Ingestor:
         await self._write(aggregator.advance(time))
         self._hub.note_event_time(symbol, time)
 
+    async def candles(self, candles: Sequence[Candle]) -> None:
+        self._touch()
+        fresh: list[Candle] = []
+        for candle in candles:
+            recent = self._venue.setdefault(candle.series, OrderedDict())
+            seen = recent.get(candle.open_time)
+            if seen is None:
+                candle = replace(candle, revision=0)
+            elif _older_or_same(candle, seen):
+                continue
+            else:
+                candle = replace(candle, revision=seen.revision + 1)
+            recent[candle.open_time] = candle
+            recent.move_to_end(candle.open_time)
+            while len(recent) > _VENUE_MEMORY:
+                recent.popitem(last=False)
+            fresh.append(candle)
+        await self._write(fresh)
+
     async def _write(self, candles: Sequence[Candle]) -> None:
         if not candles:
             return
         updates = await self._store.write_candles(candles)
         self.candles_out += len(updates)
         self._hub.publish(updates)
+
+
+_VENUE_MEMORY = 64  # recent candles remembered per series to number venue versions
+
+
+def _older_or_same(candle: Candle, seen: Candle) -> bool:
+    if seen.closed and not candle.closed:
+        return True
+    if candle.trade_count < seen.trade_count:
+        return True
+    return replace(candle, revision=seen.revision) == seen

@@ -3,7 +3,8 @@
 A feed knows one venue's wire protocol and nothing about stores or gRPC: it
 turns the venue's messages into domain events and hands them to a
 :class:`FeedSink`. Tick feeds emit trades, quotes and watermarks (the
-venue's clock, so a quiet market still closes candles).
+venue's clock, so a quiet market still closes candles); kline feeds emit the
+venue's own candles and quotes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from candlewire.domain import Instrument, Quote, Trade
+from candlewire.domain import Candle, Instrument, Quote, Trade
 
 __all__ = ["Feed", "FeedSink"]
 
@@ -27,6 +28,14 @@ class FeedSink(Protocol):
 
     async def watermark(self, symbol: str, time: int) -> None:
         """The upstream's clock for ``symbol`` reached ``time`` (ns)."""
+        ...
+
+    async def candles(self, candles: Sequence[Candle]) -> None:
+        """Candles computed by the venue (kline feeds), oldest first per series.
+
+        ``revision`` is ignored: the sink numbers versions itself, drops exact
+        duplicates and versions older than one it already has.
+        """
         ...
 
 
