@@ -84,7 +84,11 @@ class App:
             self.store,
             self.hub,
             instruments,
-            AggregatorConfig(intervals=s.intervals, lateness=int(s.lateness * NANOS_PER_SECOND)),
+            AggregatorConfig(
+                intervals=s.intervals,
+                lateness=int(s.lateness * NANOS_PER_SECOND),
+                max_gap_fill=s.retention,
+            ),
             source,
         )
         await api.start()

@@ -55,7 +55,8 @@ class UnknownSymbol(CandlewireError):
     """The symbol is not served by this deployment."""
 
     def __init__(self, symbol: str, field: str = "symbol") -> None:
-        super().__init__(f"unknown symbol {symbol!r}")
+        shown = symbol if len(symbol) <= 64 else symbol[:64] + "..."
+        super().__init__(f"unknown symbol {shown!r}")
         self.symbol = symbol
         self.field = field
 

@@ -14,6 +14,7 @@ duplicated and reordered venue messages cannot move a candle backwards.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict, defaultdict
@@ -45,6 +46,8 @@ class Ingestor:
         self._hub = hub
         self._aggregators = {s: SymbolAggregator(s, config, source) for s in symbols}
         self._venue: dict[SeriesKey, OrderedDict[int, Candle]] = {}
+        self._quotes: dict[str, Quote] = {}
+        self._last_trade: dict[str, Trade] = {}
         self.last_receive: float | None = None
         """Monotonic time of the last event from the feed."""
         self.trades_in = 0
@@ -68,17 +71,45 @@ class Ingestor:
             if aggregator is None:
                 log.warning("trade for unconfigured symbol %s ignored", symbol)
                 continue
-            candles.extend(aggregator.add_trades(batch))
+            if len(batch) >= _THREAD_BATCH:
+                # A backfill: aggregate in a worker thread so the event loop
+                # keeps answering (health probes) meanwhile. Only this task
+                # touches the aggregator, and it waits for the thread.
+                candles.extend(await asyncio.to_thread(aggregator.add_trades, batch))
+            else:
+                candles.extend(aggregator.add_trades(batch))
             if aggregator.now is not None:
                 self._hub.note_event_time(symbol, aggregator.now)
         self.trades_in += len(trades)
         await self._write(candles)
+        await self._note_last_trades(trades)
+
+    async def _note_last_trades(self, trades: Sequence[Trade]) -> None:
+        """Keep each symbol's stored quote carrying the price of its last trade."""
+        changed: dict[str, Quote] = {}
+        for trade in trades:
+            last = self._last_trade.get(trade.symbol)
+            if last is not None and trade.time < last.time:
+                continue
+            self._last_trade[trade.symbol] = trade
+            quote = self._quotes.get(trade.symbol)
+            if quote is not None and quote.last != trade.price:
+                changed[trade.symbol] = self._quotes[trade.symbol] = replace(
+                    quote, last=trade.price
+                )
+        if changed:
+            await self._store.put_quotes(list(changed.values()))
 
     async def quotes(self, quotes: Sequence[Quote]) -> None:
         self._touch()
-        await self._store.put_quotes(quotes)
+        filled = []
         for quote in quotes:
+            if quote.last is None and quote.symbol in self._last_trade:
+                quote = replace(quote, last=self._last_trade[quote.symbol].price)
+            self._quotes[quote.symbol] = quote
+            filled.append(quote)
             self._hub.note_event_time(quote.symbol, quote.time)
+        await self._store.put_quotes(filled)
 
     async def watermark(self, symbol: str, time: int) -> None:
         self._touch()
@@ -115,6 +146,7 @@ class Ingestor:
         self._hub.publish(updates)
 
 
+_THREAD_BATCH = 2000  # trades per symbol from which aggregation leaves the event loop
 _VENUE_MEMORY = 64  # recent candles remembered per series to number venue versions
 
 

@@ -31,6 +31,7 @@ Context = grpc.aio.ServicerContext[object, object]
 _MIN_SECONDS = -62135596800  # 0001-01-01T00:00:00Z
 _MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 _SNAPSHOT_END = field_bytes(2, b"")
+_MAX_SYMBOL = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ class Catalog:
     def symbol(self, value: str, field: str) -> str:
         if not value:
             raise InvalidArgument(field, "required")
+        if len(value) > _MAX_SYMBOL:
+            raise InvalidArgument(field, f"at most {_MAX_SYMBOL} characters")
         symbol = value.upper()
         if symbol not in self.instruments:
             raise UnknownSymbol(value, field)

@@ -16,7 +16,7 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from candlewire.domain import NANOS_PER_SECOND, Instrument, Quote, Source, Trade
@@ -133,7 +133,7 @@ class SimFeed:
                 t += step
             await sink.trades(trades)
             if quote is not None:
-                await sink.quotes([quote])
+                await sink.quotes([replace(quote, receive_time=self._clock())])
             await sink.watermark(walk.symbol, end)
 
     async def run(self, sink: FeedSink) -> None:
