@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     def _split_symbols(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            value = [v.upper() if isinstance(v, str) else v for v in value]
         return value
 
     @field_validator("symbols")
