@@ -45,6 +45,7 @@ class Ingestor:
         self._store = store
         self._hub = hub
         self._aggregators = {s: SymbolAggregator(s, config, source) for s in symbols}
+        self._write_lock = asyncio.Lock()
         self._venue: dict[SeriesKey, OrderedDict[int, Candle]] = {}
         self._quotes: dict[str, Quote] = {}
         self._last_trade: dict[str, Trade] = {}
@@ -141,9 +142,13 @@ class Ingestor:
     async def _write(self, candles: Sequence[Candle]) -> None:
         if not candles:
             return
-        updates = await self._store.write_candles(candles)
-        self.candles_out += len(updates)
-        self._hub.publish(updates)
+        # Publish in the order the store numbered the updates, even when a
+        # feed calls the sink from several tasks and the store write awaits:
+        # streams rely on sequence order to skip what they already sent.
+        async with self._write_lock:
+            updates = await self._store.write_candles(candles)
+            self.candles_out += len(updates)
+            self._hub.publish(updates)
 
 
 _THREAD_BATCH = 2000  # trades per symbol from which aggregation leaves the event loop

@@ -238,6 +238,10 @@ Global___Price: _TypeAlias = Price  # noqa: Y015
 
 @_typing.final
 class GetPriceRequest(_message.Message):
+    """GetPrice fails with UNAVAILABLE (retryable) for a served symbol that has no
+    quote yet, and NOT_FOUND for a symbol this deployment does not serve.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SYMBOL_FIELD_NUMBER: _builtins.int
@@ -305,7 +309,9 @@ class BatchGetPricesResponse(_message.Message):
     PRICES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def prices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Price]:
-        """One price per requested symbol, in request order."""
+        """One price per requested symbol, in request order. A symbol with no quote
+        yet comes back with only its symbol set and stale = true.
+        """
 
     def __init__(
         self,
