@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from candlewire import __version__
 from candlewire.config import add_arguments, load
 from candlewire.errors import ConfigError
+from candlewire_client.cli import add_commands, run
 
 __all__ = ["main"]
 
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the service (feed, store and gRPC API)")
     add_arguments(serve)
+    add_commands(commands)  # the client: price, candles, watch, symbols, health
     return parser
 
 
@@ -41,6 +43,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "serve":
+        return run(args)
     try:
         settings = load(args)
     except ConfigError as error:

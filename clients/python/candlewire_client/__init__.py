@@ -1,0 +1,102 @@
+"""Python client of the Candlewire market-data service (``marketdata.v1`` over gRPC).
+
+* :class:`CandlewireClient`: the asyncio client; :class:`Client`: the same
+  methods, blocking, for scripts and notebooks.
+* Typed results: :class:`Candle`, :class:`CandleList` (``to_rows()``,
+  ``to_pandas()``), :class:`Price`, :class:`SymbolInfo`, and the stream events
+  :class:`CandleEvent`, :class:`SnapshotEnd` and :class:`Heartbeat`. Times are
+  UTC datetimes; numbers are ``float`` or, with ``decimals=True``, exact
+  ``Decimal``.
+* Errors: :class:`CandlewireError` and one subclass per family of status codes.
+* The ``candlewire`` command's client subcommands live in
+  :mod:`candlewire_client.cli`.
+
+::
+
+    from candlewire_client import Client
+
+    with Client("localhost:50051") as client:
+        candles = client.fetch_candles("BTCUSDT", "1h", start="2026-01-01")
+"""
+
+from candlewire_client.aio import (
+    DEFAULT_TARGET,
+    SERVICE_NAME,
+    CandleStream,
+    CandlewireClient,
+    ReconnectCallback,
+)
+from candlewire_client.blocking import BlockingCandleStream, Client
+from candlewire_client.errors import (
+    AuthError,
+    CallCancelledError,
+    CandlewireError,
+    DeadlineExceededError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    ResourceExhaustedError,
+    ServerError,
+    UnavailableError,
+)
+from candlewire_client.models import (
+    Candle,
+    CandleEvent,
+    CandleList,
+    Event,
+    Health,
+    Heartbeat,
+    Interval,
+    IntervalLike,
+    Price,
+    Series,
+    SeriesLike,
+    SnapshotEnd,
+    Source,
+    SymbolInfo,
+    TimeLike,
+    Watermark,
+)
+from candlewire_client.retry import RetryPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "SERVICE_NAME",
+    "AuthError",
+    "BlockingCandleStream",
+    "CallCancelledError",
+    "Candle",
+    "CandleEvent",
+    "CandleList",
+    "CandleStream",
+    "CandlewireClient",
+    "CandlewireError",
+    "Client",
+    "DeadlineExceededError",
+    "Event",
+    "FieldViolation",
+    "Health",
+    "Heartbeat",
+    "Interval",
+    "IntervalLike",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "OutOfRangeError",
+    "Price",
+    "ReconnectCallback",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "Series",
+    "SeriesLike",
+    "ServerError",
+    "SnapshotEnd",
+    "Source",
+    "SymbolInfo",
+    "TimeLike",
+    "UnavailableError",
+    "Watermark",
+    "__version__",
+]

@@ -1,0 +1,749 @@
+"""The asyncio client: :class:`CandlewireClient` and its resumable :class:`CandleStream`.
+
+::
+
+    async with CandlewireClient("localhost:50051", decimals=True) as client:
+        history = await client.fetch_candles("BTCUSDT", "1m", start="2026-01-01")
+        async for event in client.subscribe_candles(["BTCUSDT@1m"], history=100):
+            ...
+
+One client holds one HTTP/2 channel; use it from one event loop. Unary calls
+get a deadline (``timeout``) and are retried a few times on UNAVAILABLE;
+subscriptions reconnect by themselves and resume exactly after the last event
+they yielded.
+"""
+
+# The `timeout` parameters are gRPC deadlines, sent to the server with the call,
+# which asyncio.timeout (what ASYNC109 suggests) cannot do.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar, cast, overload
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
+from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
+from candlewire_client._convert import (
+    candle_from_pb,
+    decimal_of,
+    event_from_pb,
+    price_from_pb,
+    symbol_from_pb,
+    to_timestamp,
+)
+from candlewire_client.errors import (
+    CandlewireError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    UnavailableError,
+    from_rpc_error,
+)
+from candlewire_client.models import (
+    Candle,
+    CandleList,
+    Event,
+    Health,
+    Interval,
+    IntervalLike,
+    N,
+    Price,
+    Series,
+    SeriesLike,
+    SnapshotEnd,
+    SymbolInfo,
+    TimeLike,
+    parse_time,
+)
+from candlewire_client.retry import RetryPolicy, is_retryable
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "SERVICE_NAME",
+    "CandleStream",
+    "CandlewireClient",
+    "ReconnectCallback",
+    "StreamState",
+    "channel_options",
+]
+
+DEFAULT_TARGET = "localhost:50051"
+"""Where the client connects when no target is given."""
+
+SERVICE_NAME = "marketdata.v1.MarketDataService"
+"""The gRPC service name, also the health-check name of the service's readiness."""
+
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+_HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
+MAX_PAGE_SIZE = 1000  # the service's cap on candles per GetCandles response
+MIN_KEEPALIVE = 10.0  # the server refuses pings more often than every 10 s
+_VERSION = "0.1.0"
+
+T = TypeVar("T")
+
+ReconnectCallback = Callable[[int, float, CandlewireError], object]
+"""``on_reconnect(attempt, delay, error)``: called before each reconnect of a stream.
+
+``attempt`` counts consecutive failures (1 after a healthy stream), ``delay``
+is the wait in seconds before reconnecting and ``error`` what ended the last
+attempt. The callback may be a coroutine function; it is awaited.
+"""
+
+StreamState = Literal["connecting", "history", "live", "reconnecting", "closed", "failed"]
+"""Where a :class:`CandleStream` is: ``history`` until snapshot_end, then ``live``."""
+
+
+def channel_options(
+    *, keepalive: float, retry: RetryPolicy, extra: Iterable[tuple[str, Any]] = ()
+) -> list[tuple[str, Any]]:
+    """The gRPC channel arguments of a client.
+
+    Keepalive pings every ``keepalive`` seconds (the server allows one per 10 s
+    and ends connections that ping faster), also while a stream is idle, so a
+    dead connection is noticed within ``keepalive + 10`` seconds. The
+    channel's own reconnect backoff follows ``retry`` so that a reconnecting
+    stream is not held back by gRPC's default of up to 120 s.
+    """
+    if keepalive < MIN_KEEPALIVE:
+        raise InvalidArgumentError.local(
+            "keepalive", f"must be at least {MIN_KEEPALIVE:g} seconds (the server's ping limit)"
+        )
+    options: dict[str, Any] = {
+        "grpc.keepalive_time_ms": int(keepalive * 1000),
+        "grpc.keepalive_timeout_ms": 10_000,
+        "grpc.keepalive_permit_without_calls": 0,
+        "grpc.http2.max_pings_without_data": 0,
+        "grpc.initial_reconnect_backoff_ms": max(1, int(retry.initial * 1000)),
+        "grpc.max_reconnect_backoff_ms": max(1, int(retry.maximum * 1000)),
+        "grpc.primary_user_agent": f"candlewire-client-python/{_VERSION}",
+    }
+    options.update(dict(extra))
+    return list(options.items())
+
+
+def _series_list(series: SeriesLike | Iterable[SeriesLike]) -> list[Series]:
+    if isinstance(series, Series | str):
+        return [Series.of(series)]
+    if (
+        isinstance(series, tuple)
+        and len(series) == 2
+        and isinstance(series[0], str)
+        and "@" not in series[0]
+    ):
+        return [Series.of(cast(tuple[str, IntervalLike], series))]
+    items = [Series.of(item) for item in series]
+    if not items:
+        raise InvalidArgumentError.local("series", "at least one series is required")
+    return items
+
+
+class CandlewireClient(Generic[N]):
+    """Async client of ``marketdata.v1.MarketDataService``.
+
+    Use it as ``async with CandlewireClient(target) as client:`` (or call
+    :meth:`close`). Arguments:
+
+    * ``target``: ``host:port`` (any gRPC target string).
+    * ``decimals``: prices and volumes as exact ``Decimal`` (``True``) or ``float``.
+    * ``tls``: connect with TLS; ``root_certificates`` (PEM) replaces the system
+      roots, ``private_key``/``certificate_chain`` (PEM) authenticate the client
+      (mTLS). Any of these implies ``tls=True``.
+    * ``api_key`` (sent as ``x-api-key``), ``bearer_token`` (``authorization:
+      Bearer ...``) and ``metadata`` (more ``(key, value)`` pairs) go with every call.
+    * ``timeout``: deadline in seconds of each unary call (``None``: none);
+      every method also takes its own ``timeout``.
+    * ``keepalive``: seconds between keepalive pings, at least 10.
+    * ``retry``: the :class:`~candlewire_client.retry.RetryPolicy` of unary
+      calls and the default of subscriptions.
+    * ``options``: extra gRPC channel arguments.
+    """
+
+    @overload
+    def __init__(
+        self: CandlewireClient[float],
+        target: str = DEFAULT_TARGET,
+        *,
+        decimals: Literal[False] = False,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        api_key: str | None = None,
+        bearer_token: str | None = None,
+        metadata: Iterable[tuple[str, str]] = (),
+        timeout: float | None = 10.0,
+        keepalive: float = 20.0,
+        retry: RetryPolicy | None = None,
+        options: Iterable[tuple[str, Any]] = (),
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: CandlewireClient[Decimal],
+        target: str = DEFAULT_TARGET,
+        *,
+        decimals: Literal[True],
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        api_key: str | None = None,
+        bearer_token: str | None = None,
+        metadata: Iterable[tuple[str, str]] = (),
+        timeout: float | None = 10.0,
+        keepalive: float = 20.0,
+        retry: RetryPolicy | None = None,
+        options: Iterable[tuple[str, Any]] = (),
+    ) -> None: ...
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        decimals: bool = False,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        api_key: str | None = None,
+        bearer_token: str | None = None,
+        metadata: Iterable[tuple[str, str]] = (),
+        timeout: float | None = 10.0,
+        keepalive: float = 20.0,
+        retry: RetryPolicy | None = None,
+        options: Iterable[tuple[str, Any]] = (),
+    ) -> None:
+        self.target = target
+        """The gRPC target this client connects to."""
+        self.decimals = decimals
+        """Whether numbers are ``Decimal`` (else ``float``)."""
+        self.timeout = timeout
+        """Default deadline of unary calls, in seconds."""
+        self.retry = retry or RetryPolicy()
+        """Retry policy of unary calls, and the default of subscriptions."""
+        self._number: Callable[[float], N] = cast(
+            Callable[[float], N], decimal_of if decimals else float
+        )
+        self._options = channel_options(keepalive=keepalive, retry=self.retry, extra=options)
+        self._credentials: grpc.ChannelCredentials | None = None
+        if tls or root_certificates or private_key or certificate_chain:
+            self._credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+            )
+        pairs: list[tuple[str, str]] = []
+        if api_key is not None:
+            pairs.append(("x-api-key", api_key))
+        if bearer_token is not None:
+            pairs.append(("authorization", f"Bearer {bearer_token}"))
+        pairs.extend(metadata)
+        for key, _ in pairs:
+            if key != key.lower() or not key or key.endswith("-bin"):
+                raise InvalidArgumentError.local(
+                    "metadata", f"key {key!r} must be lower case and not end in -bin"
+                )
+        self._metadata: tuple[tuple[str, str], ...] = tuple(pairs)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: marketdata_pb2_grpc.MarketDataServiceAsyncStub | None = None
+        self._health_check: (
+            grpc.aio.UnaryUnaryMultiCallable[
+                health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+            ]
+            | None
+        ) = None
+        self._health_watch: (
+            grpc.aio.UnaryStreamMultiCallable[
+                health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+            ]
+            | None
+        ) = None
+        self._streams: weakref.WeakSet[CandleStream[N]] = weakref.WeakSet()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> CandlewireClient[N]:
+        self._connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    async def close(self) -> None:
+        """Close the channel; open subscriptions end (their iteration stops)."""
+        self._closed = True
+        for stream in list(self._streams):
+            stream._client_closed()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    def _connect(self) -> marketdata_pb2_grpc.MarketDataServiceAsyncStub:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if self._stub is None:
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(
+                    self.target, self._credentials, options=self._options
+                )
+            else:
+                channel = grpc.aio.insecure_channel(self.target, options=self._options)
+            self._channel = channel
+            self._stub = marketdata_pb2_grpc.MarketDataServiceStub(channel)
+            self._health_check = channel.unary_unary(
+                _HEALTH_CHECK,
+                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_pb2.HealthCheckResponse.FromString,
+            )
+            self._health_watch = channel.unary_stream(
+                _HEALTH_WATCH,
+                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_pb2.HealthCheckResponse.FromString,
+            )
+        return self._stub
+
+    # -- unary calls -------------------------------------------------------
+
+    async def _unary(
+        self,
+        method: Callable[..., Awaitable[T]],
+        request: object,
+        timeout: float | None,
+    ) -> T:
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                if remaining is not None and remaining <= 0:
+                    raise DeadlineExceededError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while retrying"
+                    )
+                return await method(request, timeout=remaining, metadata=self._metadata)
+            except grpc.aio.AioRpcError as rpc_error:
+                error = from_rpc_error(rpc_error)
+                delay = self.retry.delay(attempt, error.retry_delay)
+                if (
+                    attempt >= self.retry.unary_attempts
+                    or not is_retryable(error)
+                    or (deadline is not None and time.monotonic() + delay >= deadline)
+                ):
+                    raise error from rpc_error
+            await asyncio.sleep(delay)
+
+    async def get_price(self, symbol: str, *, timeout: float | None = None) -> Price[N]:
+        """The latest quote of ``symbol``.
+
+        Raises NotFoundError for a symbol not served here and UnavailableError
+        when no quote was received for it yet.
+        """
+        stub = self._connect()
+        response = await self._unary(stub.GetPrice, pb.GetPriceRequest(symbol=symbol), timeout)
+        price = price_from_pb(response.price, self._number)
+        if price is None:
+            raise UnavailableError(grpc.StatusCode.UNAVAILABLE, f"no quote for {symbol} yet")
+        return price
+
+    async def get_prices(
+        self, symbols: Iterable[str], *, timeout: float | None = None
+    ) -> dict[str, Price[N] | None]:
+        """The latest quotes of several symbols in one call.
+
+        The dict is in request order, keyed by the symbol as the service names
+        it (upper case); the value is ``None`` for a symbol without a quote yet.
+        """
+        stub = self._connect()
+        request = pb.BatchGetPricesRequest(symbols=list(symbols))
+        response = await self._unary(stub.BatchGetPrices, request, timeout)
+        return {p.symbol: price_from_pb(p, self._number) for p in response.prices}
+
+    async def list_symbols(self, *, timeout: float | None = None) -> list[SymbolInfo]:
+        """The symbols this deployment serves, with their intervals and precision."""
+        stub = self._connect()
+        response = await self._unary(stub.ListSymbols, pb.ListSymbolsRequest(), timeout)
+        return [symbol_from_pb(s) for s in response.symbols]
+
+    async def get_candles(
+        self,
+        symbol: str,
+        interval: IntervalLike,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        limit: int | None = None,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Candle[N]]:
+        """Stored candles with ``start <= open_time < end``, ascending, paged transparently.
+
+        ``start`` defaults to the oldest candle retained and ``end`` to now.
+        With ``limit``, at most that many: the first ``limit`` from ``start``
+        when it is given, otherwise the *latest* ``limit`` before ``end``.
+        Candles are fetched ``page_size`` (at most 1000) per call; with a
+        ``start`` they are yielded page by page as they arrive, without one
+        the pages are fetched backwards from ``end`` and yielded once all are
+        in. ``timeout`` applies to each page.
+        """
+        interval = Interval.parse(interval)
+        if limit is not None and limit < 0:
+            raise InvalidArgumentError.local("limit", "must not be negative")
+        if page_size is not None and not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgumentError.local("page_size", f"must be 1 to {MAX_PAGE_SIZE}")
+        page = page_size or MAX_PAGE_SIZE
+        start_at = None if start is None else parse_time(start, "start")
+        end_at = None if end is None else parse_time(end, "end")
+        stub = self._connect()
+        request = pb.GetCandlesRequest(symbol=symbol, interval=interval.number)  # type: ignore[arg-type]
+        if end_at is not None:
+            request.end_time.CopyFrom(to_timestamp(end_at))
+        if limit == 0:
+            return
+        if start_at is not None:
+            request.start_time.CopyFrom(to_timestamp(start_at))
+            remaining = limit
+            while True:
+                request.page_size = page if remaining is None else min(page, remaining)
+                response = await self._unary(stub.GetCandles, request, timeout)
+                for candle in response.candles:
+                    yield candle_from_pb(candle, self._number)
+                if remaining is not None:
+                    remaining -= len(response.candles)
+                    if remaining <= 0:
+                        return
+                if not response.next_page_token:
+                    return
+                request.page_token = response.next_page_token
+        # Without start the service returns the latest page before end_time:
+        # walk backwards, each page ending where the previous one began.
+        pages: list[list[pb.Candle]] = []
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = page if remaining is None else min(page, remaining)
+            request.page_size = size
+            response = await self._unary(stub.GetCandles, request, timeout)
+            candles = list(response.candles)
+            pages.append(candles)
+            if remaining is not None:
+                remaining -= len(candles)
+            if len(candles) < size:
+                break
+            request.end_time.CopyFrom(candles[0].open_time)
+        for candles in reversed(pages):
+            for candle in candles:
+                yield candle_from_pb(candle, self._number)
+
+    async def fetch_candles(
+        self,
+        symbol: str,
+        interval: IntervalLike,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        limit: int | None = None,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> CandleList[N]:
+        """:meth:`get_candles` collected into a :class:`~candlewire_client.models.CandleList`."""
+        candles = [
+            candle
+            async for candle in self.get_candles(
+                symbol, interval, start, end, limit, page_size=page_size, timeout=timeout
+            )
+        ]
+        return CandleList(tuple(candles))
+
+    # -- streaming ---------------------------------------------------------
+
+    def subscribe_candles(
+        self,
+        series: SeriesLike | Iterable[SeriesLike],
+        *,
+        history: int = 0,
+        start: TimeLike | None = None,
+        closed_only: bool = False,
+        resume_token: str | None = None,
+        on_reconnect: ReconnectCallback | None = None,
+        retry: RetryPolicy | None = None,
+        idle_timeout: float | None = None,
+    ) -> CandleStream[N]:
+        """A live, resumable stream of candle events of one or more series.
+
+        ``series`` is one or a list of ``"BTCUSDT@1m"``, ``("BTCUSDT", "1m")``
+        or :class:`~candlewire_client.models.Series`. The stream yields the
+        ``history`` most recent candles of each series (or those opened at or
+        after ``start``), then one
+        :class:`~candlewire_client.models.SnapshotEnd`, then every change of
+        a candle as a :class:`~candlewire_client.models.CandleEvent` (a new
+        revision replaces the old) and a
+        :class:`~candlewire_client.models.Heartbeat` when the server has
+        nothing else to send. ``closed_only`` keeps closed candles only.
+
+        The stream reconnects by itself after UNAVAILABLE, a lost connection or
+        RESOURCE_EXHAUSTED (it fell behind), waiting per ``retry`` (default: the
+        client's policy) and telling ``on_reconnect``; it resumes exactly
+        after the last event it yielded, so nothing is missed or repeated.
+        Errors a retry cannot fix (INVALID_ARGUMENT, NOT_FOUND, OUT_OF_RANGE
+        for expired data, UNAUTHENTICATED ...) are raised at once.
+
+        ``resume_token`` continues an earlier stream with the same arguments
+        (see :attr:`CandleStream.resume_token`). ``idle_timeout`` treats that
+        many seconds without any message (heartbeats included) as a lost
+        connection. Iterate with ``async for``; ``aclose()`` (or ``async
+        with``) ends the stream.
+        """
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        items = _series_list(series)
+        if not 0 <= history <= MAX_PAGE_SIZE:
+            raise InvalidArgumentError.local("history", f"must be 0 to {MAX_PAGE_SIZE}")
+        if start is not None and history:
+            raise InvalidArgumentError.local("start", "set either history or start, not both")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise InvalidArgumentError.local("idle_timeout", "must be positive")
+        request = pb.SubscribeCandlesRequest(
+            series=[
+                pb.Series(symbol=s.symbol, interval=s.interval.number)  # type: ignore[arg-type]
+                for s in items
+            ],
+            history=history,
+            closed_only=closed_only,
+        )
+        if start is not None:
+            request.start_time.CopyFrom(to_timestamp(parse_time(start, "start")))
+        stream = CandleStream(
+            self,
+            request,
+            series=tuple(items),
+            resume_token=resume_token,
+            on_reconnect=on_reconnect,
+            retry=retry or self.retry,
+            idle_timeout=idle_timeout,
+        )
+        self._streams.add(stream)
+        return stream
+
+    # -- health ------------------------------------------------------------
+
+    async def _check(self, service: str, timeout: float | None) -> str:
+        self._connect()
+        assert self._health_check is not None
+        request = health_pb2.HealthCheckRequest(service=service)
+        try:
+            response = await self._health_check(
+                request,
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as rpc_error:
+            if rpc_error.code() == grpc.StatusCode.NOT_FOUND:
+                return "SERVICE_UNKNOWN"
+            raise from_rpc_error(rpc_error) from rpc_error
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    async def health(self, *, timeout: float | None = None) -> Health:
+        """Liveness (service ``""``) and readiness (the market-data service) via grpc.health.v1.
+
+        Not retried: an unreachable server raises UnavailableError at once.
+        """
+        liveness = await self._check("", timeout)
+        readiness = await self._check(SERVICE_NAME, timeout)
+        return Health(liveness, readiness)
+
+    async def wait_until_ready(self, timeout: float | None = None) -> Health:
+        """Wait (health Watch) until the service is ready; DeadlineExceededError after ``timeout``.
+
+        Waits for the server to come up too, so it suits start-up scripts.
+        """
+        self._connect()
+        assert self._health_watch is not None
+        call = self._health_watch(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME),
+            timeout=timeout,
+            metadata=self._metadata,
+            wait_for_ready=True,
+        )
+        try:
+            async for response in call:
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return await self.health(timeout=timeout)
+        except grpc.aio.AioRpcError as rpc_error:
+            raise from_rpc_error(rpc_error) from rpc_error
+        finally:
+            call.cancel()
+        raise UnavailableError(grpc.StatusCode.UNAVAILABLE, "health watch ended")
+
+
+class CandleStream(AsyncIterator[Event[N]], Generic[N]):
+    """A resumable candle subscription; see :meth:`CandlewireClient.subscribe_candles`.
+
+    Iterate it once, from one task. :attr:`state`, :attr:`reconnects` and
+    :attr:`last_error` describe the connection (for display); the stream ends
+    when :meth:`aclose` is called or the client is closed.
+    """
+
+    def __init__(
+        self,
+        client: CandlewireClient[N],
+        request: pb.SubscribeCandlesRequest,
+        *,
+        series: tuple[Series, ...],
+        resume_token: str | None,
+        on_reconnect: ReconnectCallback | None,
+        retry: RetryPolicy,
+        idle_timeout: float | None,
+    ) -> None:
+        self._client: CandlewireClient[N] = client
+        self._request = request
+        self.series = series
+        """The subscribed series, in request order."""
+        self.resume_token: str | None = resume_token
+        """Token of the last event yielded: pass it as ``resume_token`` to continue later."""
+        self.state: StreamState = "connecting"
+        """``connecting``, ``history``, ``live``, ``reconnecting``, ``closed`` or ``failed``."""
+        self.reconnects = 0
+        """How many times the stream reconnected."""
+        self.last_error: CandlewireError | None = None
+        """What ended the last connection (or the stream), if anything did."""
+        self._on_reconnect = on_reconnect
+        self._retry = retry
+        self._idle_timeout = idle_timeout
+        # A stream started from a saved token cannot tell whether the token was
+        # issued before snapshot_end (tokens are opaque): it reports "live".
+        self._snapshot_done = resume_token is not None
+        self._call: grpc.aio.UnaryStreamCall[Any, Any] | None = None
+        self._stopping = False
+        self._busy = False
+        self._events: AsyncGenerator[Event[N], None] = self._run()
+
+    def __aiter__(self) -> CandleStream[N]:
+        return self
+
+    async def __anext__(self) -> Event[N]:
+        self._busy = True
+        try:
+            return await self._events.__anext__()
+        finally:
+            self._busy = False
+
+    async def __aenter__(self) -> CandleStream[N]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """End the stream and cancel its call; iteration stops."""
+        self._client_closed()
+        if not self._busy:  # else the task iterating sees its call cancelled and ends
+            await self._events.aclose()
+        self.state = "closed"
+
+    def _client_closed(self) -> None:
+        self._stopping = True
+        if self._call is not None:
+            self._call.cancel()
+
+    def _ended(self) -> bool:
+        task = asyncio.current_task()
+        return self._stopping and (task is None or task.cancelling() == 0)
+
+    async def _run(self) -> AsyncGenerator[Event[N], None]:
+        client = self._client
+        attempt = 0
+        while not self._stopping:
+            stub = client._connect()
+            request = pb.SubscribeCandlesRequest()
+            request.CopyFrom(self._request)
+            request.resume_token = self.resume_token or ""
+            self.state = "connecting"
+            call = stub.SubscribeCandles(request, metadata=client._metadata)
+            self._call = call
+            connected_at: float | None = None
+            try:
+                while True:
+                    received = await asyncio.wait_for(call.read(), self._idle_timeout)
+                    if self._stopping:
+                        break
+                    if received is grpc.aio.EOF:
+                        error: CandlewireError = UnavailableError(
+                            grpc.StatusCode.UNAVAILABLE, "the server ended the stream"
+                        )
+                        break
+                    response = cast(pb.SubscribeCandlesResponse, received)
+                    if connected_at is None:
+                        connected_at = time.monotonic()
+                    event = event_from_pb(response, client._number)
+                    if response.resume_token:
+                        self.resume_token = response.resume_token
+                    if isinstance(event, SnapshotEnd):
+                        self._snapshot_done = True
+                    self.state = "live" if self._snapshot_done else "history"
+                    if event is not None:
+                        yield event
+            except grpc.aio.AioRpcError as rpc_error:
+                error = from_rpc_error(rpc_error)
+                if not is_retryable(error):
+                    self.state, self.last_error = "failed", error
+                    raise error from rpc_error
+            except TimeoutError:
+                error = UnavailableError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"no message for {self._idle_timeout:g} s (idle_timeout)",
+                )
+            except asyncio.CancelledError:
+                if self._ended():
+                    break
+                raise
+            finally:
+                call.cancel()
+                self._call = None
+            if self._stopping:
+                break
+            healthy = (
+                connected_at is not None
+                and time.monotonic() - connected_at >= self._retry.reset_after
+            )
+            attempt = 1 if healthy else attempt + 1
+            self.last_error = error
+            if self._retry.max_attempts is not None and attempt > self._retry.max_attempts:
+                self.state = "failed"
+                raise error
+            delay = self._retry.delay(attempt, error.retry_delay)
+            self.state = "reconnecting"
+            self.reconnects += 1
+            if self._on_reconnect is not None:
+                result = self._on_reconnect(attempt, delay, error)
+                if inspect.isawaitable(result):
+                    await result
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                if self._ended():
+                    break
+                raise
+        self.state = "closed"
