@@ -173,7 +173,7 @@ def test_describe_settings_lists_every_setting() -> None:
         ("grpc_listen", "localhost:http"),
         ("grpc_listen", "localhost:65536"),
         ("grpc_listen", ":50051"),
-        ("feed", "binance"),
+        ("feed", "carrier-pigeon"),
         ("symbols", ""),
         ("symbols", " , "),
         ("symbols", "BTCUSDT,BTCUSDT"),

@@ -59,7 +59,11 @@ class AggregatorConfig:
     ``intervals`` are the candle intervals to produce, in the order their
     candles are emitted. ``lateness`` (nanoseconds) is how far behind ``now``
     a trade may be and still be applied. ``max_gap_fill`` caps how many empty
-    candles one gap produces per interval (the most recent ones are kept).
+    candles one gap produces per interval (the most recent ones are kept). A
+    gap is the run of missing buckets between a new candle and the candle
+    before it (or after it, when the new candle becomes the first), so one
+    ``advance`` far ahead yields at most ``max_gap_fill`` closed empty candles
+    plus the forming candle of the bucket holding ``now``.
     """
 
     intervals: tuple[Interval, ...]
@@ -104,6 +108,41 @@ class _Partial:
         self.count = 1
         self.seq = seq  # arrival number of the last trade
         self.source = source  # source of the last trade
+
+    def copy(self) -> _Partial:
+        """A copy that can absorb other partials without changing this one."""
+        other = _Partial.__new__(_Partial)
+        other.open_t = self.open_t
+        other.open = self.open
+        other.close_t = self.close_t
+        other.close = self.close
+        other.high = self.high
+        other.low = self.low
+        other.volume = self.volume
+        other.quote = self.quote
+        other.count = self.count
+        other.seq = self.seq
+        other.source = self.source
+        return other
+
+    def absorb(self, other: _Partial) -> None:
+        """Add the trades of ``other``, from the same call and another base cell."""
+        if other.open_t < self.open_t:
+            self.open_t = other.open_t
+            self.open = other.open
+        if other.close_t > self.close_t:
+            self.close_t = other.close_t
+            self.close = other.close
+        if other.high > self.high:
+            self.high = other.high
+        if other.low < self.low:
+            self.low = other.low
+        self.volume += other.volume
+        self.quote += other.quote
+        self.count += other.count
+        if other.seq > self.seq:
+            self.seq = other.seq
+            self.source = other.source
 
 
 class _Candle:
@@ -217,6 +256,26 @@ class _Series:
             self.cur_end = bucket_end(self.interval, start)
         return self.cur_start, self.cur_end
 
+    def group(self, parts: list[_Partial]) -> list[tuple[int, int, _Partial]]:
+        """``(open_time, close_time, aggregate)`` per bucket of ``parts`` (ascending)."""
+        groups: list[tuple[int, int, _Partial]] = []
+        last_start: int | None = None
+        shared = True  # the last aggregate is one of ``parts``; copy before absorbing
+        for part in parts:
+            start, end = self.bucket(part.open_t)
+            if start != last_start:
+                groups.append((start, end, part))
+                last_start = start
+                shared = True
+                continue
+            total = groups[-1][2]
+            if shared:
+                total = total.copy()
+                groups[-1] = (start, end, total)
+                shared = False
+            total.absorb(part)
+        return groups
+
     def end_of(self, start: int) -> int:
         length = self.length
         return start + length if length is not None else bucket_end(self.interval, start)
@@ -240,15 +299,49 @@ class _Series:
         return starts
 
 
+def _offset(interval: Interval, length: int) -> int:
+    return bucket_start(interval, 0) % length
+
+
+def _nests(fine: Interval, coarse: Interval) -> bool:
+    """Whether every bucket boundary of ``coarse`` is one of ``fine``."""
+    fine_length = fixed_length(fine)
+    if fine_length is None:
+        return False
+    fine_offset = _offset(fine, fine_length)
+    coarse_length = fixed_length(coarse)
+    if coarse_length is None:  # months start at midnight
+        return _DAY % fine_length == 0 and fine_offset == 0
+    coarse_offset = _offset(coarse, coarse_length)
+    return coarse_length % fine_length == 0 and (coarse_offset - fine_offset) % fine_length == 0
+
+
+def _roll_up_plan(intervals: tuple[Interval, ...]) -> list[tuple[int, int]]:
+    """``(interval index, source step)`` in the order partials are rolled up.
+
+    Intervals go from short to long; each one is grouped from the groups of
+    the last (so longest) earlier step that nests in it, or from the base
+    partials (source step -1).
+    """
+    order = sorted(range(len(intervals)), key=lambda i: fixed_length(intervals[i]) or _DAY * 366)
+    plan: list[tuple[int, int]] = []
+    for index in order:
+        source = -1
+        for step, (earlier, _) in enumerate(plan):
+            if _nests(intervals[earlier], intervals[index]):
+                source = step
+        plan.append((index, source))
+    return plan
+
+
 def _base_cell(intervals: Iterable[Interval]) -> int:
     """Longest span whose aligned cells never straddle a bucket boundary."""
     base = 0
     for interval in intervals:
         length = fixed_length(interval)
-        if length is None:  # calendar months start at midnight
-            base = gcd(base, _DAY)
-        else:
-            base = gcd(base, length, bucket_start(interval, 0) % length)
+        # Calendar months start at midnight; the others at offset + n * length.
+        grid = (_DAY,) if length is None else (length, _offset(interval, length))
+        base = gcd(base, *grid)
     return base or NANOS_PER_SECOND
 
 
@@ -261,8 +354,18 @@ class SymbolAggregator:
     exact semantics.
     """
 
-    __slots__ = ("_base", "_cap", "_dropped", "_lateness", "_now", "_seq", "_series", "_source")
-    __slots__ += ("_symbol",)
+    __slots__ = (
+        "_base",
+        "_cap",
+        "_dropped",
+        "_lateness",
+        "_now",
+        "_plan",
+        "_seq",
+        "_series",
+        "_source",
+        "_symbol",
+    )
 
     def __init__(self, symbol: str, config: AggregatorConfig, source: Source) -> None:
         self._symbol = symbol
@@ -271,14 +374,10 @@ class SymbolAggregator:
         self._cap = config.max_gap_fill
         self._base = _base_cell(config.intervals)
         self._series = [_Series(interval) for interval in config.intervals]
+        self._plan = _roll_up_plan(config.intervals)
         self._now = _NEVER
         self._seq = 0  # arrival number of the last accepted trade
         self._dropped = 0
-
-    @property
-    def symbol(self) -> str:
-        """The symbol whose trades this aggregator takes."""
-        return self._symbol
 
     @property
     def now(self) -> int | None:
@@ -351,11 +450,9 @@ class SymbolAggregator:
                 part.source = trade.source
             self._dropped += dropped
             self._seq = seq
-            if not parts and now == self._now:
+            if not parts:  # only dropped trades: nothing moved
                 return []
             self._now = now
-            if not parts and self._seq == 0:
-                return []
             return self._finish([parts[cell] for cell in sorted(parts)])
 
     def advance(self, time: int) -> list[Candle]:
@@ -375,21 +472,32 @@ class SymbolAggregator:
             return self._finish([])
 
     def _finish(self, parts: list[_Partial]) -> list[Candle]:
-        """Merge ``parts`` (ascending) into every series, then close, fill, emit and evict."""
-        out: list[Candle] = []
-        for series in self._series:
-            self._finish_series(series, parts, out)
-        return out
+        """Merge ``parts`` (ascending) into every series, then close, fill, emit and evict.
 
-    def _finish_series(self, series: _Series, parts: list[_Partial], out: list[Candle]) -> None:
+        ``parts`` are rolled up interval by interval (see :func:`_roll_up_plan`),
+        so each interval merges one aggregate per bucket touched.
+        """
+        outs: list[list[Candle]] = [[] for _ in self._series]
+        steps: list[list[_Partial]] = []
+        for index, source in self._plan:
+            series = self._series[index]
+            groups = series.group(parts if source < 0 else steps[source])
+            steps.append([group[2] for group in groups])
+            self._finish_series(series, groups, outs[index])
+        if len(outs) == 1:
+            return outs[0]
+        return [candle for out in outs for candle in out]
+
+    def _finish_series(
+        self, series: _Series, groups: list[tuple[int, int, _Partial]], out: list[Candle]
+    ) -> None:
         keys = series.keys
         candles = series.candles
         now = self._now
         # Smallest open time that may have changed: the old forming candle
         # (it may close now) or anything created or traded into below.
         low = keys[-1] if keys else None
-        for part in parts:
-            start, end = series.bucket(part.open_t)
+        for start, end, part in groups:
             candle = candles.get(start)
             if candle is None:
                 first = self._create(series, start, end)
