@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from candlewire import __version__
-from candlewire.config import add_arguments, load
+from candlewire.config import Settings, add_arguments, load
 from candlewire.errors import ConfigError
 from candlewire_client.cli import add_commands, run
 
@@ -31,10 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(settings: Settings) -> None:
     from candlewire.app import App
 
-    app = App(load(args))
+    app = App(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stop)
@@ -54,8 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.command == "serve":
-        asyncio.run(_serve(args))
+    try:
+        asyncio.run(_serve(settings))
+    except ConfigError as error:  # found at start-up, e.g. a symbol the venue does not list
+        log.error("%s", error)
+        print(f"candlewire: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -160,4 +160,5 @@ def _older_or_same(candle: Candle, seen: Candle) -> bool:
         return True
     if candle.trade_count < seen.trade_count:
         return True
-    return replace(candle, revision=seen.revision) == seen
+    # The same candle from REST and from the stream differs only in source.
+    return replace(candle, revision=seen.revision, source=seen.source) == seen

@@ -10,11 +10,11 @@ venue's own candles and quotes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from candlewire.domain import Candle, Instrument, Quote, Trade
 
-__all__ = ["Feed", "FeedSink"]
+__all__ = ["Feed", "FeedSink", "ReportsStatus"]
 
 
 class FeedSink(Protocol):
@@ -50,4 +50,14 @@ class Feed(Protocol):
 
     async def run(self, sink: FeedSink) -> None:
         """Stream live data until cancelled; reconnects are the feed's own business."""
+        ...
+
+
+@runtime_checkable
+class ReportsStatus(Protocol):
+    """A feed that can tell it is down (a lost connection, a ban) before its
+    data goes stale; readiness consults it."""
+
+    def status(self) -> tuple[bool, str]:
+        """(healthy, reason)."""
         ...

@@ -1,0 +1,1 @@
+"""Tests of the Binance and replay feeds against a local test exchange."""
