@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t candlewire .
-# Run:   docker run --rm -p 50051:50051 candlewire
+# Run:   docker run --rm -p 50051:50051 -p 8080:8080 candlewire
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -18,8 +18,9 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin cand
 COPY --from=build /opt/candlewire /opt/candlewire
 ENV PATH=/opt/candlewire/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    CANDLEWIRE_GRPC_LISTEN=0.0.0.0:50051
+    CANDLEWIRE_GRPC_LISTEN=0.0.0.0:50051 \
+    CANDLEWIRE_HTTP_LISTEN=0.0.0.0:8080
 USER 10001
-EXPOSE 50051
+EXPOSE 50051 8080
 ENTRYPOINT ["candlewire"]
 CMD ["serve"]

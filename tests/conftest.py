@@ -11,6 +11,8 @@ from tests.scripted import ScriptedFeed, running, stub_for
 
 for key in [k for k in os.environ if k.startswith("CANDLEWIRE_")]:
     del os.environ[key]  # tests choose their settings explicitly
+# ... except that no in-process service may take the real page port 8080.
+os.environ["CANDLEWIRE_HTTP_LISTEN"] = "127.0.0.1:0"
 
 
 @pytest.fixture

@@ -92,6 +92,7 @@ class ScriptedFeed:
 async def running(feed: Any, **settings: Any) -> AsyncIterator[App]:
     """Run the service in this event loop on a free port until the block ends."""
     settings.setdefault("grpc_listen", "127.0.0.1:0")
+    settings.setdefault("http_listen", "127.0.0.1:0")
     settings.setdefault("shutdown_grace", 1.0)
     app = App(load(**settings), feed=feed)
     task = asyncio.create_task(app.run())

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -27,6 +28,7 @@ from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
 
 LISTENING = re.compile(r"gRPC listening on (\S+) \(port (\d+)\)")
+GATEWAY = re.compile(r"grpc-web gateway on http://127\.0\.0\.1:(\d+)")
 READINESS = "marketdata.v1.MarketDataService"
 START_TIMEOUT = 30.0  # the default start-up backfills a day of simulated trades
 
@@ -160,12 +162,23 @@ async def live_trades(
 
 
 async def test_serve_with_embedded_defaults() -> None:
-    async with serve("--grpc-listen", "127.0.0.1:0", env=clean_env()) as server:
+    listen = ("--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
+    async with serve(*listen, env=clean_env()) as server:
         match = await server.read_until(LISTENING, START_TIMEOUT)
         assert match.group(1) == "127.0.0.1:0"
         server.port = int(match.group(2))
         assert server.port > 0
+        page_port = int((await server.read_until(GATEWAY, START_TIMEOUT)).group(1))
         server.drain()
+
+        # The web page is served by the gateway, with its script.
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{page_port}") as http:
+            page = await http.get("/", timeout=10)
+            assert page.status_code == 200
+            assert "text/html" in page.headers["content-type"]
+            script = re.search(r'<script[^>]+src="/?([^"]+\.js)"', page.text)
+            assert script is not None, page.text
+            assert (await http.get("/" + script.group(1), timeout=10)).status_code == 200
 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             await wait_ready(channel, START_TIMEOUT)
@@ -253,7 +266,8 @@ async def test_serve_with_an_invalid_setting_exits_with_2(
 async def test_liveness_answers_promptly_during_startup() -> None:
     """A liveness probe (1 s deadline, as Kubernetes' default) is answered while
     the service backfills, not only once it is ready."""
-    async with serve("--grpc-listen", "127.0.0.1:0", env=clean_env()) as server:
+    listen = ("--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
+    async with serve(*listen, env=clean_env()) as server:
         server.port = int((await server.read_until(LISTENING, START_TIMEOUT)).group(2))
         server.drain()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

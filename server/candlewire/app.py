@@ -4,8 +4,8 @@
 owns every task it starts. Start-up: gRPC up with readiness NOT_SERVING,
 history backfilled, live feed running, readiness SERVING once the store
 answers and the feed is fresh. Shutdown, in this order: health NOT_SERVING,
-stop accepting calls, end the streams (UNAVAILABLE, so clients resume
-elsewhere), stop the feed, close the store.
+stop accepting calls (gateway, then gRPC), end the streams (UNAVAILABLE,
+so clients resume elsewhere), stop the feed, close the store.
 """
 
 from __future__ import annotations
@@ -18,19 +18,62 @@ import time
 from candlewire.aggregate import AggregatorConfig
 from candlewire.api.server import ApiServer
 from candlewire.api.servicer import Catalog, Limits, MarketDataServicer
-from candlewire.config import Settings, describe_settings
+from candlewire.config import Settings, describe_settings, parse_listen
 from candlewire.domain import NANOS_PER_SECOND, Source
 from candlewire.errors import CandlewireError
-from candlewire.feeds.base import Feed
+from candlewire.feeds.base import Feed, ReportsStatus
+from candlewire.feeds.binance import BinanceConfig, BinanceFeed
+from candlewire.feeds.replay import ReplayFeed
 from candlewire.feeds.sim import SimFeed
+from candlewire.gateway import Gateway
 from candlewire.hub import Hub
 from candlewire.ingest import Ingestor
 from candlewire.store.base import Store
 from candlewire.store.memory import MemoryStore
 
-__all__ = ["App"]
+__all__ = ["App", "build_feed"]
 
 log = logging.getLogger(__name__)
+
+
+def build_feed(settings: Settings) -> Feed:
+    """The feed ``settings.feed`` names, configured from the settings."""
+    if settings.feed == "binance":
+        return BinanceFeed(
+            settings.symbols,
+            settings.intervals,
+            BinanceConfig(
+                rest_url=settings.binance_rest_url,
+                ws_url=settings.binance_ws_url,
+                history=settings.binance_history,
+                silence_timeout=settings.binance_silence_timeout,
+                weight_share=settings.binance_weight_share,
+                connection_lifetime=settings.binance_connection_lifetime,
+            ),
+        )
+    if settings.feed == "replay":
+        return ReplayFeed(
+            settings.replay_path,
+            settings.symbols,
+            settings.intervals,
+            speed=settings.replay_speed,
+        )
+    return SimFeed(
+        settings.symbols,
+        rate=settings.sim_rate,
+        seed=settings.sim_seed,
+        history_minutes=settings.sim_history,
+    )
+
+
+def _local_target(grpc_listen: str, port: int) -> str:
+    """How the gateway in this process reaches the gRPC server."""
+    host, _ = parse_listen(grpc_listen)
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class App:
@@ -46,13 +89,9 @@ class App:
         self.hub = Hub(
             queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
         )
-        self.feed: Feed = feed or SimFeed(
-            settings.symbols,
-            rate=settings.sim_rate,
-            seed=settings.sim_seed,
-            history_minutes=settings.sim_history,
-        )
+        self.feed: Feed = feed or build_feed(settings)
         self.api: ApiServer | None = None
+        self.gateway: Gateway | None = None
         self.ingestor: Ingestor | None = None
         self.ready = False
         self.started = asyncio.Event()
@@ -92,8 +131,16 @@ class App:
             source,
         )
         await api.start()
-        self.started.set()
         try:
+            if s.http_listen:
+                self.gateway = Gateway(
+                    _local_target(s.grpc_listen, api.port),
+                    allowed_origins=s.http_allowed_origins,
+                    max_request_bytes=s.http_max_request_bytes,
+                    shutdown_grace=s.shutdown_grace,
+                )
+                await self.gateway.start(*parse_listen(s.http_listen))
+            self.started.set()
             async with asyncio.TaskGroup() as tasks:
                 feed_task = tasks.create_task(self._feed(), name="feed")
                 health_task = tasks.create_task(self._watch_health(), name="health")
@@ -101,12 +148,19 @@ class App:
                 log.info("shutting down")
                 await api.enter_shutdown()
                 self.ready = False
+                if self.gateway is not None:
+                    self.gateway.close()
                 stopping = tasks.create_task(api.stop(s.shutdown_grace), name="grpc-stop")
                 self.hub.close()
                 await stopping
+                if self.gateway is not None:
+                    await self.gateway.wait_closed()
                 feed_task.cancel()
                 health_task.cancel()
         finally:
+            if self.gateway is not None:
+                await self.gateway.stop()
+            await api.stop(0)
             await self.store.close()
             log.info("stopped")
 
@@ -124,6 +178,10 @@ class App:
 
     def _is_ready(self) -> tuple[bool, str]:
         ingestor = self.ingestor
+        if isinstance(self.feed, ReportsStatus):
+            healthy, why = self.feed.status()
+            if not healthy:
+                return False, why
         if not self._backfilled or ingestor is None:
             return False, "backfill in progress"
         last = ingestor.last_receive

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from candlewire.domain import Interval
@@ -31,7 +31,21 @@ class Settings(BaseSettings):
     )
 
     grpc_listen: str = Field("0.0.0.0:50051", description="gRPC listen address host:port")
-    feed: Literal["sim"] = Field("sim", description="upstream feed")
+    http_listen: str = Field(
+        "0.0.0.0:8080",
+        description="grpc-web gateway and web page listen address host:port (empty: none)",
+    )
+    http_allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="comma-separated origins of other sites' pages that may call the API "
+        "through the gateway, or * (the gateway's own page needs none)",
+    )
+    http_max_request_bytes: int = Field(
+        65536, ge=1024, le=16 * 1024 * 1024, description="largest grpc-web request message"
+    )
+    feed: Literal["sim", "binance", "replay"] = Field(
+        "sim", description="upstream feed: sim, binance or replay"
+    )
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(
         ("BTCUSDT", "ETHUSDT", "EURUSD"), description="comma-separated symbols"
     )
@@ -62,6 +76,33 @@ class Settings(BaseSettings):
     sim_seed: int = Field(1, description="random seed of the simulator")
     sim_history: int = Field(
         1440, ge=0, le=100_000, description="minutes of simulated history at start-up"
+    )
+    binance_rest_url: str = Field(
+        "https://api.binance.com", description="Binance REST endpoint (feed binance)"
+    )
+    binance_ws_url: str = Field(
+        "wss://stream.binance.com:9443", description="Binance websocket endpoint (feed binance)"
+    )
+    binance_history: int = Field(
+        1000, ge=1, le=100_000, description="klines per symbol and interval loaded at start-up"
+    )
+    binance_silence_timeout: float = Field(
+        30.0, gt=0, le=3600, description="seconds without a message before a connection is dead"
+    )
+    binance_weight_share: float = Field(
+        0.5, gt=0, le=1, description="share of Binance's request-weight limit this process uses"
+    )
+    binance_connection_lifetime: float = Field(
+        84_600.0,
+        ge=1,
+        le=86_400,
+        description="seconds after which a connection is replaced (Binance ends them at 24 h)",
+    )
+    replay_path: str = Field(
+        "", description="data.binance.vision file or directory to replay (feed replay)"
+    )
+    replay_speed: float = Field(
+        1.0, ge=0, le=1_000_000, description="replay speed: 1 real time, 60 faster, 0 at once"
     )
 
     @field_validator("symbols", mode="before")
@@ -102,6 +143,47 @@ class Settings(BaseSettings):
     @classmethod
     def _check_listen(cls, value: str) -> str:
         parse_listen(value)
+        return value
+
+    @field_validator("http_listen")
+    @classmethod
+    def _check_http_listen(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parse_listen(value)
+        return value
+
+    @field_validator("http_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("http_allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from candlewire.gateway import normalize_origin
+
+        return tuple(v if v == "*" else normalize_origin(v) for v in value)
+
+    @field_validator("binance_rest_url", "binance_ws_url")
+    @classmethod
+    def _check_url(cls, value: str, info: ValidationInfo) -> str:
+        schemes = (
+            ("http://", "https://")
+            if info.field_name == "binance_rest_url"
+            else ("ws://", "wss://")
+        )
+        if not value.startswith(schemes):
+            raise ValueError(f"{value!r} must start with {' or '.join(schemes)}")
+        return value.rstrip("/")
+
+    @field_validator("replay_path")
+    @classmethod
+    def _check_replay_path(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("feed") == "replay" and not value:
+            raise ValueError("required when feed is replay")
         return value
 
 

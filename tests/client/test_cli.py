@@ -383,6 +383,7 @@ async def test_against_a_real_server_process(capsys: pytest.CaptureFixture[str])
     """``candlewire serve`` (simulated feed) in a subprocess, queried by the CLI."""
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "candlewire", "serve", "--grpc-listen", "127.0.0.1:0",
+        "--http-listen", "",
         "--sim-history", "30", "--symbols", "BTCUSDT",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

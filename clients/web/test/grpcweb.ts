@@ -50,8 +50,9 @@ function show(id: string, code: number, text: string): void {
 }
 
 const getPrice = describe("GetPrice", MethodType.UNARY, GetPriceRequestSchema, GetPriceResponseSchema);
+// grpc-web 2.x ships unaryCall (its typings still name thenableCall as well).
 client
-  .thenableCall(
+  .unaryCall(
     `${target}/${SERVICE}/GetPrice`,
     create(GetPriceRequestSchema, { symbol: "NOPE" }),
     {},

@@ -196,6 +196,9 @@ export const PriceSchema: GenMessage<Price> = /*@__PURE__*/
   messageDesc(file_marketdata_v1_marketdata, 1);
 
 /**
+ * GetPrice fails with UNAVAILABLE (retryable) for a served symbol that has no
+ * quote yet, and NOT_FOUND for a symbol this deployment does not serve.
+ *
  * @generated from message marketdata.v1.GetPriceRequest
  */
 export type GetPriceRequest = Message<"marketdata.v1.GetPriceRequest"> & {
@@ -255,7 +258,8 @@ export const BatchGetPricesRequestSchema: GenMessage<BatchGetPricesRequest> = /*
  */
 export type BatchGetPricesResponse = Message<"marketdata.v1.BatchGetPricesResponse"> & {
   /**
-   * One price per requested symbol, in request order.
+   * One price per requested symbol, in request order. A symbol with no quote
+   * yet comes back with only its symbol set and stale = true.
    *
    * @generated from field: repeated marketdata.v1.Price prices = 1;
    */

@@ -1,0 +1,477 @@
+"""The ASGI application: grpc-web calls proxied as raw bytes, CORS, the page.
+
+Routing is by method: ``POST`` is a gRPC call (``/package.Service/Method``),
+``OPTIONS`` a CORS preflight, ``GET``/``HEAD`` a file of the built page.
+
+A call is forwarded over one shared ``grpc.aio`` channel without decoding the
+messages. Its request headers become metadata and ``grpc-timeout`` the
+deadline. The response headers wait for the first response message, so an
+immediate error is answered trailers-only (status in the headers, no body);
+after that, each upstream message is written and flushed as one frame, and
+the status follows in the final trailers frame. ``await send(...)`` returns
+only when the transport has taken the bytes, so a slow browser slows the
+reads from upstream (and, through HTTP/2 flow control, the server's stream)
+instead of growing a buffer here. The browser going away cancels the
+upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import grpc
+
+from candlewire.gateway._cors import EXPOSED_HEADERS, CorsPolicy, Verdict
+from candlewire.gateway._methods import Kind, MethodTable
+from candlewire.gateway._static import CONTENT_SECURITY_POLICY, StaticFiles
+from candlewire.gateway._wire import (
+    Metadata,
+    ProtocolError,
+    WireFormat,
+    decode_request,
+    encode_message,
+    encode_trailers,
+    metadata_from_headers,
+    metadata_headers,
+    parse_timeout,
+    status_headers,
+    wire_format,
+)
+
+__all__ = ["GrpcWebApp", "Receive", "Scope", "Send"]
+
+log = logging.getLogger("candlewire.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_FRAME_OVERHEAD = 5
+_ALLOW = b"GET, HEAD, POST, OPTIONS"
+_DRAIN_BYTES = 1024 * 1024
+_DRAIN_SECONDS = 5.0
+_COMMON = ((b"x-content-type-options", b"nosniff"),)
+_PAGE_HEADERS = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+
+class _Disconnected(Exception):
+    """The client went away."""
+
+
+class _TooLarge(Exception):
+    """The request body exceeds the limit."""
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _plain(
+    send: Send, status: int, text: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    body = text.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                *_COMMON,
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class _Response:
+    """The response of one call: headers once, data frames, then the status."""
+
+    def __init__(self, send: Send, wire: WireFormat, verdict: Verdict) -> None:
+        self._send = send
+        self._wire = wire
+        self._verdict = verdict
+        self.started = False
+        self.finished = False
+
+    def _headers(self, pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+        headers = [(b"content-type", self._wire.content_type), (b"vary", b"origin"), *_COMMON]
+        if self._verdict.headers:
+            exposed = dict.fromkeys([*EXPOSED_HEADERS, *(name for name, _ in pairs)])
+            headers += self._verdict.headers
+            headers.append((b"access-control-expose-headers", ", ".join(exposed).encode()))
+        headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+        return headers
+
+    async def start(self, initial: Metadata) -> None:
+        headers = self._headers(metadata_headers(initial))
+        self.started = True
+        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def message(self, payload: bytes) -> None:
+        frame = self._wire.encode(encode_message(payload))
+        await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+
+    async def finish(
+        self, code: grpc.StatusCode, message: str, trailing: Metadata, initial: Metadata = ()
+    ) -> None:
+        """The status: in a trailers frame, or trailers-only if nothing was sent yet."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.started:
+            frame = self._wire.encode(encode_trailers(code, message, trailing))
+            await self._send({"type": "http.response.body", "body": frame, "more_body": False})
+            return
+        pairs = metadata_headers(initial) + status_headers(code, message, trailing)
+        headers = self._headers(pairs)
+        headers.append((b"content-length", b"0"))
+        self.started = True
+        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+        await self._send({"type": "http.response.body", "body": b""})
+
+
+def _metadata(value: Any) -> Metadata:
+    return list(value) if value is not None else []
+
+
+class GrpcWebApp:
+    """Serves grpc-web over ``channel`` and the page in ``static`` (if any)."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        methods: MethodTable,
+        cors: CorsPolicy,
+        static: StaticFiles | None,
+        max_request_bytes: int,
+    ) -> None:
+        self._methods = methods
+        self._cors = cors
+        self._static = static
+        self._max_request_bytes = max_request_bytes
+        self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {
+            path: channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+            for path, method in methods.items()
+            if method.kind is Kind.UNARY
+        }
+        self._streaming: dict[str, grpc.aio.UnaryStreamMultiCallable[bytes, bytes]] = {
+            path: channel.unary_stream(path, request_serializer=None, response_deserializer=None)
+            for path, method in methods.items()
+            if method.kind is Kind.SERVER_STREAMING
+        }
+        self.closing = False
+        self.started = asyncio.Event()
+        self._ending = asyncio.Event()
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def active_calls(self) -> int:
+        """Calls in flight."""
+        return self._active
+
+    async def drain(self, grace: float) -> None:
+        """Let calls in flight finish for ``grace`` seconds, then end them (UNAVAILABLE)."""
+        self.closing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        self._ending.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), 1.0)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+                self.started.set()
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method == "POST":
+            await self._call(scope, receive, send)
+        elif method == "OPTIONS":
+            await self._preflight(scope, send)
+        elif method in ("GET", "HEAD"):
+            await self._file(scope, send, head=method == "HEAD")
+        else:
+            await _plain(send, 405, "method not allowed\n", ((b"allow", _ALLOW),))
+
+    def _verdict(self, scope: Scope) -> Verdict:
+        origin, host = _header(scope, b"origin"), _header(scope, b"host")
+        return self._cors.check(origin, scheme=scope.get("scheme", "http"), host=host)
+
+    async def _preflight(self, scope: Scope, send: Send) -> None:
+        origin = _header(scope, b"origin")
+        requested = _header(scope, b"access-control-request-method")
+        if origin is None or requested is None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": [(b"allow", _ALLOW), *_COMMON],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        verdict = self._verdict(scope)
+        vary = (b"vary", b"origin, access-control-request-method, access-control-request-headers")
+        if not verdict.allowed or requested.strip().upper() != "POST":
+            await _plain(send, 403, "cross-origin request refused\n", (vary,))
+            return
+        if not verdict.headers:  # a same-origin preflight: still answer it
+            verdict = Verdict(True, ((b"access-control-allow-origin", origin.encode("latin-1")),))
+        headers = CorsPolicy.preflight_headers(
+            verdict, _header(scope, b"access-control-request-headers") or ""
+        )
+        await send(
+            {"type": "http.response.start", "status": 204, "headers": [*headers, vary, *_COMMON]}
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _file(self, scope: Scope, send: Send, *, head: bool) -> None:
+        found = await self._static.get(scope["path"]) if self._static is not None else None
+        if found is None:
+            await _plain(send, 404, "not found\n")
+            return
+        headers = [
+            (b"content-type", found.content_type),
+            (b"etag", found.etag),
+            (b"cache-control", b"no-cache"),
+            *_COMMON,
+        ]
+        if found.is_html:
+            headers += _PAGE_HEADERS
+        if _header(scope, b"if-none-match") == found.etag.decode():
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers.append((b"content-length", str(len(found.body)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else found.body})
+
+    def _body_limit(self, wire: WireFormat) -> int:
+        framed = self._max_request_bytes + _FRAME_OVERHEAD
+        return (framed + 2) // 3 * 4 + 64 if wire.text_request else framed
+
+    async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
+        """The request body, up to ``limit`` bytes.
+
+        An oversized body is read to its end and dropped (up to ``_DRAIN_BYTES``
+        within ``_DRAIN_SECONDS``), so that clients which send the whole body
+        before reading the response get the status rather than a reset.
+        """
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            await self._drain_body(receive, int(declared))
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            if message["type"] != "http.request":
+                continue
+            chunk = bytes(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            size += len(chunk)
+            if size > limit:
+                if more:
+                    await self._drain_body(receive, size)
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _drain_body(receive: Receive, size: int) -> None:
+        if size > _DRAIN_BYTES:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                while size <= _DRAIN_BYTES:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return
+                    size += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        verdict = self._verdict(scope)
+        if not verdict.allowed:
+            await _plain(send, 403, "cross-origin request refused\n", ((b"vary", b"origin"),))
+            return
+        wire = wire_format(_header(scope, b"content-type") or "", _header(scope, b"accept") or "")
+        if wire is None:
+            await _plain(
+                send,
+                415,
+                "expected application/grpc-web(+proto) or application/grpc-web-text(+proto)\n",
+                verdict.headers,
+            )
+            return
+        response = _Response(send, wire, verdict)
+        try:
+            body = await self._read_body(scope, receive, self._body_limit(wire))
+        except _Disconnected:
+            return
+        except _TooLarge:
+            await response.finish(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"request message larger than {self._max_request_bytes} bytes",
+                (),
+            )
+            return
+        path = scope["path"]
+        method = self._methods.get(path)
+        if self.closing:
+            await response.finish(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down", ())
+            return
+        if method is None or not method.kind.grpc_web:
+            why = "unknown method" if method is None else f"{method.kind.value} is not grpc-web"
+            await response.finish(grpc.StatusCode.UNIMPLEMENTED, f"{why}: {path}", ())
+            return
+        try:
+            request = decode_request(body, wire)
+            metadata = metadata_from_headers(scope["headers"])
+            timeout_header = _header(scope, b"grpc-timeout")
+            timeout = parse_timeout(timeout_header) if timeout_header is not None else None
+        except ProtocolError as error:
+            await response.finish(error.code, error.message, ())
+            return
+        if method.kind is Kind.UNARY:
+            pump = self._pump_unary(path, request, metadata, timeout, response)
+        else:
+            pump = self._pump_stream(path, request, metadata, timeout, response)
+        await self._supervise(pump, receive, response)
+
+    async def _supervise(
+        self, pump: Awaitable[None], receive: Receive, response: _Response
+    ) -> None:
+        """Run the call until it ends, the client goes away or the gateway ends it."""
+        self._active += 1
+        self._idle.clear()
+        call = asyncio.ensure_future(pump)
+        gone = asyncio.ensure_future(_until_disconnect(receive))
+        ending = asyncio.ensure_future(self._ending.wait())
+        try:
+            await asyncio.wait({call, gone, ending}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (call, gone, ending):
+                task.cancel()
+            await asyncio.gather(call, gone, ending, return_exceptions=True)
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+        if gone.done() and not gone.cancelled():
+            return  # nobody to answer
+        error = None if call.cancelled() else call.exception()
+        if error is not None:
+            log.error("grpc-web call failed", exc_info=error)
+        if not response.finished:
+            code, message = (
+                (grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down")
+                if ending.done() and not ending.cancelled()
+                else (grpc.StatusCode.INTERNAL, "the gateway failed to forward the call")
+            )
+            with contextlib.suppress(Exception):
+                await response.finish(code, message, ())
+
+    async def _pump_unary(
+        self,
+        path: str,
+        request: bytes,
+        metadata: Metadata,
+        deadline: float | None,
+        response: _Response,
+    ) -> None:
+        call = self._unary[path](request, metadata=metadata, timeout=deadline)
+        try:
+            try:
+                reply: bytes = await call
+            except grpc.aio.AioRpcError as error:
+                await response.finish(
+                    error.code(),
+                    error.details() or "",
+                    _metadata(error.trailing_metadata()),
+                    _metadata(error.initial_metadata()),
+                )
+                return
+            await response.start(_metadata(await call.initial_metadata()))
+            await response.message(reply)
+            await response.finish(
+                await call.code(),
+                await call.details() or "",
+                _metadata(await call.trailing_metadata()),
+            )
+        finally:
+            call.cancel()
+
+    async def _pump_stream(
+        self,
+        path: str,
+        request: bytes,
+        metadata: Metadata,
+        deadline: float | None,
+        response: _Response,
+    ) -> None:
+        call = self._streaming[path](request, metadata=metadata, timeout=deadline)
+        try:
+            try:
+                message = await call.read()
+                if isinstance(message, bytes):
+                    await response.start(_metadata(await call.initial_metadata()))
+                while isinstance(message, bytes):
+                    await response.message(message)
+                    message = await call.read()
+            except grpc.aio.AioRpcError as error:
+                await response.finish(
+                    error.code(),
+                    error.details() or "",
+                    _metadata(error.trailing_metadata()),
+                    _metadata(error.initial_metadata()),
+                )
+                return
+            await response.finish(
+                await call.code(),
+                await call.details() or "",
+                _metadata(await call.trailing_metadata()),
+                _metadata(await call.initial_metadata()),
+            )
+        finally:
+            call.cancel()
