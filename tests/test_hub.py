@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from candlewire.domain import Interval, SeriesKey
@@ -87,3 +90,69 @@ def test_stream_limit() -> None:
     with pytest.raises(LimitExceeded) as error:
         hub.subscribe([B])
     assert error.value.retry_after is not None
+
+
+async def test_next_returns_none_when_nothing_arrives_within_the_wait() -> None:
+    sub = Hub().subscribe([A])
+    assert await sub.next(0.01) is None
+    assert await sub.next(0) is None
+
+
+async def test_next_returns_an_update_published_during_the_wait() -> None:
+    hub = Hub()
+    sub = hub.subscribe([A])
+    loop = asyncio.get_running_loop()
+    loop.call_soon(hub.publish, [update(1, A, 0)])  # runs once next() is waiting
+    started = loop.time()
+    got = await sub.next(30.0)
+    assert got is not None and got.seq == 1
+    assert loop.time() - started < 5.0  # woken by the publish, not by the deadline
+
+
+async def test_a_shorter_wait_after_a_longer_one_keeps_its_own_deadline() -> None:
+    hub = Hub()
+    sub = hub.subscribe([A])
+    loop = asyncio.get_running_loop()
+    loop.call_soon(hub.publish, [update(1, A, 0)])
+    assert await sub.next(30.0) is not None  # leaves a timer due in 30 s
+    started = loop.time()
+    assert await sub.next(0.01) is None
+    assert loop.time() - started < 5.0
+
+
+async def test_repeated_waits_arm_one_timer_and_close_cancels_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hub = Hub()
+    sub = hub.subscribe([A])
+    loop = asyncio.get_running_loop()
+    armed: list[asyncio.TimerHandle] = []
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        handle = call_at(when, callback, *args)
+        armed.append(handle)
+        return handle
+
+    monkeypatch.setattr(loop, "call_at", counting_call_at)
+    for seq in range(1, 201):
+        loop.call_soon(hub.publish, [update(seq, A, seq * 60, closed=True)])
+        got = await sub.next(30.0)
+        assert got is not None and got.seq == seq
+    assert len(armed) == 1  # one timer for 200 waits, not one each
+    sub.close()
+    assert armed[0].cancelled()
+
+
+async def test_a_cancelled_wait_leaves_the_subscription_usable() -> None:
+    hub = Hub()
+    sub = hub.subscribe([A])
+    waiting = asyncio.ensure_future(sub.next(30.0))
+    await asyncio.sleep(0)  # let it start waiting
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await sub.next(0.01) is None
+    hub.publish([update(1, A, 0)])
+    got = await sub.next(0.01)
+    assert got is not None and got.seq == 1

@@ -10,12 +10,20 @@ fields parse as one message.
 
 from __future__ import annotations
 
+import math
+import struct
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from itertools import accumulate
+from typing import overload
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.domain import NANOS_PER_SECOND, Candle, Interval, Quote, SeriesKey
 
 __all__ = [
+    "FrameRun",
     "candle_frame",
     "candle_to_pb",
     "field_bytes",
@@ -55,7 +63,7 @@ def field_bytes(number: int, payload: bytes) -> bytes:
 def candle_to_pb(candle: Candle) -> pb.Candle:
     return pb.Candle(
         symbol=candle.symbol,
-        interval=candle.interval.value,  # type: ignore[arg-type]
+        interval=int(candle.interval),  # type: ignore[arg-type]
         open_time=timestamp(candle.open_time),
         close_time=timestamp(candle.close_time),
         open=float(candle.open),
@@ -71,9 +79,127 @@ def candle_to_pb(candle: Candle) -> pb.Candle:
     )
 
 
+# Hand-written encoding of marketdata.v1.Candle, byte for byte what upb's
+# SerializeToString produces (fields in number order, proto3 zero values
+# omitted, a double omitted only when its bits are all zero, timestamps always
+# present), at a fraction of the cost of building the message. Values a
+# message would refuse (counts out of range) take the protobuf path, which
+# raises as before.
+_DOUBLE = struct.Struct("<d")
+_OHLCV = struct.Struct("<BdBdBdBdBd")  # fields 5-9, all non-zero: the usual case
+_TAG_OPEN, _TAG_HIGH, _TAG_LOW, _TAG_CLOSE, _TAG_VOLUME = 0x29, 0x31, 0x39, 0x41, 0x49
+_SMALL = [bytes([v]) for v in range(128)]
+_U32 = 0xFFFFFFFF
+_U64 = 0xFFFFFFFFFFFFFFFF
+_prefixes: dict[tuple[str, int], bytes] = {}  # (symbol, interval) -> fields 1 and 2
+_times: dict[tuple[int, int], bytes] = {}  # (tag, ns) -> timestamp field (a small cache)
+_TIMES_MAX = 4096
+# Decimal -> float goes through a string (~0.5 us); prices repeat across the
+# revisions of a candle and across intervals, so conversions are memoised.
+_floats: dict[Decimal, float] = {}
+_FLOATS_MAX = 65536
+
+
+def _float(value: Decimal) -> float:
+    try:
+        found = _floats.get(value)
+    except TypeError:  # a signalling NaN cannot be hashed; float() raises as before
+        return float(value)
+    if found is None:
+        found = float(value)
+        if found:  # never zeros: Decimal("-0") == Decimal("0"), but their doubles differ
+            if len(_floats) >= _FLOATS_MAX:
+                _floats.clear()
+            _floats[value] = found
+    return found
+
+
+def _uvarint(value: int) -> bytes:
+    if value < 128:
+        return _SMALL[value]
+    if value < 16384:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    return _varint(value)
+
+
+def _prefix(symbol: str, interval: int) -> bytes:
+    key = (symbol, interval)
+    prefix = _prefixes.get(key)
+    if prefix is None:
+        raw = symbol.encode()
+        prefix = (field_bytes(1, raw) if raw else b"") + (
+            b"\x10" + _uvarint(interval) if interval else b""
+        )
+        if len(_prefixes) < 65536:
+            _prefixes[key] = prefix
+    return prefix
+
+
+def _time_field(tag: int, ns: int) -> bytes:
+    key = (tag, ns)
+    found = _times.get(key)
+    if found is None:
+        seconds, nanos = divmod(ns, NANOS_PER_SECOND)
+        body = (b"\x08" + _varint(seconds & _U64) if seconds else b"") + (
+            b"\x10" + _varint(nanos) if nanos else b""
+        )
+        found = bytes((tag, len(body))) + body
+        if len(_times) >= _TIMES_MAX:
+            _times.clear()
+        _times[key] = found
+    return found
+
+
+def _double(tag: int, value: float) -> bytes:
+    if value == 0.0 and math.copysign(1.0, value) > 0:
+        return b""  # +0.0 is the default and is not written; -0.0 is
+    return bytes((tag,)) + _DOUBLE.pack(value)
+
+
+def _encode_candle(candle: Candle) -> bytes:
+    o = _float(candle.open)
+    h = _float(candle.high)
+    lo = _float(candle.low)
+    c = _float(candle.close)
+    v = float(candle.volume)  # volumes grow with every trade: not worth memoising
+    if o and h and lo and c and v:
+        prices = _OHLCV.pack(
+            _TAG_OPEN, o, _TAG_HIGH, h, _TAG_LOW, lo, _TAG_CLOSE, c, _TAG_VOLUME, v
+        )
+    else:
+        prices = (
+            _double(_TAG_OPEN, o)
+            + _double(_TAG_HIGH, h)
+            + _double(_TAG_LOW, lo)
+            + _double(_TAG_CLOSE, c)
+            + _double(_TAG_VOLUME, v)
+        )
+    count = candle.trade_count
+    revision = candle.revision
+    source = int(candle.source)
+    quote_volume = float(candle.quote_volume)
+    return b"".join(
+        (
+            _prefix(candle.symbol, int(candle.interval)),
+            _time_field(0x1A, candle.open_time),
+            _time_field(0x22, candle.close_time),
+            prices,
+            b"P" + _uvarint(count) if count else b"",
+            b"X\x01" if candle.closed else b"",
+            b"`" + _uvarint(revision) if revision else b"",
+            b"h" + _uvarint(source) if source else b"",
+            b"q" + _DOUBLE.pack(quote_volume) if quote_volume else _double(0x71, quote_volume),
+        )
+    )
+
+
 def candle_frame(candle: Candle) -> bytes:
     """The candle as field 1 of a response message (see module docstring)."""
-    return field_bytes(1, candle_to_pb(candle).SerializeToString())
+    if not (0 <= candle.trade_count <= _U64 and 0 <= candle.revision <= _U32):
+        return field_bytes(1, candle_to_pb(candle).SerializeToString())  # raises as it did
+    payload = _encode_candle(candle)
+    size = len(payload)
+    return (b"\n" + _SMALL[size] if size < 128 else b"\n" + _varint(size)) + payload
 
 
 def frame_to_candle(frame: bytes) -> pb.Candle:
@@ -100,3 +226,63 @@ def quote_to_price(quote: Quote, *, stale: bool) -> pb.Price:
 
 def series_from_pb(series: pb.Series) -> SeriesKey:
     return SeriesKey(series.symbol, Interval(series.interval))
+
+
+class FrameRun(Sequence[bytes]):
+    """Consecutive frames stored back to back.
+
+    A store that keeps frames contiguously hands them out as one ``bytes``
+    (``data``) and their lengths: a response is then a single slice instead
+    of a join of one object per candle, and no object per frame is made
+    unless a caller indexes or iterates.
+    """
+
+    __slots__ = ("_ends", "data")
+
+    def __init__(self, data: bytes, lengths: Sequence[int]) -> None:
+        self.data = data
+        self._ends = list(accumulate(lengths))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def _start(self, index: int) -> int:
+        return self._ends[index - 1] if index else 0
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            if start >= stop:
+                return FrameRun(b"", ())
+            first = self._start(start)
+            ends = self._ends[start:stop]
+            run = FrameRun(self.data[first : ends[-1]], ())
+            run._ends = [end - first for end in ends]
+            return run
+        if index < 0:
+            index += len(self._ends)
+        if not 0 <= index < len(self._ends):
+            raise IndexError("frame index out of range")
+        return self.data[self._start(index) : self._ends[index]]
+
+    def __iter__(self) -> Iterator[bytes]:
+        data = self.data
+        start = 0
+        for end in self._ends:
+            yield data[start:end]
+            start = end
+
+    def prefix(self, count: int) -> bytes:
+        """The first ``count`` frames (all when there are fewer), concatenated."""
+        ends = self._ends
+        if count <= 0 or not ends:
+            return b""
+        return self.data[: ends[min(count, len(ends)) - 1]]

@@ -30,11 +30,13 @@ class Subscription:
     """One subscriber's queue. Create it with :meth:`Hub.subscribe`."""
 
     __slots__ = (
+        "_deadline",
         "_error",
         "_hub",
         "_last_pending",
         "_max_queue",
         "_pending",
+        "_timer",
         "_waiter",
         "closed_only",
         "conflated",
@@ -50,7 +52,9 @@ class Subscription:
         self._max_queue = max_queue
         self._pending: OrderedDict[int, Update] = OrderedDict()
         self._last_pending: dict[SeriesKey, Update] = {}
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._error: CandlewireError | None = None
         self.conflated = 0
 
@@ -86,7 +90,7 @@ class Subscription:
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(True)
 
     def discard_through(self, seq: int) -> None:
         """Drop pending updates with sequence numbers up to ``seq`` (already sent)."""
@@ -114,17 +118,43 @@ class Subscription:
         update = self.pop()
         if update is not None:
             return update
-        self._waiter = asyncio.get_running_loop().create_future()
+        # A wait is a future and a deadline. The timer is not re-armed per
+        # wait (that would be a heap push and a cancel for every update sent):
+        # one timer at a time, which re-arms itself for the newest deadline
+        # when it fires early. Only a timer due after the new deadline (a
+        # shorter wait than the last) is replaced.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiter = waiter
+        deadline = self._deadline = loop.time() + wait
+        timer = self._timer
+        if timer is not None and timer.when() > deadline:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
         try:
-            await asyncio.wait_for(self._waiter, wait)
-        except TimeoutError:
-            return None
+            woken = await waiter
         finally:
             self._waiter = None
-        return self.pop()
+        return self.pop() if woken else None
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # not waiting now: the next wait arms a new timer
+        loop = waiter.get_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._expire)
+        else:
+            waiter.set_result(False)
 
     def close(self) -> None:
         """Stop receiving updates."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._hub._drop(self)
 
 

@@ -11,16 +11,23 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire.api.status import translate_errors, translate_stream_errors
-from candlewire.api.tokens import PageToken, Phase, ResumeToken, fingerprint
-from candlewire.codec import field_bytes, quote_to_price, timestamp, timestamp_ns
-from candlewire.domain import Instrument, Interval, SeriesKey
-from candlewire.errors import DataExpired, InvalidArgument, NoData, UnknownSymbol
+from candlewire.api.status import abort, translate_errors
+from candlewire.api.tokens import PageToken, Phase, ResumeToken, fingerprint, live_token
+from candlewire.codec import FrameRun, field_bytes, quote_to_price, timestamp, timestamp_ns
+from candlewire.domain import Instrument, Interval, Quote, SeriesKey
+from candlewire.errors import (
+    CandlewireError,
+    DataExpired,
+    InvalidArgument,
+    NoData,
+    UnknownSymbol,
+)
 from candlewire.hub import Hub
 from candlewire.store.base import Store
 
@@ -40,10 +47,20 @@ class Catalog:
 
     instruments: dict[str, Instrument]
     intervals: tuple[Interval, ...]
+    _exact: frozenset[str] = dataclass_field(init=False, repr=False, compare=False)
+    """Symbols that :meth:`symbol` returns unchanged when given as they are."""
+
+    def __post_init__(self) -> None:
+        exact = frozenset(
+            s for s in self.instruments if 0 < len(s) <= _MAX_SYMBOL and s.upper() == s
+        )
+        object.__setattr__(self, "_exact", exact)
 
     def symbol(self, value: str, field: str) -> str:
         if not value:
             raise InvalidArgument(field, "required")
+        if value in self._exact:
+            return value
         if len(value) > _MAX_SYMBOL:
             raise InvalidArgument(field, f"at most {_MAX_SYMBOL} characters")
         symbol = value.upper()
@@ -85,6 +102,51 @@ def _token_field(token: ResumeToken) -> bytes:
     return field_bytes(15, token.encode().encode())
 
 
+def _joined(frames: Sequence[bytes], count: int) -> bytes:
+    """The first ``count`` frames, concatenated."""
+    if isinstance(frames, FrameRun):
+        return frames.prefix(count)
+    return b"".join(frames[:count])
+
+
+# Live updates are the bulk of what streams send: the response for one update
+# and one request fingerprint is the same bytes for every stream that asked
+# the same (the token names the epoch, the request and the position only), so
+# it is built once and shared. The cache is small and simply restarted when full.
+_MESSAGES_MAX = 8192
+
+
+class _PriceCache:
+    """Each symbol's latest quote as field 1 of a response (``price`` of
+    GetPriceResponse, one of ``prices`` of BatchGetPricesResponse), encoded
+    once per quote and staleness instead of once per request."""
+
+    __slots__ = ("_entries", "_missing")
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Quote, list[bytes | None]]] = {}
+        self._missing: dict[str, bytes] = {}
+
+    def field(self, quote: Quote, stale: bool) -> bytes:
+        entry = self._entries.get(quote.symbol)
+        if entry is None or (entry[0] is not quote and entry[0] != quote):
+            entry = (quote, [None, None])
+            self._entries[quote.symbol] = entry
+        encoded = entry[1][stale]
+        if encoded is None:
+            encoded = field_bytes(1, quote_to_price(quote, stale=stale).SerializeToString())
+            entry[1][stale] = encoded
+        return encoded
+
+    def missing(self, symbol: str) -> bytes:
+        """A symbol without a quote yet: the symbol, marked stale."""
+        encoded = self._missing.get(symbol)
+        if encoded is None:
+            encoded = field_bytes(1, pb.Price(symbol=symbol, stale=True).SerializeToString())
+            self._missing[symbol] = encoded
+        return encoded
+
+
 class MarketDataServicer:
     """Implements ``marketdata.v1.MarketDataService``."""
 
@@ -93,43 +155,65 @@ class MarketDataServicer:
         self._hub = hub
         self._catalog = catalog
         self._limits = limits
+        self._stale_ns = limits.stale_after * 1e9
+        self._prices = _PriceCache()
+        self._messages: dict[tuple[bytes, int, int], bytes] = {}
 
     def _stale(self, receive_time: int) -> bool:
-        return time.time_ns() - receive_time > self._limits.stale_after * 1e9
+        return time.time_ns() - receive_time > self._stale_ns
+
+    def _live_message(self, request_id: int, epoch: bytes, update_seq: int, frame: bytes) -> bytes:
+        """``frame`` followed by the live resume token at ``update_seq``, shared by streams."""
+        key = (epoch, request_id, update_seq)
+        message = self._messages.get(key)
+        if message is None:
+            token = live_token(epoch, request_id, update_seq).encode()
+            message = frame + field_bytes(15, token)
+            if len(self._messages) >= _MESSAGES_MAX:
+                self._messages.clear()
+            self._messages[key] = message
+        return message
 
     @translate_errors
-    async def GetPrice(self, request: pb.GetPriceRequest, context: Context) -> pb.GetPriceResponse:
+    async def GetPrice(self, request: pb.GetPriceRequest, context: Context) -> bytes:
         symbol = self._catalog.symbol(request.symbol, "symbol")
         (quote,) = await self._store.get_quotes([symbol])
         if quote is None:
             raise NoData(f"no quote received for {symbol} yet")
-        price = quote_to_price(quote, stale=self._stale(quote.receive_time))
-        return pb.GetPriceResponse(price=price)
+        # GetPriceResponse is field 1 (price) only: the cached field is the response.
+        return self._prices.field(quote, self._stale(quote.receive_time))
 
     @translate_errors
-    async def BatchGetPrices(
-        self, request: pb.BatchGetPricesRequest, context: Context
-    ) -> pb.BatchGetPricesResponse:
-        if not request.symbols:
+    async def BatchGetPrices(self, request: pb.BatchGetPricesRequest, context: Context) -> bytes:
+        values = request.symbols
+        if not values:
             raise InvalidArgument("symbols", "at least one symbol is required")
-        if len(request.symbols) > self._limits.max_batch:
+        if len(values) > self._limits.max_batch:
             raise InvalidArgument("symbols", f"at most {self._limits.max_batch} symbols")
+        catalog = self._catalog
+        exact = catalog._exact
         symbols: list[str] = []
         seen: set[str] = set()
-        for i, value in enumerate(request.symbols):
-            symbol = self._catalog.symbol(value, f"symbols[{i}]")
+        for i, value in enumerate(values):
+            # A symbol spelled as listed is valid as it is; others take the full check.
+            symbol = value if value in exact else catalog.symbol(value, f"symbols[{i}]")
             if symbol in seen:
                 raise InvalidArgument(f"symbols[{i}]", f"{symbol} is repeated")
             seen.add(symbol)
             symbols.append(symbol)
         quotes = await self._store.get_quotes(symbols)
-        prices = [
-            pb.Price(symbol=symbol, stale=True)
-            if quote is None
-            else quote_to_price(quote, stale=self._stale(quote.receive_time))
-            for symbol, quote in zip(symbols, quotes, strict=True)
-        ]
-        return pb.BatchGetPricesResponse(prices=prices)
+        now = time.time_ns()
+        stale_ns = self._stale_ns
+        prices = self._prices
+        # BatchGetPricesResponse is field 1 (prices) repeated: the fields concatenated.
+        return b"".join(
+            [
+                prices.missing(symbol)
+                if quote is None
+                else prices.field(quote, now - quote.receive_time > stale_ns)
+                for symbol, quote in zip(symbols, quotes, strict=True)
+            ]
+        )
 
     @translate_errors
     async def GetCandles(self, request: pb.GetCandlesRequest, context: Context) -> bytes:
@@ -157,7 +241,7 @@ class MarketDataServicer:
             limit=size + 1 if start is not None else size,
         )
         frames = found.frames
-        body = b"".join(frames[:size])
+        body = _joined(frames, size)
         if len(frames) > size:
             token = PageToken(request_id, found.open_times[size]).encode()
             body += field_bytes(2, token.encode())
@@ -199,76 +283,85 @@ class MarketDataServicer:
             keys.append(key)
         return keys
 
-    @translate_stream_errors
     async def SubscribeCandles(
         self, request: pb.SubscribeCandlesRequest, context: Context
     ) -> AsyncIterator[bytes]:
-        series = self._series(request)
-        if request.history > self._limits.max_history:
-            raise InvalidArgument("history", f"at most {self._limits.max_history}")
-        start = _time(request.start_time, "start_time") if request.HasField("start_time") else None
-        if start is not None and request.history:
-            raise InvalidArgument("start_time", "set either history or start_time, not both")
-        request_id = fingerprint((*series, request.history, start, request.closed_only))
-        resume = ResumeToken.decode(request.resume_token) if request.resume_token else None
-        if resume is not None and resume.request != request_id:
-            raise InvalidArgument("resume_token", "belongs to a request with other fields")
-        store = self._store
-        epoch = store.epoch
-        if resume is not None and resume.epoch != epoch:
-            raise DataExpired("the data this resume_token points to is no longer retained")
-
-        subscription = self._hub.subscribe(series, closed_only=request.closed_only)
+        # Errors become their status here rather than through
+        # translate_stream_errors: that wrapper is one more async generator
+        # every live update would pass through.
         try:
-            if resume is None or resume.phase is Phase.HISTORY:
-                snapshot = await store.snapshot(
-                    series,
-                    history=request.history,
-                    start=start,
-                    closed_only=request.closed_only,
-                    at=None if resume is None else resume.position,
-                )
-                position = snapshot.position
-                for index, candles in enumerate(snapshot.slices):
-                    if resume is not None and index < resume.series_index:
-                        continue
-                    skip = (
-                        resume.cursor
-                        if resume is not None and index == resume.series_index
-                        else None
+            series = self._series(request)
+            if request.history > self._limits.max_history:
+                raise InvalidArgument("history", f"at most {self._limits.max_history}")
+            start = (
+                _time(request.start_time, "start_time") if request.HasField("start_time") else None
+            )
+            if start is not None and request.history:
+                raise InvalidArgument("start_time", "set either history or start_time, not both")
+            request_id = fingerprint((*series, request.history, start, request.closed_only))
+            resume = ResumeToken.decode(request.resume_token) if request.resume_token else None
+            if resume is not None and resume.request != request_id:
+                raise InvalidArgument("resume_token", "belongs to a request with other fields")
+            store = self._store
+            epoch = store.epoch
+            if resume is not None and resume.epoch != epoch:
+                raise DataExpired("the data this resume_token points to is no longer retained")
+
+            subscription = self._hub.subscribe(series, closed_only=request.closed_only)
+            try:
+                if resume is None or resume.phase is Phase.HISTORY:
+                    snapshot = await store.snapshot(
+                        series,
+                        history=request.history,
+                        start=start,
+                        closed_only=request.closed_only,
+                        at=None if resume is None else resume.position,
                     )
-                    for open_time, frame in zip(candles.open_times, candles.frames, strict=True):
-                        if skip is not None and open_time <= skip:
+                    position = snapshot.position
+                    for index, candles in enumerate(snapshot.slices):
+                        if resume is not None and index < resume.series_index:
                             continue
-                        token = ResumeToken(
-                            epoch, request_id, Phase.HISTORY, position, index, open_time
+                        skip = (
+                            resume.cursor
+                            if resume is not None and index == resume.series_index
+                            else None
                         )
-                        yield frame + _token_field(token)
-                live = ResumeToken(epoch, request_id, Phase.LIVE, position)
-                yield _SNAPSHOT_END + _token_field(live)
-            else:
-                position = resume.position
-            for missed in await store.read_updates(series, after=position):
-                if request.closed_only and not missed.closed:
-                    continue
-                position = missed.seq
-                yield missed.frame + _token_field(
-                    ResumeToken(epoch, request_id, Phase.LIVE, position)
-                )
-            subscription.discard_through(position)
-            heartbeat_interval = self._limits.heartbeat_interval
-            while True:
-                update = await subscription.next(heartbeat_interval)
-                if update is None:
-                    position = max(position, self._hub.published_seq)
+                        for open_time, frame in zip(
+                            candles.open_times, candles.frames, strict=True
+                        ):
+                            if skip is not None and open_time <= skip:
+                                continue
+                            token = ResumeToken(
+                                epoch, request_id, Phase.HISTORY, position, index, open_time
+                            )
+                            yield frame + _token_field(token)
                     live = ResumeToken(epoch, request_id, Phase.LIVE, position)
-                    yield field_bytes(3, self._heartbeat(series)) + _token_field(live)
-                elif update.seq > position:
-                    position = update.seq
-                    live = ResumeToken(epoch, request_id, Phase.LIVE, position)
-                    yield update.frame + _token_field(live)
-        finally:
-            subscription.close()
+                    yield _SNAPSHOT_END + _token_field(live)
+                else:
+                    position = resume.position
+                live_message = self._live_message
+                for missed in await store.read_updates(series, after=position):
+                    if request.closed_only and not missed.closed:
+                        continue
+                    position = missed.seq
+                    yield live_message(request_id, epoch, position, missed.frame)
+                subscription.discard_through(position)
+                heartbeat_interval = self._limits.heartbeat_interval
+                while True:
+                    update = subscription.pop()
+                    if update is None:
+                        update = await subscription.next(heartbeat_interval)
+                    if update is None:
+                        position = max(position, self._hub.published_seq)
+                        live = ResumeToken(epoch, request_id, Phase.LIVE, position)
+                        yield field_bytes(3, self._heartbeat(series)) + _token_field(live)
+                    elif update.seq > position:
+                        position = update.seq
+                        yield live_message(request_id, epoch, position, update.frame)
+            finally:
+                subscription.close()
+        except CandlewireError as error:
+            await abort(context, error)
 
     def _heartbeat(self, series: Sequence[SeriesKey]) -> bytes:
         event_times = self._hub.event_times

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from candlewire.errors import InvalidArgument
 
-__all__ = ["PageToken", "Phase", "ResumeToken", "fingerprint"]
+__all__ = ["PageToken", "Phase", "ResumeToken", "fingerprint", "live_token"]
 
 _RESUME = struct.Struct(">B8sIBQHq")
 _PAGE = struct.Struct(">BIq")
@@ -95,6 +95,11 @@ class ResumeToken:
         return cls(
             epoch, request, Phase(phase), position, index, None if cursor == _NO_CURSOR else cursor
         )
+
+
+def live_token(epoch: bytes, request: int, position: int) -> str:
+    """``ResumeToken(epoch, request, Phase.LIVE, position).encode()``, without the object."""
+    return _seal(_RESUME.pack(_VERSION, epoch, request, Phase.LIVE, position, 0, _NO_CURSOR))
 
 
 @dataclass(frozen=True, slots=True)

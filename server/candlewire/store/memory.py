@@ -1,9 +1,19 @@
 """The in-memory store: the embedded default.
 
-Per series, candles live in parallel arrays sorted by open time (the encoded
-frame, the revision and the closed flag), capped at ``retention``; the update
-log keeps the last ``log_size`` updates per series. Every method completes
-without awaiting, so each call is atomic with respect to the others.
+Per series, candles live in arrays sorted by open time (open time, revision,
+closed flag, frame length) and their encoded frames lie back to back in one
+``bytearray``, capped at ``retention``: no Python object per candle, so a
+stored candle costs its frame plus 15 bytes. Responses are slices of that
+buffer (:class:`~candlewire.codec.FrameRun`).
+
+The update log keeps the last ``log_size`` updates per series, in arrays as
+well. An entry whose version is still the stored one shares the stored frame
+(``None`` in ``log_frames``); when that candle is replaced or evicted, the
+entry gets its own copy first. So there is at most one shared entry per open
+time, and it is always the stored version.
+
+Every method completes without awaiting, so each call is atomic with respect
+to the others.
 """
 
 from __future__ import annotations
@@ -13,9 +23,10 @@ import os
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from itertools import accumulate
 from operator import attrgetter
 
-from candlewire.codec import candle_frame
+from candlewire.codec import FrameRun, candle_frame
 from candlewire.domain import Candle, Interval, Quote, SeriesKey
 from candlewire.errors import DataExpired
 from candlewire.store.base import CandleSlice, Snapshot, Update
@@ -23,29 +34,101 @@ from candlewire.store.base import CandleSlice, Snapshot, Update
 __all__ = ["MemoryStore"]
 
 _by_seq = attrgetter("seq")
+_RECENT = 16  # log entries searched backwards before a full scan
+
+
+def _copy(buf: bytearray, start: int, end: int) -> bytes:
+    with memoryview(buf) as view:
+        return view[start:end].tobytes()
 
 
 class _Series:
     __slots__ = (
+        "buf",
         "closed",
         "evicted_seq",
-        "frames",
-        "log",
+        "key",
+        "lengths",
+        "log_closed",
+        "log_frames",
+        "log_revisions",
         "log_seqs",
+        "log_times",
         "open_times",
         "revisions",
         "trimmed_upto",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, key: SeriesKey) -> None:
+        self.key = key
         self.open_times = array("q")
-        self.revisions = array("l")
+        self.revisions = array("I")
         self.closed = array("b")
-        self.frames: list[bytes] = []
-        self.log: list[Update] = []
+        self.lengths = array("H")  # widened to "I" if a frame ever exceeds 64 KiB
+        self.buf = bytearray()
         self.log_seqs = array("q")
+        self.log_times = array("q")
+        self.log_revisions = array("I")
+        self.log_closed = array("b")
+        self.log_frames: list[bytes | None] = []
         self.trimmed_upto = 0  # every update with seq <= this may be gone from the log
         self.evicted_seq = 0  # seq of the last write that evicted a candle
+
+    def offset(self, index: int) -> int:
+        """Where candle ``index``'s frame starts in ``buf`` (summed from the nearer end)."""
+        lengths = self.lengths
+        if index > len(lengths) // 2:
+            return len(self.buf) - sum(lengths[index:])
+        return sum(lengths[:index])
+
+    def frame(self, index: int) -> bytes:
+        start = self.offset(index)
+        return _copy(self.buf, start, start + self.lengths[index])
+
+    def frames(self, indices: Sequence[int]) -> list[bytes]:
+        if len(indices) <= 8:
+            return [self.frame(i) for i in indices]
+        ends = list(accumulate(self.lengths))
+        lengths, buf = self.lengths, self.buf
+        return [_copy(buf, ends[i] - lengths[i], ends[i]) for i in indices]
+
+    def run(self, lo: int, hi: int) -> FrameRun:
+        """Candles ``lo`` to ``hi`` (exclusive) as one slice of the buffer."""
+        if lo >= hi:
+            return FrameRun(b"", ())
+        lengths = self.lengths[lo:hi]
+        start = self.offset(lo)
+        return FrameRun(_copy(self.buf, start, start + sum(lengths)), lengths)
+
+    def log_frame(self, k: int) -> bytes:
+        """The frame of log entry ``k``."""
+        frame = self.log_frames[k]
+        if frame is None:  # the stored version of its candle
+            index = bisect_left(self.open_times, self.log_times[k])
+            frame = self.frame(index)
+        return frame
+
+    def detach(self, index: int) -> None:
+        """Give the log entry sharing candle ``index``'s frame (if any) its own copy."""
+        open_time = self.open_times[index]
+        times, frames = self.log_times, self.log_frames
+        k = len(times) - 1
+        stop = max(-1, k - _RECENT)
+        while k > stop:
+            if times[k] == open_time and frames[k] is None:
+                frames[k] = self.frame(index)
+                return
+            k -= 1
+        k = 0
+        while True:
+            try:
+                k = times.index(open_time, k)
+            except ValueError:
+                return
+            if frames[k] is None:
+                frames[k] = self.frame(index)
+                return
+            k += 1
 
 
 class MemoryStore:
@@ -85,11 +168,18 @@ class MemoryStore:
         """For a batch larger than the retention (a backfill), the oldest open
         time per series that survives the batch: older candles are skipped
         instead of being encoded and evicted again."""
-        times: dict[SeriesKey, set[int]] = {}
+        times: dict[tuple[str, Interval], set[int]] = {}
+        symbol: str | None = None
+        interval: Interval | None = None
+        run: set[int] = set()
         for candle in candles:
-            times.setdefault(candle.series, set()).add(candle.open_time)
+            if candle.interval is not interval or candle.symbol != symbol:
+                symbol, interval = candle.symbol, candle.interval
+                run = times.setdefault((symbol, interval), set())
+            run.add(candle.open_time)
         cutoffs: dict[SeriesKey, int] = {}
-        for key, new in times.items():
+        for (name, length), new in times.items():
+            key = SeriesKey(name, length)
             s = self._series.get(key)
             if s is not None:
                 new.update(s.open_times)
@@ -100,45 +190,75 @@ class MemoryStore:
     async def write_candles(self, candles: Sequence[Candle]) -> list[Update]:
         applied: list[Update] = []
         cutoffs = self._cutoffs(candles) if len(candles) > self._retention else {}
-        key = SeriesKey("", Interval.S1)
-        s = _Series()
+        retention = self._retention
+        key: SeriesKey | None = None
+        s = _Series(SeriesKey("", Interval.S1))
+        cutoff: int | None = None
         for candle in candles:
-            if candle.interval is not key.interval or candle.symbol != key.symbol:
+            if key is None or candle.interval is not key.interval or candle.symbol != key.symbol:
                 key = candle.series  # batches come grouped by series: build keys once a run
-                s = self._series.get(key) or self._series.setdefault(key, _Series())
-            if cutoffs and candle.open_time < cutoffs.get(key, candle.open_time):
+                found = self._series.get(key)
+                if found is None:
+                    found = self._series[key] = _Series(key)
+                s = found
+                cutoff = cutoffs.get(key) if cutoffs else None
+            open_time = candle.open_time
+            if cutoff is not None and open_time < cutoff:
                 continue
             times = s.open_times
-            i = bisect_left(times, candle.open_time)
-            exists = i < len(times) and times[i] == candle.open_time
+            n = len(times)
+            if n and times[n - 1] == open_time:  # the forming candle: the usual write
+                i, exists = n - 1, True
+            elif not n or times[n - 1] < open_time:
+                i, exists = n, False
+            else:
+                i = bisect_left(times, open_time)
+                exists = i < n and times[i] == open_time
             if exists and candle.revision <= s.revisions[i]:
                 continue
-            if not exists and i == 0 and len(times) >= self._retention:
+            if not exists and i == 0 and n >= retention:
                 continue  # older than everything retained: it would be evicted at once
             frame = candle_frame(candle)
+            size = len(frame)
+            if size > 0xFFFF and s.lengths.typecode == "H":
+                s.lengths = array("I", s.lengths)
             self._seq += 1
             if exists:
-                s.frames[i] = frame
+                s.detach(i)
+                start = s.offset(i)
+                s.buf[start : start + s.lengths[i]] = frame
+                s.lengths[i] = size
                 s.revisions[i] = candle.revision
                 s.closed[i] = candle.closed
             else:
-                times.insert(i, candle.open_time)
-                s.frames.insert(i, frame)
+                if i == n:
+                    s.buf += frame
+                else:
+                    start = s.offset(i)
+                    s.buf[start:start] = frame
+                times.insert(i, open_time)
+                s.lengths.insert(i, size)
                 s.revisions.insert(i, candle.revision)
                 s.closed.insert(i, candle.closed)
-                if len(times) > self._retention:
-                    excess = len(times) - self._retention
-                    del times[:excess], s.frames[:excess], s.revisions[:excess]
+                if n + 1 > retention:
+                    excess = n + 1 - retention
+                    for j in range(excess):
+                        s.detach(j)
+                    del s.buf[: sum(s.lengths[:excess])]
+                    del times[:excess], s.lengths[:excess], s.revisions[:excess]
                     del s.closed[:excess]
                     s.evicted_seq = self._seq
-            update = Update(self._seq, key, candle.open_time, candle.revision, candle.closed, frame)
-            s.log.append(update)
             s.log_seqs.append(self._seq)
-            if len(s.log) >= 2 * self._log_size:
-                cut = len(s.log) - self._log_size
+            s.log_times.append(open_time)
+            s.log_revisions.append(candle.revision)
+            s.log_closed.append(candle.closed)
+            s.log_frames.append(None)
+            if len(s.log_seqs) >= 2 * self._log_size:
+                cut = len(s.log_seqs) - self._log_size
                 s.trimmed_upto = s.log_seqs[cut - 1]
-                del s.log[:cut], s.log_seqs[:cut]
-            applied.append(update)
+                del s.log_seqs[:cut], s.log_times[:cut], s.log_revisions[:cut]
+                del s.log_closed[:cut], s.log_frames[:cut]
+            applied.append(Update(self._seq, key, open_time, candle.revision, candle.closed, frame))
         return applied
 
     async def get_candles(
@@ -156,7 +276,7 @@ class MemoryStore:
             lo = max(lo, hi - limit)
         if lo >= hi:
             return CandleSlice((), ())
-        return CandleSlice(times[lo:hi].tolist(), s.frames[lo:hi])
+        return CandleSlice(times[lo:hi].tolist(), s.run(lo, hi))
 
     async def read_updates(self, series: Sequence[SeriesKey], after: int) -> list[Update]:
         runs: list[list[Update]] = []
@@ -166,7 +286,20 @@ class MemoryStore:
                 continue
             if s.trimmed_upto > after:
                 raise DataExpired(f"updates of {key} after position {after} are no longer retained")
-            runs.append(s.log[bisect_right(s.log_seqs, after) :])
+            first = bisect_right(s.log_seqs, after)
+            runs.append(
+                [
+                    Update(
+                        s.log_seqs[k],
+                        key,
+                        s.log_times[k],
+                        s.log_revisions[k],
+                        bool(s.log_closed[k]),
+                        s.log_frame(k),
+                    )
+                    for k in range(first, len(s.log_seqs))
+                ]
+            )
         if len(runs) == 1:
             return runs[0]
         return list(heapq.merge(*runs, key=_by_seq))
@@ -193,10 +326,54 @@ class MemoryStore:
         s = self._series.get(key)
         if s is None:
             return CandleSlice((), ())
-        # (open_time, closed, frame) of every retained candle as it was at `at`.
-        rows = list(zip(s.open_times, s.closed, s.frames, strict=True))
         if at < self._seq and s.log_seqs and s.log_seqs[-1] > at:
-            rows = self._rewind(key, s, rows, at)
+            return self._rewound_slice(
+                key, s, history=history, start=start, closed_only=closed_only, at=at
+            )
+        # The stored candles are the candles at `at`: work on indices, copy
+        # only the frames returned.
+        times = s.open_times
+        n = len(times)
+        lo = 0
+        if start is not None:
+            if s.evicted_seq > at and (not times or start < times[0]):
+                raise DataExpired(f"history of {key} at position {at} is no longer retained")
+            lo = bisect_left(times, start)
+        if not closed_only:
+            if start is None:
+                if n < history and s.evicted_seq > at:
+                    raise DataExpired(f"history of {key} at position {at} is no longer retained")
+                lo = max(0, n - history) if history else n
+            return CandleSlice(times[lo:].tolist(), s.run(lo, n))
+        closed = s.closed
+        if start is not None:
+            picked = [i for i in range(lo, n) if closed[i]]
+        else:
+            picked = []
+            if history:
+                for i in range(n - 1, -1, -1):
+                    if closed[i]:
+                        picked.append(i)
+                        if len(picked) == history:
+                            break
+                picked.reverse()
+            if len(picked) < history and s.evicted_seq > at:
+                raise DataExpired(f"history of {key} at position {at} is no longer retained")
+        return CandleSlice([times[i] for i in picked], s.frames(picked))
+
+    def _rewound_slice(
+        self,
+        key: SeriesKey,
+        s: _Series,
+        *,
+        history: int,
+        start: int | None,
+        closed_only: bool,
+        at: int,
+    ) -> CandleSlice:
+        # (open_time, closed, frame) of every retained candle as it was at `at`.
+        rows = list(zip(s.open_times, s.closed, s.frames(range(len(s.open_times))), strict=True))
+        rows = self._rewind(key, s, rows, at)
         if start is not None:
             if s.evicted_seq > at and (not s.open_times or start < s.open_times[0]):
                 raise DataExpired(f"history of {key} at position {at} is no longer retained")
@@ -217,17 +394,19 @@ class MemoryStore:
         if s.trimmed_upto > at:
             raise DataExpired(f"history of {key} at position {at} is no longer retained")
         cut = bisect_right(s.log_seqs, at)
+        log_times, log_revisions = s.log_times, s.log_revisions
         first_after: dict[int, int] = {}  # open_time -> first revision written after `at`
-        for update in s.log[cut:]:
-            first_after.setdefault(update.open_time, update.revision)
-        previous: dict[int, Update] = {}
+        for k in range(cut, len(log_times)):
+            first_after.setdefault(log_times[k], log_revisions[k])
+        previous: dict[int, tuple[int, bytes]] = {}  # open_time -> (closed, frame) at `at`
         wanted = {t: r - 1 for t, r in first_after.items() if r > 0}
-        for update in reversed(s.log[:cut]):
-            if wanted.get(update.open_time) == update.revision:
-                previous[update.open_time] = update
-                del wanted[update.open_time]
-                if not wanted:
-                    break
+        for k in range(cut - 1, -1, -1):
+            if not wanted:
+                break
+            open_time = log_times[k]
+            if wanted.get(open_time) == log_revisions[k]:
+                previous[open_time] = (s.log_closed[k], s.log_frame(k))
+                del wanted[open_time]
         if wanted:
             raise DataExpired(f"history of {key} at position {at} is no longer retained")
         rewound: list[tuple[int, int, bytes]] = []
@@ -236,6 +415,6 @@ class MemoryStore:
             if revision is None:
                 rewound.append(row)
             elif revision > 0:
-                old = previous[row[0]]
-                rewound.append((row[0], old.closed, old.frame))
+                closed, frame = previous[row[0]]
+                rewound.append((row[0], closed, frame))
         return rewound
