@@ -28,10 +28,11 @@ from candlewire.feeds.sim import SimFeed
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
 from candlewire.ingest import Ingestor
-from candlewire.store.base import Store
+from candlewire.store.base import Connects, Store
 from candlewire.store.memory import MemoryStore
+from candlewire.store.redis import RedisStore
 
-__all__ = ["App", "build_feed"]
+__all__ = ["App", "build_feed", "build_store"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,19 @@ def build_feed(settings: Settings) -> Feed:
     )
 
 
+def build_store(settings: Settings) -> Store:
+    """The Redis store when ``settings.redis_url`` is set, else the memory store."""
+    if settings.redis_url:
+        return RedisStore(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            retention=settings.retention,
+            log_size=settings.update_log_size,
+            quote_ttl=settings.quote_ttl,
+        )
+    return MemoryStore(retention=settings.retention, log_size=settings.update_log_size)
+
+
 def _local_target(grpc_listen: str, port: int) -> str:
     """How the gateway in this process reaches the gRPC server."""
     host, _ = parse_listen(grpc_listen)
@@ -83,9 +97,7 @@ class App:
         self, settings: Settings, *, feed: Feed | None = None, store: Store | None = None
     ) -> None:
         self.settings = settings
-        self.store: Store = store or MemoryStore(
-            retention=settings.retention, log_size=settings.update_log_size
-        )
+        self.store: Store = store or build_store(settings)
         self.hub = Hub(
             queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
         )
@@ -113,6 +125,12 @@ class App:
         s = self.settings
         for line in describe_settings(s):
             log.debug("setting %s", line)
+        if isinstance(self.store, Connects):
+            try:
+                await self.store.connect()
+            except BaseException:
+                await self.store.close()
+                raise
         instruments = dict(await self.feed.instruments())
         catalog = Catalog(instruments, s.intervals)
         limits = Limits(stale_after=s.stale_after, heartbeat_interval=s.heartbeat_interval)
@@ -167,6 +185,8 @@ class App:
     async def _feed(self) -> None:
         assert self.ingestor is not None
         started = time.perf_counter()
+        if isinstance(self.store, Connects):  # shared data: continue what is stored
+            await self.ingestor.align(self.settings.retention)
         await self.feed.backfill(self.ingestor)
         self._backfilled = True
         log.info(

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
         tuple(Interval), description="comma-separated intervals served (1s,1m,...,1M)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    redis_url: str = Field(
+        "", description="Redis URL (redis://host:6379/0) of the store (empty: in-memory store)"
+    )
+    redis_prefix: str = Field(
+        "cw:", min_length=1, max_length=64, description="prefix of every Redis key"
+    )
+    quote_ttl: float = Field(
+        30.0, gt=0, le=86_400, description="seconds a quote stays in Redis without an update"
+    )
     retention: int = Field(5000, ge=100, le=1_000_000, description="candles kept per series")
     update_log_size: int = Field(
         4096, ge=16, le=1_000_000, description="updates kept per series for resume tokens"
@@ -178,6 +187,21 @@ class Settings(BaseSettings):
         if not value.startswith(schemes):
             raise ValueError(f"{value!r} must start with {' or '.join(schemes)}")
         return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{value!r} must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _check_redis_prefix(cls, value: str) -> str:
+        if any(c in value for c in "{} \r\n"):
+            raise ValueError(f"{value!r} may not contain braces or spaces")
+        return value
 
     @field_validator("replay_path")
     @classmethod

@@ -10,6 +10,7 @@
     ├── DataExpired            a resume position is older than what is retained
     ├── LimitExceeded          a configured limit was hit (queue, streams)
     ├── ShuttingDown           the service is stopping
+    ├── LeaseLost              an ingestor wrote without holding its lease
     └── DependencyUnavailable  the store or the upstream cannot be reached
         └── StoreUnavailable
 
@@ -26,6 +27,7 @@ __all__ = [
     "DataExpired",
     "DependencyUnavailable",
     "InvalidArgument",
+    "LeaseLost",
     "LimitExceeded",
     "NoData",
     "ShuttingDown",
@@ -79,6 +81,10 @@ class LimitExceeded(CandlewireError):
 
 class ShuttingDown(CandlewireError):
     """The service is stopping; clients should reconnect elsewhere."""
+
+
+class LeaseLost(CandlewireError):
+    """The store refused a write: another process holds this ingestor's lease."""
 
 
 class DependencyUnavailable(CandlewireError):

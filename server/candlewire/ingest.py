@@ -10,6 +10,17 @@ Kline feeds bypass aggregation: the venue's candles are numbered here
 (``revision``), exact duplicates are dropped, and a version older than the
 one already seen (fewer trades, or forming after closed) is ignored, so
 duplicated and reordered venue messages cannot move a candle backwards.
+
+While the store is unavailable the feed goes on: closed candles are kept in
+a bounded buffer (the newest version of each; ``buffer_dropped`` counts what
+did not fit) and written, oldest first, with the next write once the store is
+back. Forming versions are not kept: the next one supersedes them.
+
+An ingestor that starts on a store already holding data (a restart, or a
+takeover from another ingestor) first calls :meth:`Ingestor.align`: the
+revisions it writes then continue those stored, a version equal to the stored
+one is not written again, and older candles only fill gaps, so a hand-over
+neither repeats nor rewrites what subscribers already received.
 """
 
 from __future__ import annotations
@@ -22,7 +33,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from candlewire.aggregate import AggregatorConfig, SymbolAggregator
-from candlewire.domain import Candle, Quote, SeriesKey, Source, Trade
+from candlewire.codec import candle_frame, frame_to_candle
+from candlewire.domain import Candle, Interval, Quote, SeriesKey, Source, Trade
+from candlewire.errors import StoreUnavailable
 from candlewire.hub import Hub
 from candlewire.store.base import Store
 
@@ -41,9 +54,20 @@ class Ingestor:
         symbols: Iterable[str],
         config: AggregatorConfig,
         source: Source,
+        *,
+        publish: bool = True,
+        buffer_size: int = 100_000,
     ) -> None:
         self._store = store
         self._hub = hub
+        self._publish = publish
+        self._intervals: tuple[Interval, ...] = config.intervals
+        self._buffer: OrderedDict[tuple[SeriesKey, int], Candle] = OrderedDict()
+        self._buffer_size = buffer_size
+        self.buffer_dropped = 0
+        """Closed candles dropped because the buffer was full during an outage."""
+        self._floors: dict[tuple[SeriesKey, int], tuple[int, bytes]] = {}
+        self._stored: dict[SeriesKey, tuple[int, frozenset[int]]] = {}
         self._aggregators = {s: SymbolAggregator(s, config, source) for s in symbols}
         self._write_lock = asyncio.Lock()
         self._venue: dict[SeriesKey, OrderedDict[int, Candle]] = {}
@@ -53,6 +77,48 @@ class Ingestor:
         """Monotonic time of the last event from the feed."""
         self.trades_in = 0
         self.candles_out = 0
+        self.store_errors = 0
+        """Writes that failed because the store was unavailable."""
+        self._store_down = False
+
+    @property
+    def buffered(self) -> int:
+        """Closed candles waiting for the store."""
+        return len(self._buffer)
+
+    async def align(self, retention: int) -> None:
+        """Continue the data already stored (see the module docstring)."""
+        for symbol in self._aggregators:
+            for interval in self._intervals:
+                key = SeriesKey(symbol, interval)
+                found = await self._store.get_candles(key, start=None, end=None, limit=retention)
+                if not len(found):
+                    continue
+                times = list(found.open_times)
+                frames = found.frames
+                for i in range(max(0, len(times) - _ALIGNED), len(times)):
+                    revision = frame_to_candle(frames[i]).revision
+                    self._floors[(key, times[i])] = (revision, frames[i])
+                floor = times[max(0, len(times) - _ALIGNED)]
+                self._stored[key] = (floor, frozenset(times))
+
+    def _aligned(self, candles: Sequence[Candle]) -> list[Candle]:
+        out: list[Candle] = []
+        floors, stored = self._floors, self._stored
+        for candle in candles:
+            series = candle.series
+            found = floors.get((series, candle.open_time))
+            if found is not None:
+                revision, frame = found
+                if candle_frame(replace(candle, revision=revision)) == frame:
+                    continue  # exactly what is stored
+                candle = replace(candle, revision=revision + 1 + candle.revision)
+            else:
+                known = stored.get(series)
+                if known is not None and known[0] > candle.open_time in known[1]:
+                    continue  # before the hand-over: stored already, fill gaps only
+            out.append(candle)
+        return out
 
     @property
     def dropped_late(self) -> int:
@@ -99,7 +165,7 @@ class Ingestor:
                     quote, last=trade.price
                 )
         if changed:
-            await self._store.put_quotes(list(changed.values()))
+            await self._put_quotes(list(changed.values()))
 
     async def quotes(self, quotes: Sequence[Quote]) -> None:
         self._touch()
@@ -110,7 +176,15 @@ class Ingestor:
             self._quotes[quote.symbol] = quote
             filled.append(quote)
             self._hub.note_event_time(quote.symbol, quote.time)
-        await self._store.put_quotes(filled)
+        await self._put_quotes(filled)
+
+    async def _put_quotes(self, quotes: Sequence[Quote]) -> None:
+        try:
+            await self._store.put_quotes(quotes)
+        except StoreUnavailable as error:
+            self._store_failed(error)
+        else:
+            self._store_back()
 
     async def watermark(self, symbol: str, time: int) -> None:
         self._touch()
@@ -140,18 +214,64 @@ class Ingestor:
         await self._write(fresh)
 
     async def _write(self, candles: Sequence[Candle]) -> None:
-        if not candles:
+        if self._floors or self._stored:
+            candles = self._aligned(candles)
+        if not candles and not self._buffer:
             return
         # Publish in the order the store numbered the updates, even when a
         # feed calls the sink from several tasks and the store write awaits:
         # streams rely on sequence order to skip what they already sent.
         async with self._write_lock:
-            updates = await self._store.write_candles(candles)
+            batch = list(candles)
+            if self._buffer:
+                batch = [*self._buffer.values(), *batch]
+            try:
+                updates = await self._store.write_candles(batch)
+            except StoreUnavailable as error:
+                self._store_failed(error)
+                self._keep(candles)
+                return
+            self._buffer.clear()
+            self._store_back()
             self.candles_out += len(updates)
-            self._hub.publish(updates)
+            if self._publish:
+                self._hub.publish(updates)
+
+    async def flush(self) -> None:
+        """Write the buffered candles if the store is back."""
+        if self._buffer:
+            await self._write(())
+
+    def _keep(self, candles: Sequence[Candle]) -> None:
+        buffer = self._buffer
+        for candle in candles:
+            if not candle.closed:
+                continue
+            key = (candle.series, candle.open_time)
+            buffer.pop(key, None)
+            buffer[key] = candle
+            if len(buffer) > self._buffer_size:
+                buffer.popitem(last=False)
+                self.buffer_dropped += 1
+
+    def _store_failed(self, error: StoreUnavailable) -> None:
+        self.store_errors += 1
+        if not self._store_down:
+            self._store_down = True
+            log.warning("store unavailable, buffering closed candles until it is back: %s", error)
+
+    def _store_back(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            log.warning(
+                "store available again (%d writes failed, %d closed candles dropped)",
+                self.store_errors,
+                self.buffer_dropped,
+            )
 
 
 _THREAD_BATCH = 2000  # trades per symbol from which aggregation leaves the event loop
+_ALIGNED = 3  # newest stored candles per series that a new ingestor may revise
 _VENUE_MEMORY = 64  # recent candles remembered per series to number venue versions
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from candlewire.domain import Candle, Quote, SeriesKey
 
-__all__ = ["CandleSlice", "Snapshot", "Store", "Update"]
+__all__ = ["CandleSlice", "Connects", "Snapshot", "Store", "Update"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,4 +109,15 @@ class Store(Protocol):
 
     async def read_updates(self, series: Sequence[SeriesKey], after: int) -> list[Update]:
         """Updates of ``series`` with ``seq > after``, in sequence order."""
+        ...
+
+
+@runtime_checkable
+class Connects(Protocol):
+    """A store that must be connected before use (the app awaits
+    :meth:`connect` before serving; :attr:`Store.epoch` is valid after it)."""
+
+    async def connect(self) -> None:
+        """Reach the store and load what the sync properties return; raise
+        StoreUnavailable when it cannot be reached."""
         ...

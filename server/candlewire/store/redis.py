@@ -1,0 +1,832 @@
+"""The Redis store: the same contract as the memory store, shared by processes.
+
+The key schema is in :mod:`candlewire.store.keys`. A candle is one member of
+a sorted set whose members all score 0, so ``ZRANGE ... BYLEX`` orders them
+by their first 8 bytes, the open time::
+
+    be64(open_time + 2**63) | be32(revision) | u8(closed) | frame
+
+Upserts run in a Lua script (one ``EVALSHA`` per write call): for each candle
+it compares revisions, replaces or inserts the member, evicts beyond the
+retention, takes the next global sequence number and appends the member to
+the series' stream with the sequence number as its entry id. So the order of
+the streams is the sequence order, and a resume position is an entry id.
+
+Each stream is capped with ``XADD ... MAXLEN ~ log_size``: Redis keeps at
+least ``log_size`` entries and drops whole nodes of older ones from the head.
+Entries are only ever removed from the head, so once ``XINFO STREAM`` counts
+more entries added than it holds (Redis 7.0), every position before the first
+retained entry may be gone: a read after such a position raises
+:class:`DataExpired` and never silently skips updates.
+
+Reads of candles run in a script as well, which returns the open times and
+the frames each concatenated into one string: no Python object per candle
+(see :class:`~candlewire.codec.FrameRun`). Snapshots read the head, the
+candles and, for a position in the past, the log in one script, so they are
+consistent with the position they report.
+
+The epoch is created once per Redis dataset (``SET NX``) and read at
+:meth:`RedisStore.connect`; every write script checks it, and :meth:`ping`
+re-reads it, so a flushed Redis gets a new epoch and old tokens are refused.
+
+Every redis-py error is raised as :class:`StoreUnavailable`. The client
+retries a command once on connection errors and reconnects by itself on the
+next call once Redis is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import struct
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from operator import attrgetter
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from candlewire.codec import FrameRun, candle_frame
+from candlewire.domain import Candle, Quote, SeriesKey, Source
+from candlewire.errors import CandlewireError, DataExpired, LeaseLost, StoreUnavailable
+from candlewire.store.base import CandleSlice, Snapshot, Update
+from candlewire.store.keys import DEFAULT_PREFIX, Keys, SeriesKeys
+
+__all__ = ["RedisStore"]
+
+_OFFSET = 1 << 63
+_KEY = struct.Struct(">Q")
+_HEAD = struct.Struct(">QIB")  # open time key, revision, closed
+_MAX_ID = (1 << 64) - 1
+_PRICES_KEPT = 64  # entries kept (at least) per price stream
+_CHUNK = 2000  # candles per write script: bounds the time one script blocks Redis
+_by_seq = attrgetter("seq")
+
+# Shared by the write scripts: the dataset's epoch and the writer's lease.
+# KEYS[1] epoch, KEYS[2] lease; ARGV[1] epoch, ARGV[2] fencing token ('' for
+# a writer without a lease).
+_GUARD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('CWEPOCH the dataset changed')
+end
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return redis.error_reply('CWFENCED the lease is held by another ingestor')
+end
+"""
+
+# KEYS: epoch, lease, seq, then (candles, log, meta) per series.
+# ARGV: epoch, token, retention, log_size, then per series: count, members...
+# Returns {first seq, {indices (1-based, in ARGV order) of the applied members}}.
+_WRITE = (
+    _GUARD
+    + """
+local retention = tonumber(ARGV[3])
+local log_size = tonumber(ARGV[4])
+local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
+local first = seq + 1
+local applied = {}
+local a = 5
+local index = 0
+for s = 4, #KEYS, 3 do
+  local z, log, meta = KEYS[s], KEYS[s + 1], KEYS[s + 2]
+  local count = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, count do
+    local m = ARGV[a]
+    a = a + 1
+    index = index + 1
+    local k = string.sub(m, 1, 8)
+    local found = redis.call('ZRANGE', z, '[' .. k, '+', 'BYLEX', 'LIMIT', 0, 1)[1]
+    local apply = true
+    local n = nil
+    if found and string.sub(found, 1, 8) == k then
+      if struct.unpack('>I4', m, 9) <= struct.unpack('>I4', found, 9) then
+        apply = false
+      else
+        redis.call('ZREM', z, found)
+      end
+    else
+      n = redis.call('ZCARD', z)
+      if n >= retention and
+          not redis.call('ZRANGE', z, '-', '(' .. k, 'BYLEX', 'LIMIT', 0, 1)[1] then
+        apply = false  -- older than everything retained: it would be evicted at once
+      end
+    end
+    if apply then
+      seq = seq + 1
+      local s_seq = string.format('%d', seq)
+      redis.call('ZADD', z, 0, m)
+      if n and n + 1 > retention then
+        redis.call('ZREMRANGEBYRANK', z, 0, n - retention)
+        redis.call('HSET', meta, 'evicted', s_seq)
+      end
+      redis.call('XADD', log, 'MAXLEN', '~', log_size, s_seq .. '-0', 'm', m)
+      applied[#applied + 1] = index
+    end
+  end
+end
+if seq >= first then
+  redis.call('SET', KEYS[3], string.format('%d', seq))
+end
+return {first, applied}
+"""
+)
+
+# KEYS: epoch, lease, quote, prices. ARGV: epoch, token, quote, ttl (ms), stream length.
+_QUOTE = (
+    _GUARD
+    + """
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'q', ARGV[3])
+return 1
+"""
+)
+
+# KEYS: lease, fence. ARGV: ttl (ms), owner. The new fencing token, or 0 when held.
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], string.format('%d:%s', token, ARGV[2]), 'PX', ARGV[1])
+return token
+"""
+
+# KEYS: lease. ARGV: the holder's value, ttl (ms; 0 releases). 1 if still held.
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+# Shared by the read scripts: the seq of the newest entry trimmed from a stream.
+_TRIMMED = """
+local function trimmed(log)
+  if redis.call('EXISTS', log) == 0 then return 0 end
+  local info = redis.call('XINFO', 'STREAM', log)
+  local fields = {}
+  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+  if tonumber(fields['entries-added']) <= tonumber(fields['length']) then return 0 end
+  return tonumber(string.match(fields['recorded-first-entry-id'], '^(%d+)')) - 1
+end
+"""
+
+# KEYS: logs. ARGV: first entry id. Returns per log {trimmed, ids, members}.
+_UPDATES = (
+    _TRIMMED
+    + """
+local out = {}
+for i, log in ipairs(KEYS) do
+  local ids, members = {}, {}
+  for j, e in ipairs(redis.call('XRANGE', log, ARGV[1], '+')) do
+    ids[j] = e[1]
+    members[j] = e[2][2]
+  end
+  out[i] = {trimmed(log), ids, members}
+end
+return out
+"""
+)
+
+# Shared by the read scripts: members -> {keys, lengths, frames, closed flags},
+# each concatenated into one string.
+_PACK = """
+local function pack(members)
+  local keys, lengths, frames, closed = {}, {}, {}, {}
+  for i, m in ipairs(members) do
+    keys[i] = string.sub(m, 1, 8)
+    lengths[i] = struct.pack('>I4', #m - 13)
+    frames[i] = string.sub(m, 14)
+    closed[i] = string.sub(m, 13, 13)
+  end
+  return {table.concat(keys), table.concat(lengths), table.concat(frames), table.concat(closed)}
+end
+"""
+
+# KEYS: candles. ARGV: forward (1/0), min, max, limit.
+_RANGE = (
+    _PACK
+    + """
+local members
+if ARGV[1] == '1' then
+  members = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3], 'BYLEX', 'LIMIT', 0, ARGV[4])
+else
+  local rev = redis.call('ZRANGE', KEYS[1], ARGV[3], ARGV[2], 'BYLEX', 'REV', 'LIMIT', 0, ARGV[4])
+  members = {}
+  for i = #rev, 1, -1 do members[#members + 1] = rev[i] end
+end
+return pack(members)
+"""
+)
+
+# The open times of a series, concatenated (for backfill batches).
+_TIMES = """
+local keys = {}
+for i, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do keys[i] = string.sub(m, 1, 8) end
+return table.concat(keys)
+"""
+
+# KEYS: seq, then (candles, log, meta) per series.
+# ARGV: at (-1: now), history, start member bound ('' none), closed_only (1/0).
+# Returns {position, per series: {evicted, trimmed, count, first key, rewind,
+# packed candles, log ids, log members}}; the log (everything retained) only
+# when rewinding.
+_SNAPSHOT = (
+    _PACK
+    + _TRIMMED
+    + """
+local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+local at = tonumber(ARGV[1])
+if at < 0 or at > head then at = head end
+local history = tonumber(ARGV[2])
+local start = ARGV[3]
+local closed_only = ARGV[4] == '1'
+local out = {string.format('%d', at)}
+for s = 2, #KEYS, 3 do
+  local z, log, meta = KEYS[s], KEYS[s + 1], KEYS[s + 2]
+  local evicted = redis.call('HGET', meta, 'evicted')
+  local n = redis.call('ZCARD', z)
+  local first = redis.call('ZRANGE', z, 0, 0)[1]
+  local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+  local rewind = at < head and last ~= nil and
+    tonumber(string.match(last[1], '^(%d+)')) > at
+  local members, ids, entries = {}, {}, {}
+  if rewind then
+    members = redis.call('ZRANGE', z, 0, -1)
+    for i, e in ipairs(redis.call('XRANGE', log, '-', '+')) do
+      ids[i] = e[1]
+      entries[i] = e[2][2]
+    end
+  elseif start ~= '' then
+    members = redis.call('ZRANGE', z, start, '+', 'BYLEX')
+  elseif not closed_only then
+    if history > 0 then members = redis.call('ZRANGE', z, -history, -1) end
+  elseif history > 0 then
+    local picked = {}
+    local offset = 0
+    local step = math.max(history + 1, 64)
+    while #picked < history do
+      local chunk = redis.call('ZRANGE', z, offset, offset + step - 1, 'REV')
+      if #chunk == 0 then break end
+      for _, c in ipairs(chunk) do
+        if string.byte(c, 13) == 1 then
+          picked[#picked + 1] = c
+          if #picked == history then break end
+        end
+      end
+      offset = offset + step
+    end
+    for i = #picked, 1, -1 do members[#members + 1] = picked[i] end
+  end
+  out[#out + 1] = {evicted or '0', trimmed(log), n, first and string.sub(first, 1, 8) or '',
+    rewind and 1 or 0, pack(members), ids, entries}
+end
+return out
+"""
+)
+
+_Row = tuple[int, int, bytes]  # open time, closed, frame
+_Entry = tuple[int, int, int, int, bytes]  # seq, open time, revision, closed, frame
+
+
+def _key(open_time: int) -> bytes:
+    """The 8 bytes that order a member by open time (clamped to the int64 range)."""
+    return _KEY.pack(min(max(open_time + _OFFSET, 0), _MAX_ID))
+
+
+def _member(candle: Candle, frame: bytes) -> bytes:
+    return _HEAD.pack(candle.open_time + _OFFSET, candle.revision, candle.closed) + frame
+
+
+def _unpack(packed: Sequence[bytes]) -> tuple[list[int], FrameRun, bytes]:
+    """Open times, frames and closed flags (one byte each) from a read
+    script's ``{keys, lengths, frames, closed}``."""
+    keys, lengths, frames, closed = packed
+    n = len(keys) // 8
+    times = [k - _OFFSET for k in struct.unpack(f">{n}Q", keys)]
+    sizes = array("I", lengths)
+    if sizes.itemsize != 4:  # pragma: no cover - every platform Python supports has 4
+        sizes = array("I", struct.unpack(f">{n}I", lengths))
+    elif n and struct.pack("=I", 1) != struct.pack(">I", 1):
+        sizes.byteswap()
+    return times, FrameRun(frames, sizes), closed
+
+
+def _entry(entry_id: bytes, member: bytes) -> _Entry:
+    key, revision, closed = _HEAD.unpack_from(member)
+    return (int(entry_id.partition(b"-")[0]), key - _OFFSET, revision, closed, member[13:])
+
+
+def _encode_quote(quote: Quote) -> bytes:
+    return "|".join(
+        (
+            str(quote.time),
+            str(quote.bid),
+            str(quote.ask),
+            str(quote.bid_size),
+            str(quote.ask_size),
+            str(int(quote.source)),
+            str(quote.receive_time),
+            "" if quote.last is None else str(quote.last),
+        )
+    ).encode()
+
+
+def _decode_quote(symbol: str, raw: bytes) -> Quote:
+    time, bid, ask, bid_size, ask_size, source, receive_time, last = raw.decode().split("|")
+    return Quote(
+        symbol,
+        int(time),
+        Decimal(bid),
+        Decimal(ask),
+        Decimal(bid_size),
+        Decimal(ask_size),
+        Source(int(source)),
+        int(receive_time),
+        Decimal(last) if last else None,
+    )
+
+
+def _bytes(value: object) -> bytes | None:
+    """A reply as bytes (the client does not decode replies)."""
+    return value if isinstance(value, bytes) else None
+
+
+def _expired(key: SeriesKey, at: int) -> DataExpired:
+    return DataExpired(f"history of {key} at position {at} is no longer retained")
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Raise every redis-py error as StoreUnavailable."""
+    try:
+        yield
+    except RedisError as error:
+        raise StoreUnavailable(f"redis: {error}") from error
+
+
+class RedisStore:
+    """Implements :class:`~candlewire.store.base.Store` on Redis (7.0 or later).
+
+    ``url`` is a redis-py URL (``redis://host:6379/0``). Call :meth:`connect`
+    before use; it reads (or creates) the dataset's epoch.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        retention: int = 5000,
+        log_size: int = 4096,
+        quote_ttl: float = 30.0,
+        timeout: float = 2.0,
+    ) -> None:
+        if retention < 1 or log_size < 1:
+            raise ValueError("retention and log_size must be positive")
+        if quote_ttl <= 0:
+            raise ValueError("quote_ttl must be positive")
+        self._keys = Keys(prefix)
+        self._retention = retention
+        self._log_size = log_size
+        self._quote_ttl_ms = max(1, round(quote_ttl * 1000))
+        self._epoch: bytes | None = None
+        # One quick retry on connection errors, so a command fails within
+        # about `timeout` when Redis is down; the pool reconnects on later calls.
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=10,
+        )
+        self._lease_key = self._keys.lease("-")  # a name no shard has: never checked
+        self._token = ""
+        self._write = self._redis.register_script(_WRITE)
+        self._quote = self._redis.register_script(_QUOTE)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._range = self._redis.register_script(_RANGE)
+        self._times = self._redis.register_script(_TIMES)
+        self._snapshot = self._redis.register_script(_SNAPSHOT)
+        self._updates = self._redis.register_script(_UPDATES)
+        self._series_keys: dict[SeriesKey, SeriesKeys] = {}
+
+    @property
+    def keys(self) -> Keys:
+        """The key builder of this store's prefix."""
+        return self._keys
+
+    @property
+    def epoch(self) -> bytes:
+        if self._epoch is None:
+            raise RuntimeError("RedisStore.connect() was not awaited")
+        return self._epoch
+
+    async def connect(self) -> None:
+        """Read the dataset's epoch, creating it on a new dataset."""
+        with _translated():
+            await self._load_epoch()
+
+    async def _load_epoch(self) -> bytes:
+        key = self._keys.epoch
+        epoch = _bytes(await self._redis.get(key))
+        if epoch is None:
+            await self._redis.set(key, os.urandom(8), nx=True)
+            epoch = _bytes(await self._redis.get(key))
+            if epoch is None:  # flushed again in between: the next call retries
+                raise StoreUnavailable("redis: the epoch key vanished")
+        self._epoch = epoch
+        return epoch
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless Redis answers; notice a flushed dataset."""
+        with _translated():
+            await self._load_epoch()
+
+    async def close(self) -> None:
+        with _translated():
+            await self._redis.aclose()
+
+    def _series(self, key: SeriesKey) -> SeriesKeys:
+        found = self._series_keys.get(key)
+        if found is None:
+            found = self._series_keys[key] = self._keys.series(key)
+        return found
+
+    async def _refused(self, error: ResponseError) -> CandlewireError:
+        """The error a write script's refusal stands for."""
+        if "CWFENCED" in str(error):
+            return LeaseLost(f"redis: {self._lease_key} is held by another ingestor")
+        if "CWEPOCH" in str(error):
+            await self._load_epoch()
+            return StoreUnavailable("redis: the dataset was replaced (flushed or restarted empty)")
+        return StoreUnavailable(f"redis: {error}")
+
+    def fence(self, lease: str, token: str) -> None:
+        """Refuse this store's writes unless ``lease`` holds ``token`` (checked
+        by the write scripts, so a writer that lost its lease cannot write)."""
+        self._lease_key, self._token = lease, token
+
+    async def put_quotes(self, quotes: Sequence[Quote]) -> None:
+        if not quotes:
+            return
+        with _translated():
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for quote in quotes:
+                        await self._quote(
+                            keys=[
+                                self._keys.epoch,
+                                self._lease_key,
+                                self._keys.quote(quote.symbol),
+                                self._keys.prices(quote.symbol),
+                            ],
+                            args=[
+                                self.epoch,
+                                self._token,
+                                _encode_quote(quote),
+                                self._quote_ttl_ms,
+                                _PRICES_KEPT,
+                            ],
+                            client=pipe,
+                        )
+                    await pipe.execute()
+            except ResponseError as error:
+                raise await self._refused(error) from error
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> str | None:
+        """Take lease ``name`` if nobody holds it: the holder's value (its
+        fencing token first), or None."""
+        key = self._keys.lease(name)
+        with _translated():
+            token = int(
+                await self._acquire(
+                    keys=[key, self._keys.fence(name)], args=[max(1, round(ttl * 1000)), owner]
+                )
+            )
+        return f"{token}:{owner}" if token else None
+
+    async def renew_lease(self, name: str, value: str, ttl: float) -> bool:
+        """Extend the lease for ``ttl`` seconds (0 releases it); False when it was lost."""
+        with _translated():
+            held = await self._renew(
+                keys=[self._keys.lease(name)], args=[value, max(0, round(ttl * 1000))]
+            )
+        return bool(held)
+
+    async def lease_holder(self, name: str) -> str | None:
+        with _translated():
+            raw = _bytes(await self._redis.get(self._keys.lease(name)))
+        return None if raw is None else raw.decode()
+
+    async def wait_for_updates(
+        self, series: Sequence[SeriesKey], after: int, prices: dict[str, bytes], block: float
+    ) -> list[tuple[str, Quote]]:
+        """Block up to ``block`` seconds until a log of ``series`` has an update
+        after ``after`` or a price stream of ``prices`` (symbol -> last entry
+        id, updated here) has a new quote; return the new quotes."""
+        streams: dict[Any, Any] = {}
+        after_id = f"{min(max(after, 0), _MAX_ID)}-0"
+        for key in series:
+            streams[self._series(key).log] = after_id
+        by_key: dict[bytes, str] = {}
+        for symbol, last in prices.items():
+            name = self._keys.prices(symbol)
+            streams[name] = last
+            by_key[name.encode()] = symbol
+        with _translated():
+            reply: Any = await self._redis.xread(
+                streams, count=256, block=max(1, round(block * 1000))
+            )
+        quotes: list[tuple[str, Quote]] = []
+        for name, entries in reply or ():
+            owner = by_key.get(name)
+            if owner is None or not entries:
+                continue
+            prices[owner] = entries[-1][0]
+            quotes.extend((owner, _decode_quote(owner, f[b"q"])) for _, f in entries)
+        return quotes
+
+    async def price_positions(self, symbols: Sequence[str]) -> dict[str, bytes]:
+        """The last entry id of each symbol's price stream ('0-0' when empty)."""
+        with _translated():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for symbol in symbols:
+                    pipe.xrevrange(self._keys.prices(symbol), count=1)
+                found = await pipe.execute()
+        return {s: e[0][0] if e else b"0-0" for s, e in zip(symbols, found, strict=True)}
+
+    async def get_quotes(self, symbols: Sequence[str]) -> list[Quote | None]:
+        if not symbols:
+            return []
+        with _translated():
+            raws = [
+                _bytes(raw)
+                for raw in await self._redis.mget([self._keys.quote(s) for s in symbols])
+            ]
+        return [
+            None if raw is None else _decode_quote(symbol, raw)
+            for symbol, raw in zip(symbols, raws, strict=True)
+        ]
+
+    async def head(self) -> int:
+        with _translated():
+            raw = await self._redis.get(self._keys.seq)
+        return int(raw or 0)
+
+    async def write_candles(self, candles: Sequence[Candle]) -> list[Update]:
+        if not candles:
+            return []
+        with _translated():
+            if len(candles) > self._retention:
+                candles = await self._drop_doomed(candles)
+            # Runs of one series, in order: (series, [(candle, member)]).
+            runs: list[tuple[SeriesKey, list[tuple[Candle, bytes]]]] = []
+            for candle in candles:
+                if not runs or runs[-1][0] != candle.series:
+                    runs.append((candle.series, []))
+                runs[-1][1].append((candle, _member(candle, candle_frame(candle))))
+            calls = list(self._write_calls(runs))
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for keys, args, _ in calls:
+                        await self._write(
+                            keys=keys, args=[self.epoch, self._token, *args], client=pipe
+                        )
+                    results = await pipe.execute()
+            except ResponseError as error:
+                raise await self._refused(error) from error
+        applied: list[Update] = []
+        for (_, _, batch), (first, indices) in zip(calls, results, strict=True):
+            for seq, index in enumerate(indices, start=first):
+                series, candle, member = batch[index - 1]
+                applied.append(
+                    Update(
+                        seq, series, candle.open_time, candle.revision, candle.closed, member[13:]
+                    )
+                )
+        return applied
+
+    def _write_calls(
+        self, runs: Sequence[tuple[SeriesKey, list[tuple[Candle, bytes]]]]
+    ) -> Iterator[tuple[list[str], list[Any], list[tuple[SeriesKey, Candle, bytes]]]]:
+        """Script calls of at most about ``_CHUNK`` candles each."""
+        head_keys = [self._keys.epoch, self._lease_key, self._keys.seq]
+        head_args = [self._retention, self._log_size]
+        keys: list[str] = list(head_keys)
+        args: list[Any] = list(head_args)
+        batch: list[tuple[SeriesKey, Candle, bytes]] = []
+        for series, run in runs:
+            for lo in range(0, len(run), _CHUNK):
+                part = run[lo : lo + _CHUNK]
+                names = self._series(series)
+                keys += (names.candles, names.log, names.meta)
+                args.append(len(part))
+                args += [member for _, member in part]
+                batch += [(series, candle, member) for candle, member in part]
+                if len(batch) >= _CHUNK:
+                    yield keys, args, batch
+                    keys = list(head_keys)
+                    args = list(head_args)
+                    batch = []
+        if batch:
+            yield keys, args, batch
+
+    async def _drop_doomed(self, candles: Sequence[Candle]) -> Sequence[Candle]:
+        """For a batch larger than the retention (a backfill), skip candles that
+        would be evicted by the end of the batch, as the memory store does."""
+        times: dict[SeriesKey, set[int]] = {}
+        for candle in candles:
+            times.setdefault(candle.series, set()).add(candle.open_time)
+        series = list(times)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in series:
+                await self._times(keys=[self._series(key).candles], client=pipe)
+            stored: list[bytes] = await pipe.execute()
+        cutoffs: dict[SeriesKey, int] = {}
+        for key, raw in zip(series, stored, strict=True):
+            new = times[key]
+            new.update(k - _OFFSET for k in struct.unpack(f">{len(raw) // 8}Q", raw))
+            if len(new) > self._retention:
+                cutoffs[key] = sorted(new)[-self._retention]
+        if not cutoffs:
+            return candles
+        return [c for c in candles if c.open_time >= cutoffs.get(c.series, c.open_time)]
+
+    async def get_candles(
+        self, series: SeriesKey, *, start: int | None, end: int | None, limit: int
+    ) -> CandleSlice:
+        if limit <= 0:
+            return CandleSlice((), ())
+        low = b"-" if start is None else b"[" + _key(start)
+        high = b"+" if end is None or end >= _OFFSET else b"(" + _key(end)
+        with _translated():
+            packed = await self._range(
+                keys=[self._series(series).candles],
+                args=[1 if start is not None else 0, low, high, limit],
+            )
+        times, frames, _ = _unpack(packed)
+        return CandleSlice(times, frames)
+
+    async def read_updates(self, series: Sequence[SeriesKey], after: int) -> list[Update]:
+        first = f"{min(max(after + 1, 0), _MAX_ID)}-0"
+        with _translated():
+            results = await self._updates(
+                keys=[self._series(key).log for key in series], args=[first]
+            )
+        runs: list[list[Update]] = []
+        for key, (trimmed, ids, members) in zip(series, results, strict=True):
+            if int(trimmed) > after:
+                raise DataExpired(f"updates of {key} after position {after} are no longer retained")
+            if after + 1 > _MAX_ID:
+                continue
+            run = []
+            for entry_id, member in zip(ids, members, strict=True):
+                seq, open_time, revision, closed, frame = _entry(entry_id, member)
+                run.append(Update(seq, key, open_time, revision, bool(closed), frame))
+            runs.append(run)
+        if len(runs) == 1:
+            return runs[0]
+        return list(heapq.merge(*runs, key=_by_seq))
+
+    async def snapshot(
+        self,
+        series: Sequence[SeriesKey],
+        *,
+        history: int,
+        start: int | None,
+        closed_only: bool,
+        at: int | None = None,
+    ) -> Snapshot:
+        keys = [self._keys.seq]
+        for key in series:
+            names = self._series(key)
+            keys += (names.candles, names.log, names.meta)
+        bound = b"" if start is None else b"[" + _key(start)
+        with _translated():
+            result = await self._snapshot(
+                keys=keys,
+                args=[-1 if at is None else min(at, _MAX_ID), history, bound, int(closed_only)],
+            )
+        position = int(result[0])
+        slices = [
+            self._slice(
+                key, raw, history=history, start=start, closed_only=closed_only, at=position
+            )
+            for key, raw in zip(series, result[1:], strict=True)
+        ]
+        return Snapshot(position, slices)
+
+    @staticmethod
+    def _slice(
+        key: SeriesKey,
+        raw: Sequence[Any],
+        *,
+        history: int,
+        start: int | None,
+        closed_only: bool,
+        at: int,
+    ) -> CandleSlice:
+        evicted, trimmed, count, first, rewind, packed, ids, entries = raw
+        evicted_seq, trimmed_upto = int(evicted), int(trimmed)
+        first_time = _KEY.unpack(first)[0] - _OFFSET if first else None
+        times, frames, closed = _unpack(packed)
+        if rewind:
+            log = [_entry(i, m) for i, m in zip(ids, entries, strict=True)]
+            return RedisStore._rewound_slice(
+                key,
+                times,
+                frames,
+                closed,
+                log,
+                evicted_seq=evicted_seq,
+                trimmed_upto=trimmed_upto,
+                first_time=first_time,
+                history=history,
+                start=start,
+                closed_only=closed_only,
+                at=at,
+            )
+        # The script picked the candles; only the expiry checks are left.
+        if start is not None:
+            if evicted_seq > at and (first_time is None or start < first_time):
+                raise _expired(key, at)
+            if closed_only:
+                picked = [i for i, flag in enumerate(closed) if flag]
+                return CandleSlice([times[i] for i in picked], [frames[i] for i in picked])
+            return CandleSlice(times, frames)
+        found = len(times) if closed_only else int(count)  # closed ones picked, or all
+        if found < history and evicted_seq > at:
+            raise _expired(key, at)
+        return CandleSlice(times, frames)
+
+    @staticmethod
+    def _rewound_slice(
+        key: SeriesKey,
+        times: Sequence[int],
+        frames: Sequence[bytes],
+        closed: bytes,
+        log: list[_Entry],
+        *,
+        evicted_seq: int,
+        trimmed_upto: int,
+        first_time: int | None,
+        history: int,
+        start: int | None,
+        closed_only: bool,
+        at: int,
+    ) -> CandleSlice:
+        rows: list[_Row] = list(zip(times, closed, frames, strict=True))
+        rows = _rewind(key, rows, log, trimmed_upto, at)
+        if start is not None:
+            if evicted_seq > at and (first_time is None or start < first_time):
+                raise _expired(key, at)
+            rows = rows[bisect_left([r[0] for r in rows], start) :]
+        if closed_only:
+            rows = [r for r in rows if r[1]]
+        if start is None:
+            if len(rows) < history and evicted_seq > at:
+                raise _expired(key, at)
+            rows = rows[max(0, len(rows) - history) :] if history else []
+        return CandleSlice([r[0] for r in rows], [r[2] for r in rows])
+
+
+def _rewind(
+    key: SeriesKey, rows: list[_Row], log: list[_Entry], trimmed_upto: int, at: int
+) -> list[_Row]:
+    """Replace candles changed after ``at`` by their version at ``at``
+    (the memory store's ``_rewind``, on a log read from the stream)."""
+    if trimmed_upto > at:
+        raise _expired(key, at)
+    cut = bisect_left([e[0] for e in log], at + 1)
+    first_after: dict[int, int] = {}  # open_time -> first revision written after `at`
+    for entry in log[cut:]:
+        first_after.setdefault(entry[1], entry[2])
+    previous: dict[int, tuple[int, bytes]] = {}  # open_time -> (closed, frame) at `at`
+    wanted = {t: r - 1 for t, r in first_after.items() if r > 0}
+    for entry in reversed(log[:cut]):
+        if not wanted:
+            break
+        _, open_time, revision, closed, frame = entry
+        if wanted.get(open_time) == revision:
+            previous[open_time] = (closed, frame)
+            del wanted[open_time]
+    if wanted:
+        raise _expired(key, at)
+    rewound: list[_Row] = []
+    for row in rows:
+        changed = first_after.get(row[0])
+        if changed is None:
+            rewound.append(row)
+        elif changed > 0:
+            closed, frame = previous[row[0]]
+            rewound.append((row[0], closed, frame))
+    return rewound
