@@ -1,5 +1,12 @@
 """Wiring and lifecycle of the service.
 
+With a Redis URL the process has a role (``settings.role``): ``api`` serves
+the API from Redis, with one :class:`~candlewire.replica.UpdateReader`
+feeding the local hub and price cache; ``ingest`` runs the feed into Redis
+under a lease (:mod:`candlewire.lease`) and serves health only; ``all`` does
+both. Redis being away at start-up keeps readiness NOT_SERVING and is retried
+until it answers.
+
 :class:`App` builds the parts from :class:`~candlewire.config.Settings` and
 owns every task it starts. Start-up: gRPC up with readiness NOT_SERVING,
 history backfilled, live feed running, readiness SERVING once the store
@@ -19,8 +26,8 @@ from candlewire.aggregate import AggregatorConfig
 from candlewire.api.server import ApiServer
 from candlewire.api.servicer import Catalog, Limits, MarketDataServicer
 from candlewire.config import Settings, describe_settings, parse_listen
-from candlewire.domain import NANOS_PER_SECOND, Source
-from candlewire.errors import CandlewireError
+from candlewire.domain import NANOS_PER_SECOND, SeriesKey, Source
+from candlewire.errors import CandlewireError, StoreUnavailable
 from candlewire.feeds.base import Feed, ReportsStatus
 from candlewire.feeds.binance import BinanceConfig, BinanceFeed
 from candlewire.feeds.replay import ReplayFeed
@@ -28,6 +35,8 @@ from candlewire.feeds.sim import SimFeed
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
 from candlewire.ingest import Ingestor
+from candlewire.lease import LeasedIngestion
+from candlewire.replica import CachedStore, QuoteCache, UpdateReader
 from candlewire.store.base import Connects, Store
 from candlewire.store.memory import MemoryStore
 from candlewire.store.redis import RedisStore
@@ -105,6 +114,9 @@ class App:
         self.api: ApiServer | None = None
         self.gateway: Gateway | None = None
         self.ingestor: Ingestor | None = None
+        self.reader: UpdateReader | None = None
+        self.leased: LeasedIngestion | None = None
+        self.quote_cache = QuoteCache(settings.quote_ttl)
         self.ready = False
         self.started = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -125,32 +137,31 @@ class App:
         s = self.settings
         for line in describe_settings(s):
             log.debug("setting %s", line)
-        if isinstance(self.store, Connects):
-            try:
-                await self.store.connect()
-            except BaseException:
-                await self.store.close()
-                raise
+        redis = self.store if isinstance(self.store, RedisStore) else None
         instruments = dict(await self.feed.instruments())
         catalog = Catalog(instruments, s.intervals)
         limits = Limits(stale_after=s.stale_after, heartbeat_interval=s.heartbeat_interval)
-        servicer = MarketDataServicer(self.store, self.hub, catalog, limits)
+        serving = redis is None or s.role != "ingest"
+        ingesting = redis is None or s.role != "api"
+        api_store: Store = self.store
+        if redis is not None:
+            api_store = CachedStore(redis, self.quote_cache)
+            series = [SeriesKey(sym, i) for sym in instruments for i in s.intervals]
+            if serving:
+                self.reader = UpdateReader(redis, self.hub, series, self.quote_cache)
+            if ingesting:
+                self.leased = LeasedIngestion(
+                    redis, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl
+                )
+        servicer = MarketDataServicer(api_store, self.hub, catalog, limits) if serving else None
         self.api = api = ApiServer(servicer, s.grpc_listen)
-        source = next(iter(instruments.values())).source if instruments else Source.LIVE
-        self.ingestor = Ingestor(
-            self.store,
-            self.hub,
-            instruments,
-            AggregatorConfig(
-                intervals=s.intervals,
-                lateness=int(s.lateness * NANOS_PER_SECOND),
-                max_gap_fill=s.retention,
-            ),
-            source,
-        )
+        self._source = next(iter(instruments.values())).source if instruments else Source.LIVE
+        self._instruments = list(instruments)
+        if redis is None:
+            self.ingestor = self._new_ingestor(publish=True)
         await api.start()
         try:
-            if s.http_listen:
+            if s.http_listen and serving:
                 self.gateway = Gateway(
                     _local_target(s.grpc_listen, api.port),
                     allowed_origins=s.http_allowed_origins,
@@ -160,8 +171,8 @@ class App:
                 await self.gateway.start(*parse_listen(s.http_listen))
             self.started.set()
             async with asyncio.TaskGroup() as tasks:
-                feed_task = tasks.create_task(self._feed(), name="feed")
                 health_task = tasks.create_task(self._watch_health(), name="health")
+                work = tasks.create_task(self._work(), name="work")
                 await self._stopping.wait()
                 log.info("shutting down")
                 await api.enter_shutdown()
@@ -173,8 +184,10 @@ class App:
                 await stopping
                 if self.gateway is not None:
                     await self.gateway.wait_closed()
-                feed_task.cancel()
+                work.cancel()
                 health_task.cancel()
+            if self.leased is not None:
+                await self.leased.release()
         finally:
             if self.gateway is not None:
                 await self.gateway.stop()
@@ -182,11 +195,50 @@ class App:
             await self.store.close()
             log.info("stopped")
 
+    def _new_ingestor(self, *, publish: bool) -> Ingestor:
+        s = self.settings
+        return Ingestor(
+            self.store,
+            self.hub,
+            self._instruments,
+            AggregatorConfig(
+                intervals=s.intervals,
+                lateness=int(s.lateness * NANOS_PER_SECOND),
+                max_gap_fill=s.retention,
+            ),
+            self._source,
+            publish=publish,
+            buffer_size=s.ingest_buffer,
+        )
+
+    async def _work(self) -> None:
+        """The feed (memory store), or the connection, reader and lease (Redis)."""
+        if not isinstance(self.store, Connects):
+            await self._feed()
+            return
+        await self._connect(self.store)
+        async with asyncio.TaskGroup() as tasks:
+            if self.reader is not None:
+                tasks.create_task(self.reader.run(), name="redis-reader")
+            if self.leased is not None:
+                tasks.create_task(self.leased.run(), name="lease")
+
+    async def _connect(self, store: Connects) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await store.connect()
+            except StoreUnavailable as error:
+                log.error("cannot reach the store, retrying in %.1fs: %s", delay, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                log.info("store connected")
+                return
+
     async def _feed(self) -> None:
         assert self.ingestor is not None
         started = time.perf_counter()
-        if isinstance(self.store, Connects):  # shared data: continue what is stored
-            await self.ingestor.align(self.settings.retention)
         await self.feed.backfill(self.ingestor)
         self._backfilled = True
         log.info(
@@ -196,7 +248,41 @@ class App:
         )
         await self.feed.run(self.ingestor)
 
+    async def _leased_feed(self, fresh: bool) -> None:
+        """Ingest while holding the lease; start afresh when the dataset is replaced."""
+        store = self.store
+        while True:
+            epoch = store.epoch
+            if fresh or self.ingestor is None:
+                if self.ingestor is not None and self.ingestor.buffered:
+                    log.warning(
+                        "discarding %d buffered candles: the backfill rebuilds them",
+                        self.ingestor.buffered,
+                    )
+                self._backfilled = False
+                self.ingestor = self._new_ingestor(publish=False)
+                await self.ingestor.align(self.settings.retention)
+                run = asyncio.create_task(self._feed(), name="feed")
+            else:
+                run = asyncio.create_task(self.feed.run(self.ingestor), name="feed")
+            try:
+                while not run.done() and store.epoch == epoch:
+                    await asyncio.wait({run}, timeout=0.2)
+                if run.done():
+                    run.result()  # the feed ended, or raised (LeaseLost, a bug)
+                    return
+            finally:
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+            log.warning("the store's dataset was replaced: rebuilding history from the backfill")
+            fresh = True
+
     def _is_ready(self) -> tuple[bool, str]:
+        if self.reader is not None and not self.quote_cache.connected:
+            return False, "not following the store's updates"
+        if self.leased is not None and not self.leased.holding:
+            return True, "ok (ingestion standing by: another process holds the lease)"
         ingestor = self.ingestor
         if isinstance(self.feed, ReportsStatus):
             healthy, why = self.feed.status()
@@ -214,11 +300,14 @@ class App:
         reason = ""
         while not self._stopping.is_set():
             ready, why = self._is_ready()
-            if ready:
-                try:
-                    await self.store.ping()
-                except CandlewireError as error:
-                    ready, why = False, f"store unavailable: {error}"
+            try:
+                await self.store.ping()
+            except CandlewireError as error:
+                ready, why = False, f"store unavailable: {error}"
+            else:
+                if self.ingestor is not None and self.ingestor.buffered:
+                    with contextlib.suppress(CandlewireError):
+                        await self.ingestor.flush()
             if ready != self.ready or why != reason:
                 log.log(
                     logging.INFO if ready else logging.WARNING,

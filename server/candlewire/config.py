@@ -62,6 +62,26 @@ class Settings(BaseSettings):
     quote_ttl: float = Field(
         30.0, gt=0, le=86_400, description="seconds a quote stays in Redis without an update"
     )
+    role: Literal["all", "api", "ingest"] = Field(
+        "all",
+        description="all: feed and API in one process; api: API only, reading Redis; "
+        "ingest: feed into Redis only (api and ingest need a Redis URL)",
+    )
+    ingest_shard: str = Field(
+        "default",
+        min_length=1,
+        max_length=64,
+        description="name of the lease ingestors of the same symbols share in Redis",
+    )
+    lease_ttl: float = Field(
+        5.0, ge=0.5, le=300, description="seconds an ingestion lease lasts without renewal"
+    )
+    ingest_buffer: int = Field(
+        100_000,
+        ge=0,
+        le=10_000_000,
+        description="closed candles kept in memory while the store is unavailable",
+    )
     retention: int = Field(5000, ge=100, le=1_000_000, description="candles kept per series")
     update_log_size: int = Field(
         4096, ge=16, le=1_000_000, description="updates kept per series for resume tokens"
@@ -199,6 +219,20 @@ class Settings(BaseSettings):
     @field_validator("redis_prefix")
     @classmethod
     def _check_redis_prefix(cls, value: str) -> str:
+        if any(c in value for c in "{} \r\n"):
+            raise ValueError(f"{value!r} may not contain braces or spaces")
+        return value
+
+    @field_validator("role")
+    @classmethod
+    def _check_role(cls, value: str, info: ValidationInfo) -> str:
+        if value != "all" and not info.data.get("redis_url"):
+            raise ValueError(f"{value!r} needs a Redis URL (CANDLEWIRE_REDIS_URL)")
+        return value
+
+    @field_validator("ingest_shard")
+    @classmethod
+    def _check_shard(cls, value: str) -> str:
         if any(c in value for c in "{} \r\n"):
             raise ValueError(f"{value!r} may not contain braces or spaces")
         return value

@@ -42,8 +42,9 @@ def free_port() -> int:
 class RedisServer:
     """A ``redis-server`` child process on a fixed port, restartable."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, persist: bool = False) -> None:
         self.directory = directory
+        self.persist = persist
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -58,7 +59,8 @@ class RedisServer:
         assert self.process is None, "already running"
         process = self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--loglevel", "notice"],
+             "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
+             "--dir", str(self.directory), "--loglevel", "notice"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -123,6 +125,17 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A server of this test alone (to stop and restart)."""
     with redis_server_in(tmp_path) as server:
         yield server
+
+
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of this test alone that keeps its data across a kill (AOF, fsync always)."""
+    server = RedisServer(tmp_path, persist=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=["memory", "redis"])

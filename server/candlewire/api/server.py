@@ -78,14 +78,16 @@ def _handlers(servicer: MarketDataServicer) -> grpc.GenericRpcHandler:
 class ApiServer:
     """Owns the ``grpc.aio`` server, its health servicer and its port."""
 
-    def __init__(self, servicer: MarketDataServicer, address: str) -> None:
+    def __init__(self, servicer: MarketDataServicer | None, address: str) -> None:
+        """Without a servicer (an ingest-only process) it serves health and reflection."""
         self.health = HealthServicer()
         self._server = grpc.aio.server(options=server_options())
-        self._server.add_generic_rpc_handlers((_handlers(servicer),))
+        if servicer is not None:
+            self._server.add_generic_rpc_handlers((_handlers(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (
-                SERVICE_NAME,
+                *((SERVICE_NAME,) if servicer is not None else ()),
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),

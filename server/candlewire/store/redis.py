@@ -427,7 +427,7 @@ class RedisStore:
     @property
     def epoch(self) -> bytes:
         if self._epoch is None:
-            raise RuntimeError("RedisStore.connect() was not awaited")
+            raise StoreUnavailable("redis: not connected yet")
         return self._epoch
 
     async def connect(self) -> None:
