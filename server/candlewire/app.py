@@ -281,6 +281,8 @@ class App:
     def _is_ready(self) -> tuple[bool, str]:
         if self.reader is not None and not self.quote_cache.connected:
             return False, "not following the store's updates"
+        if self.reader is not None and self.leased is None:
+            return True, "ok"  # API only: the store and the reader are all it needs
         if self.leased is not None and not self.leased.holding:
             return True, "ok (ingestion standing by: another process holds the lease)"
         ingestor = self.ingestor

@@ -27,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the service (feed, store and gRPC API)")
     add_arguments(serve)
+    ingest = commands.add_parser(
+        "ingest", help="run the feed into Redis only (same as serve --role ingest)"
+    )
+    add_arguments(ingest)
     add_commands(commands)  # the client: price, candles, watch, symbols, health
     return parser
 
@@ -43,8 +47,10 @@ async def _serve(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command != "serve":
+    if args.command not in ("serve", "ingest"):
         return run(args)
+    if args.command == "ingest":
+        args.role = "ingest"
     try:
         settings = load(args)
     except ConfigError as error:

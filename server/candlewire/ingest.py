@@ -17,10 +17,13 @@ did not fit) and written, oldest first, with the next write once the store is
 back. Forming versions are not kept: the next one supersedes them.
 
 An ingestor that starts on a store already holding data (a restart, or a
-takeover from another ingestor) first calls :meth:`Ingestor.align`: the
-revisions it writes then continue those stored, a version equal to the stored
-one is not written again, and older candles only fill gaps, so a hand-over
-neither repeats nor rewrites what subscribers already received.
+takeover from another ingestor) first calls :meth:`Ingestor.align`: candles
+stored closed are final (its own versions only fill gaps), and the revisions
+it writes for candles stored forming continue the stored ones (a version
+equal to the stored one is not written again), so a hand-over neither repeats
+nor rewrites a closed candle subscribers already received. For tick feeds
+the forming candles are then completed from the trades the new ingestor saw
+(its backfill and live data), not from its predecessor's.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ class Ingestor:
         self.buffer_dropped = 0
         """Closed candles dropped because the buffer was full during an outage."""
         self._floors: dict[tuple[SeriesKey, int], tuple[int, bytes]] = {}
-        self._stored: dict[SeriesKey, tuple[int, frozenset[int]]] = {}
+        self._stored: dict[SeriesKey, frozenset[int]] = {}
         self._aggregators = {s: SymbolAggregator(s, config, source) for s in symbols}
         self._write_lock = asyncio.Lock()
         self._venue: dict[SeriesKey, OrderedDict[int, Candle]] = {}
@@ -96,11 +99,17 @@ class Ingestor:
                     continue
                 times = list(found.open_times)
                 frames = found.frames
-                for i in range(max(0, len(times) - _ALIGNED), len(times)):
-                    revision = frame_to_candle(frames[i]).revision
-                    self._floors[(key, times[i])] = (revision, frames[i])
-                floor = times[max(0, len(times) - _ALIGNED)]
-                self._stored[key] = (floor, frozenset(times))
+                closed: set[int] = set()
+                for i in range(len(times)):
+                    if i < len(times) - _ALIGNED:
+                        closed.add(times[i])
+                        continue
+                    candle = frame_to_candle(frames[i])
+                    if candle.closed:
+                        closed.add(times[i])
+                    else:
+                        self._floors[(key, times[i])] = (candle.revision, frames[i])
+                self._stored[key] = frozenset(closed)
 
     def _aligned(self, candles: Sequence[Candle]) -> list[Candle]:
         out: list[Candle] = []
@@ -115,8 +124,8 @@ class Ingestor:
                 candle = replace(candle, revision=revision + 1 + candle.revision)
             else:
                 known = stored.get(series)
-                if known is not None and known[0] > candle.open_time in known[1]:
-                    continue  # before the hand-over: stored already, fill gaps only
+                if known is not None and candle.open_time in known:
+                    continue  # closed before the hand-over: final, fill gaps only
             out.append(candle)
         return out
 
