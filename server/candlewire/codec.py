@@ -234,20 +234,25 @@ class FrameRun(Sequence[bytes]):
     A store that keeps frames contiguously hands them out as one ``bytes``
     (``data``) and their lengths: a response is then a single slice instead
     of a join of one object per candle, and no object per frame is made
-    unless a caller indexes or iterates.
+    unless a caller indexes or iterates (the frame offsets are only summed
+    then, too).
     """
 
-    __slots__ = ("_ends", "data")
+    __slots__ = ("_ends", "_lengths", "data")
 
     def __init__(self, data: bytes, lengths: Sequence[int]) -> None:
         self.data = data
-        self._ends = list(accumulate(lengths))
+        self._lengths = lengths
+        self._ends: list[int] | None = None
 
     def __len__(self) -> int:
-        return len(self._ends)
+        return len(self._lengths)
 
-    def _start(self, index: int) -> int:
-        return self._ends[index - 1] if index else 0
+    def _offsets(self) -> list[int]:
+        ends = self._ends
+        if ends is None:
+            ends = self._ends = list(accumulate(self._lengths))
+        return ends
 
     @overload
     def __getitem__(self, index: int) -> bytes: ...
@@ -256,33 +261,34 @@ class FrameRun(Sequence[bytes]):
     def __getitem__(self, index: slice) -> Sequence[bytes]: ...
 
     def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        ends = self._offsets()
         if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
+            start, stop, step = index.indices(len(ends))
             if step != 1:
                 return [self[i] for i in range(start, stop, step)]
             if start >= stop:
                 return FrameRun(b"", ())
-            first = self._start(start)
-            ends = self._ends[start:stop]
-            run = FrameRun(self.data[first : ends[-1]], ())
-            run._ends = [end - first for end in ends]
-            return run
+            first = ends[start - 1] if start else 0
+            return FrameRun(self.data[first : ends[stop - 1]], self._lengths[start:stop])
         if index < 0:
-            index += len(self._ends)
-        if not 0 <= index < len(self._ends):
+            index += len(ends)
+        if not 0 <= index < len(ends):
             raise IndexError("frame index out of range")
-        return self.data[self._start(index) : self._ends[index]]
+        return self.data[ends[index - 1] if index else 0 : ends[index]]
 
     def __iter__(self) -> Iterator[bytes]:
         data = self.data
         start = 0
-        for end in self._ends:
+        for length in self._lengths:
+            end = start + length
             yield data[start:end]
             start = end
 
     def prefix(self, count: int) -> bytes:
         """The first ``count`` frames (all when there are fewer), concatenated."""
-        ends = self._ends
-        if count <= 0 or not ends:
+        lengths = self._lengths
+        if count >= len(lengths):
+            return self.data
+        if count <= 0:
             return b""
-        return self.data[: ends[min(count, len(ends)) - 1]]
+        return self.data[: self._offsets()[count - 1]]

@@ -276,7 +276,7 @@ class MemoryStore:
             lo = max(lo, hi - limit)
         if lo >= hi:
             return CandleSlice((), ())
-        return CandleSlice(times[lo:hi].tolist(), s.run(lo, hi))
+        return CandleSlice(times[lo:hi], s.run(lo, hi))  # an array: no int objects
 
     async def read_updates(self, series: Sequence[SeriesKey], after: int) -> list[Update]:
         runs: list[list[Update]] = []
