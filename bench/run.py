@@ -1,0 +1,330 @@
+"""Run every benchmark and write a markdown table (``bench/results.md``).
+
+    python bench/run.py            # full run, about 8-10 minutes
+    python bench/run.py --quick    # shorter runs, under 2 minutes
+    python bench/run.py --server /tmp/other/server --output /tmp/other.md
+                                   # measure another source tree of the service
+
+See bench/README.md for what each number means and how the ceilings are built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+
+def _env_info() -> dict[str, str]:
+    import google.protobuf
+    import grpc
+    from _common import cores
+    from google.protobuf.internal import api_implementation
+
+    return {
+        "cores": f"{os.cpu_count()} (usable: {len(cores())})",
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "protobuf": google.protobuf.__version__,
+        "protobuf backend": api_implementation.Type(),
+        "machine": platform.machine(),
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def _json_child(argv: list[str], core: int | None) -> dict[str, Any]:
+    from _common import PYTHON, ROOT, pinned
+
+    out = subprocess.run(
+        pinned(core, [PYTHON, *argv]),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{argv} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _mark(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _table(rows: list[list[str]]) -> str:
+    header = ["Benchmark", "Result", "Ceiling / reference (same run)", "Ratio", "Target", "Met"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--server", type=Path, help="source tree of the service (default: ./server)"
+    )
+    parser.add_argument("--output", type=Path, default=BENCH / "results.md")
+    parser.add_argument("--label", default="")
+    parser.add_argument(
+        "--only", default="env,unary,fanout,ingest,footprint", help="comma-separated sections"
+    )
+    args = parser.parse_args()
+    if args.server is not None:
+        os.environ["PYTHONPATH"] = str(args.server.resolve())
+        sys.path.insert(0, str(args.server.resolve()))
+    else:
+        os.environ.setdefault("PYTHONPATH", str(BENCH.parent / "server"))
+        sys.path.insert(0, os.environ["PYTHONPATH"])
+    sections = set(args.only.split(","))
+
+    from _common import cores
+
+    available = cores()
+    bench_core = available[0] if len(available) > 1 else None
+    started = time.monotonic()
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    raw: dict[str, Any] = {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        t = time.monotonic()
+        print(f"[{time.monotonic() - started:6.1f}s] {name} ...", file=sys.stderr, flush=True)
+        value = fn()
+        print(f"         {name} took {time.monotonic() - t:.1f}s", file=sys.stderr, flush=True)
+        return value
+
+    env = _env_info()
+    raw["env"] = env
+    for key, value in env.items():
+        print(f"{key}: {value}")
+    if env["protobuf backend"] != "upb":
+        notes.append(f"protobuf backend is {env['protobuf backend']}, not upb: numbers are off")
+
+    if "unary" in sections and shutil.which("h2load") is None:
+        message = "not measured: h2load is missing (Debian: apt-get install nghttp2-client)"
+        print(message, file=sys.stderr)
+        notes.append(f"Unary benchmarks {message}.")
+        rows.append(["Unary (GetPrice, BatchGetPrices, GetCandles)", message, "", "", "", ""])
+    elif "unary" in sections:
+        import unary
+
+        unary_rows = timed("unary (h2load)", lambda: unary.run(quick=args.quick))
+        raw["unary"] = [
+            {"method": r.method, "real": vars(r.real), "ceiling": vars(r.ceiling)}
+            for r in unary_rows
+        ]
+        for r in unary_rows:
+            target = 0.80 if r.method.startswith("GetCandles") else 0.90
+            rows.append(
+                [
+                    f"{r.method} ({r.response_bytes:,} B response)",
+                    f"{r.real.rps:,.0f} req/s, mean {r.real.mean_ms:.2f} ms",
+                    f"no-op grpc.aio: {r.ceiling.rps:,.0f} req/s, mean {r.ceiling.mean_ms:.2f} ms",
+                    f"{r.ratio:.0%}",
+                    f">= {target:.0%} of ceiling",
+                    _mark(r.ratio >= target),
+                ]
+            )
+
+    if "fanout" in sections:
+        import fanout
+
+        report = timed("fan-out", lambda: fanout.run(quick=args.quick))
+        raw["fanout"] = [vars(r) for r in report.rows]
+        for r in report.rows:
+            limit = 10.0 if r.n <= 100 else 50.0
+            real, ceiling = r.real, r.ceiling
+            rows.append(
+                [
+                    f"Fan-out {r.n:,} subscribers, {r.mode} series: latency",
+                    f"p50 {real['p50_ms']:.1f} / p99 {real['p99_ms']:.1f} / "
+                    f"max {real['max_ms']:.1f} ms",
+                    f"p50 {ceiling['p50_ms']:.1f} / p99 {ceiling['p99_ms']:.1f} / "
+                    f"max {ceiling['max_ms']:.1f} ms",
+                    f"p99 {real['p99_ms'] / ceiling['p99_ms']:.1f}x",
+                    f"p99 < {limit:.0f} ms",
+                    _mark(real["p99_ms"] < limit),
+                ]
+            )
+            rows.append(
+                [
+                    f"Fan-out {r.n:,} subscribers, {r.mode} series: delivered",
+                    f"{real['msgs_per_s']:,.0f} msg/s (server CPU {real['server_cpu']:.0%})",
+                    f"{ceiling['msgs_per_s']:,.0f} msg/s (server CPU {ceiling['server_cpu']:.0%})",
+                    f"{r.ratio:.0%}",
+                    ">= 80% of ceiling",
+                    _mark(r.ratio >= 0.8),
+                ]
+            )
+            if r.slow is not None:
+                change = r.slow["p99_ms"] / real["p99_ms"] - 1
+                rows.append(
+                    [
+                        f"Fan-out {r.n:,} {r.mode}: others' p99 with one slow subscriber",
+                        f"{r.slow['p99_ms']:.1f} ms (without: {real['p99_ms']:.1f} ms)",
+                        "",
+                        f"{change:+.0%}",
+                        "changes p99 by < 10%",
+                        _mark(abs(change) < 0.10),
+                    ]
+                )
+        rows.append(
+            [
+                "Idle subscriber (server RSS per open stream, 1,000 streams)",
+                f"{report.idle_bytes_per_subscriber:,.0f} B",
+                "",
+                "",
+                "(reported)",
+                "",
+            ]
+        )
+
+    if "ingest" in sections:
+        result = timed(
+            "ingest",
+            lambda: _json_child(
+                ["bench/ingest.py", "--json"] + (["--quick"] if args.quick else []), bench_core
+            ),
+        )
+        raw["ingest"] = result
+        rows += [
+            [
+                "Ingest: aggregation, all 16 intervals (batches of 1,000 trades), one core",
+                f"{result['aggregator_trades_per_s']:,.0f} trades/s",
+                "",
+                "",
+                ">= 50,000 trades/s",
+                _mark(result["aggregator_trades_per_s"] >= 50_000),
+            ],
+            [
+                "Ingest: aggregation + memory store + hub (batches of 1,000 trades)",
+                f"{result['ingest_batch1000_trades_per_s']:,.0f} trades/s",
+                "",
+                "",
+                ">= 50,000 trades/s",
+                _mark(result["ingest_batch1000_trades_per_s"] >= 50_000),
+            ],
+            [
+                "Ingest: aggregation + memory store + hub (one trade per call, live)",
+                f"{result['ingest_batch1_trades_per_s']:,.0f} trades/s "
+                f"({result['ingest_batch1_updates_per_s']:,.0f} candle updates/s)",
+                "",
+                "",
+                "(reported: each trade stores 16+ candle versions)",
+                "",
+            ],
+            [
+                "Store: candle updates written to the memory store",
+                f"{result['store_updates_per_s']:,.0f} updates/s",
+                "",
+                "",
+                "(reported)",
+                "",
+            ],
+        ]
+        if "redis" in result:
+            rows.append(["Store: candle updates written to Redis", result["redis"], "", "", "", ""])
+        else:
+            rows += [
+                [
+                    "Store: candle updates written to Redis (local redis-server, one trade's "
+                    "updates per call)",
+                    f"{result['redis_batch1_updates_per_s']:,.0f} updates/s",
+                    f"memory store: {result['store_updates_per_s']:,.0f} updates/s",
+                    f"{result['redis_batch1_updates_per_s'] / result['store_updates_per_s']:.0%}",
+                    "(reported)",
+                    "",
+                ],
+                [
+                    "Store: candle updates written to Redis (batches of 1,000 trades)",
+                    f"{result['redis_batch1000_updates_per_s']:,.0f} updates/s",
+                    "",
+                    "",
+                    "(reported)",
+                    "",
+                ],
+            ]
+
+    if "footprint" in sections:
+        candles = timed(
+            "footprint: candles", lambda: _json_child(["bench/footprint.py", "candles"], None)
+        )
+        raw["footprint_candles"] = candles
+        rows.append(
+            [
+                "Memory per stored candle (20 symbols x 16 intervals x 5,000)",
+                f"{candles['bytes_per_candle']:,.0f} B "
+                f"(frame {candles['frame_bytes_mean']:.0f} B on the wire); full GC pause "
+                f"{candles['full_gc_ms']:.0f} ms with the store filled",
+                "",
+                "",
+                "<= 150 B",
+                _mark(candles["bytes_per_candle"] <= 150),
+            ]
+        )
+        attempts = 1 if args.quick else 2
+        ready = timed(
+            "footprint: readiness",
+            lambda: min(
+                (_json_child(["bench/footprint.py", "ready"], None) for _ in range(attempts)),
+                key=lambda r: r["ready_s"],
+            ),
+        )
+        raw["footprint_ready"] = ready
+        rows.append(
+            [
+                "`candlewire serve` start to readiness SERVING (embedded defaults)",
+                f"{ready['ready_s']:.2f} s (liveness {ready['liveness_s']:.2f} s)",
+                "",
+                "",
+                "<= 3 s",
+                _mark(ready["ready_s"] <= 3.0),
+            ]
+        )
+
+    elapsed = time.monotonic() - started
+    lines = [
+        f"# Benchmark results{(' — ' + args.label) if args.label else ''}",
+        "",
+        f"Mode: {'quick' if args.quick else 'full'}; took {elapsed:.0f} s; "
+        f"service code from `{args.server or 'server'}`; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "| Environment | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in env.items()],
+        "",
+        _table(rows),
+        "",
+        *[f"- {n}" for n in notes],
+        "",
+        "<details><summary>Raw numbers</summary>",
+        "",
+        "```json",
+        json.dumps(raw, indent=1, default=str),
+        "```",
+        "</details>",
+        "",
+    ]
+    text = "\n".join(lines)
+    args.output.write_text(text)
+    print(_table(rows))
+    print(f"\nwritten to {args.output} in {elapsed:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The service under test: a real :class:`~candlewire.app.App` in this process.
+
+    python bench/serve.py --feed sim --symbols 20            # unary benchmarks
+    python bench/serve.py --feed inject --inject 1 --rate 10  # fan-out benchmarks
+
+``sim`` is the built-in simulated feed (history backfilled at start-up).
+``inject`` is a benchmark feed: ``--rate`` trades per second on each of the
+first ``--inject`` symbols, on a fixed schedule, through the real ingest
+pipeline (aggregation of every interval, store, hub). Each trade's price
+carries its injection time (see ``_common.encode_price``), so a client can
+tell how long the resulting candle update took to reach it. ``--rate 0``
+injects nothing (idle streams).
+
+Prints ``PORT <n>`` once gRPC listens; runs until stdin closes or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import SYMBOLS, encode_price
+
+from candlewire.app import App
+from candlewire.config import load
+from candlewire.domain import Instrument, Source, Trade
+from candlewire.feeds.base import FeedSink
+
+_ONE = Decimal(1)
+
+
+class InjectFeed:
+    """Trades at a fixed rate whose prices carry their injection time."""
+
+    def __init__(self, symbols: Sequence[str], inject: Sequence[str], rate: float) -> None:
+        self.symbols = tuple(symbols)
+        self.inject = tuple(inject)
+        self.rate = rate
+        self.injected = 0
+
+    async def instruments(self) -> Mapping[str, Instrument]:
+        return {s: Instrument(s, s[:3], s[3:], 4, 4, Source.LIVE) for s in self.symbols}
+
+    async def backfill(self, sink: FeedSink) -> None:
+        return None
+
+    async def run(self, sink: FeedSink) -> None:
+        if self.rate <= 0 or not self.inject:
+            while True:  # idle: keep readiness fresh with watermarks only
+                for symbol in self.symbols:
+                    await sink.watermark(symbol, time.time_ns())
+                await asyncio.sleep(1.0)
+        loop = asyncio.get_running_loop()
+        period = 1.0 / self.rate
+        due = loop.time()
+        while True:
+            due += period
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -period:
+                due = loop.time()  # fell behind by more than a tick: do not burst
+            now = time.time_ns()
+            price = encode_price(now)
+            await sink.trades([Trade(s, now, price, _ONE, Source.LIVE) for s in self.inject])
+            self.injected += len(self.inject)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--feed", choices=("sim", "inject"), default="sim")
+    parser.add_argument("--symbols", type=int, default=20)
+    parser.add_argument("--inject", type=int, default=1, help="symbols that get trades")
+    parser.add_argument("--rate", type=float, default=10.0, help="trades/s per injected symbol")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--history", type=int, default=1440, help="sim history minutes")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    symbols = SYMBOLS[: args.symbols]
+    settings = load(
+        grpc_listen=f"127.0.0.1:{args.port}",
+        symbols=symbols,
+        sim_history=args.history,
+        log_level="WARNING",
+        shutdown_grace=0.5,
+    )
+    feed = InjectFeed(symbols, symbols[: args.inject], args.rate) if args.feed == "inject" else None
+    app = App(settings, feed=feed)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.stop)
+    task = asyncio.create_task(app.run())
+    await app.started.wait()
+    print(f"PORT {app.port}", flush=True)
+
+    def watch_stdin() -> None:
+        sys.stdin.read()  # returns when the parent closes stdin (or dies)
+        loop.call_soon_threadsafe(app.stop)
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    await task
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
