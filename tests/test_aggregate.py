@@ -8,6 +8,7 @@ are late, and builds every candle from the sorted list of its trades.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 from bisect import bisect_left
@@ -22,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from candlewire.aggregate import AggregatorConfig, SymbolAggregator
-from candlewire.domain import Candle, Interval, Source, Trade
+from candlewire.domain import Candle, Interval, SeriesKey, Source, Trade
+from candlewire.store.memory import MemoryStore
 
 SYMBOL = "BTCUSDT"
 S = 1_000_000_000
@@ -753,3 +755,67 @@ def test_reference_bucketing_agrees_on_calendar_edges() -> None:
     )
     assert ref_bucket(Interval.W1, ns("2024-03-03T23:59:59Z"))[0] == ns("2024-02-26T00:00:00Z")
     assert ref_bucket(Interval.D3, 0) == (0, 3 * D)
+
+
+# --------------------------------------------------------------------------
+# emit_limit: leaving out what a store of that retention would evict at once
+# --------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(0, 40 * S),  # time since the previous trade (or watermark)
+            st.integers(-3 * S, 0),  # how late the trade is (dropped beyond lateness)
+            st.booleans(),  # a watermark instead of a trade
+            st.booleans(),  # end the batch here
+        ),
+        min_size=1,
+        max_size=120,
+    ),
+    limit=st.integers(1, 12),
+    lateness=st.sampled_from([0, S, 5 * S]),
+)
+def test_emit_limit_leaves_a_store_of_that_retention_unchanged(
+    steps: list[tuple[int, int, bool, bool]], limit: int, lateness: int
+) -> None:
+    intervals = (Interval.S1, Interval.M1, Interval.M3)
+    full = aggregator(*intervals, lateness=lateness)
+    limited = SymbolAggregator(
+        SYMBOL, AggregatorConfig(intervals, lateness=lateness, emit_limit=limit), Source.SIMULATED
+    )
+    stores = MemoryStore(retention=limit), MemoryStore(retention=limit)
+
+    async def check() -> None:
+        now = 1_700_000_000 * S
+        batch: list[Trade] = []
+        for i, (gap, late, is_watermark, flush) in enumerate(steps):
+            now += gap
+            if is_watermark:
+                calls = [(a.add_trades(batch), a.advance(now)) for a in (full, limited)]
+                outs = [x + y for x, y in calls]
+                batch = []
+            else:
+                batch.append(trade(now + late, str(100 + i % 7), "1"))
+                if not flush and i < len(steps) - 1:
+                    continue
+                outs = [full.add_trades(batch), limited.add_trades(batch)]
+                batch = []
+            assert all(c in outs[0] for c in outs[1]), "only leaves candles out"
+            for store, out in zip(stores, outs, strict=True):
+                await store.write_candles(out)
+            for interval in intervals:
+                series = SeriesKey(SYMBOL, interval)
+                pages = [
+                    await s.get_candles(series, start=None, end=None, limit=limit) for s in stores
+                ]
+                assert list(pages[0].open_times) == list(pages[1].open_times), interval.label
+                assert list(pages[0].frames) == list(pages[1].frames), interval.label
+
+    asyncio.run(check())
+
+
+def test_emit_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="emit_limit"):
+        AggregatorConfig((Interval.S1,), emit_limit=0)

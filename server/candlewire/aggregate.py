@@ -64,11 +64,21 @@ class AggregatorConfig:
     before it (or after it, when the new candle becomes the first), so one
     ``advance`` far ahead yields at most ``max_gap_fill`` closed empty candles
     plus the forming candle of the bucket holding ``now``.
+
+    ``emit_limit`` (None: no limit) is for a consumer that keeps only the
+    newest ``emit_limit`` candles of each series (a store's retention): a call
+    then leaves out the candles it made final (closed, and beyond
+    ``lateness``) that are older than the series' newest ``emit_limit``, which
+    such a consumer would evict at once. A backfill of many short buckets (a
+    day of 1s candles) then builds only what is kept. It must be at least the
+    consumer's retention, or that consumer keeps an outdated version of a
+    candle it was not sent the final version of.
     """
 
     intervals: tuple[Interval, ...]
     lateness: int = 0
     max_gap_fill: int = 10_000
+    emit_limit: int | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.intervals)) != len(self.intervals):
@@ -77,6 +87,8 @@ class AggregatorConfig:
             raise ValueError(f"lateness must be >= 0, got {self.lateness}")
         if self.max_gap_fill < 0:
             raise ValueError(f"max_gap_fill must be >= 0, got {self.max_gap_fill}")
+        if self.emit_limit is not None and self.emit_limit < 1:
+            raise ValueError(f"emit_limit must be >= 1, got {self.emit_limit}")
 
 
 class _Partial:
@@ -358,6 +370,7 @@ class SymbolAggregator:
         "_base",
         "_cap",
         "_dropped",
+        "_emit_limit",
         "_lateness",
         "_now",
         "_plan",
@@ -372,6 +385,7 @@ class SymbolAggregator:
         self._source = source
         self._lateness = config.lateness
         self._cap = config.max_gap_fill
+        self._emit_limit = config.emit_limit
         self._base = _base_cell(config.intervals)
         self._series = [_Series(interval) for interval in config.intervals]
         self._plan = _roll_up_plan(config.intervals)
@@ -519,6 +533,10 @@ class SymbolAggregator:
         previous = candles[keys[index - 1]].close if index else series.evicted_close
         symbol = self._symbol
         interval = series.interval
+        horizon = now - self._lateness
+        limit = self._emit_limit
+        # Final candles opening before `kept` are left out (see AggregatorConfig.emit_limit).
+        kept = keys[-limit] if limit is not None and len(keys) > limit else None
         for key in keys[index:]:
             candle = candles[key]
             if candle.count:
@@ -532,6 +550,8 @@ class SymbolAggregator:
             if candle.dirty:
                 candle.dirty = False
                 candle.revision += 1
+                if kept is not None and key < kept and candle.close_time <= horizon:
+                    continue  # final, and older than what the consumer keeps
                 out.append(
                     Candle(
                         symbol,
@@ -552,7 +572,6 @@ class SymbolAggregator:
                 )
 
         # Drop the candles no accepted trade can reach any more.
-        horizon = now - self._lateness
         gone = 0
         while candles[keys[gone]].close_time <= horizon:  # the forming candle always stays
             gone += 1
