@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from candlewire.aggregate import AggregatorConfig
 from candlewire.api.server import ApiServer
@@ -29,17 +30,19 @@ from candlewire.config import Settings, describe_settings, parse_listen
 from candlewire.domain import NANOS_PER_SECOND, SeriesKey, Source
 from candlewire.errors import CandlewireError, StoreUnavailable
 from candlewire.feeds.base import Feed, ReportsStatus
-from candlewire.feeds.binance import BinanceConfig, BinanceFeed
-from candlewire.feeds.replay import ReplayFeed
 from candlewire.feeds.sim import SimFeed
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
 from candlewire.ingest import Ingestor
-from candlewire.lease import LeasedIngestion
 from candlewire.replica import CachedStore, QuoteCache, UpdateReader
 from candlewire.store.base import Connects, Store
 from candlewire.store.memory import MemoryStore
-from candlewire.store.redis import RedisStore
+
+if TYPE_CHECKING:
+    # Redis and the venue feeds are imported when the settings ask for them:
+    # the embedded defaults start without loading their libraries.
+    from candlewire.lease import LeasedIngestion
+    from candlewire.store.redis import RedisStore
 
 __all__ = ["App", "build_feed", "build_store"]
 
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 def build_feed(settings: Settings) -> Feed:
     """The feed ``settings.feed`` names, configured from the settings."""
     if settings.feed == "binance":
+        from candlewire.feeds.binance import BinanceConfig, BinanceFeed
+
         return BinanceFeed(
             settings.symbols,
             settings.intervals,
@@ -62,6 +67,8 @@ def build_feed(settings: Settings) -> Feed:
             ),
         )
     if settings.feed == "replay":
+        from candlewire.feeds.replay import ReplayFeed
+
         return ReplayFeed(
             settings.replay_path,
             settings.symbols,
@@ -79,6 +86,8 @@ def build_feed(settings: Settings) -> Feed:
 def build_store(settings: Settings) -> Store:
     """The Redis store when ``settings.redis_url`` is set, else the memory store."""
     if settings.redis_url:
+        from candlewire.store.redis import RedisStore
+
         return RedisStore(
             settings.redis_url,
             prefix=settings.redis_prefix,
@@ -120,6 +129,8 @@ class App:
         self.ready = False
         self.started = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._recheck = asyncio.Event()
+        """Set to re-evaluate readiness now rather than at the next poll."""
         self._backfilled = False
 
     @property
@@ -132,12 +143,18 @@ class App:
     def stop(self) -> None:
         """Ask :meth:`run` to shut down (safe to call from a signal handler)."""
         self._stopping.set()
+        self._recheck.set()
 
     async def run(self) -> None:
         s = self.settings
         for line in describe_settings(s):
             log.debug("setting %s", line)
-        redis = self.store if isinstance(self.store, RedisStore) else None
+        redis: RedisStore | None = None
+        if isinstance(self.store, Connects):
+            from candlewire.store.redis import RedisStore
+
+            if isinstance(self.store, RedisStore):
+                redis = self.store
         instruments = dict(await self.feed.instruments())
         catalog = Catalog(instruments, s.intervals)
         limits = Limits(stale_after=s.stale_after, heartbeat_interval=s.heartbeat_interval)
@@ -150,6 +167,8 @@ class App:
             if serving:
                 self.reader = UpdateReader(redis, self.hub, series, self.quote_cache)
             if ingesting:
+                from candlewire.lease import LeasedIngestion
+
                 self.leased = LeasedIngestion(
                     redis, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl
                 )
@@ -205,6 +224,9 @@ class App:
                 intervals=s.intervals,
                 lateness=int(s.lateness * NANOS_PER_SECOND),
                 max_gap_fill=s.retention,
+                # What the store would evict at once is not built (a backfill
+                # of a day of 1s candles keeps only the newest `retention`).
+                emit_limit=s.retention,
             ),
             self._source,
             publish=publish,
@@ -241,6 +263,7 @@ class App:
         started = time.perf_counter()
         await self.feed.backfill(self.ingestor)
         self._backfilled = True
+        self._recheck.set()
         log.info(
             "backfill done in %.2fs (%d candle versions stored)",
             time.perf_counter() - started,
@@ -320,4 +343,5 @@ class App:
                 self.ready, reason = ready, why
                 await self.api.set_ready(ready)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), 0.2)
+                await asyncio.wait_for(self._recheck.wait(), 0.2)
+            self._recheck.clear()

@@ -24,10 +24,12 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from candlewire.errors import LeaseLost, StoreUnavailable
-from candlewire.store.redis import RedisStore
+
+if TYPE_CHECKING:  # imported at run time only by processes that use Redis
+    from candlewire.store.redis import RedisStore
 
 __all__ = ["LeasedIngestion", "owner_name"]
 

@@ -22,12 +22,15 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from candlewire.domain import Candle, Quote, SeriesKey
 from candlewire.errors import DataExpired, ShuttingDown, StoreUnavailable
 from candlewire.hub import Hub
 from candlewire.store.base import CandleSlice, Snapshot, Update
-from candlewire.store.redis import RedisStore
+
+if TYPE_CHECKING:  # imported at run time only by processes that use Redis
+    from candlewire.store.redis import RedisStore
 
 __all__ = ["CachedStore", "QuoteCache", "UpdateReader"]
 
