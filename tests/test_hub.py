@@ -32,7 +32,7 @@ def test_routes_only_subscribed_series_in_sequence_order() -> None:
     sub = hub.subscribe([A])
     hub.publish([update(1, A, 0), update(2, B, 0), update(3, A, 60)])
     assert drain(sub) == [1, 3]
-    assert hub.published_seq == 3
+    assert hub.published_seq == {"A": 3, "B": 2}
 
 
 def test_forming_updates_conflate_to_the_newest_closed_are_kept() -> None:
@@ -70,8 +70,26 @@ def test_discard_through_drops_what_was_already_sent() -> None:
     hub = Hub()
     sub = hub.subscribe([A])
     hub.publish([update(1, A, 0, closed=True), update(2, A, 60), update(3, B, 0)])
-    sub.discard_through(1)
+    sub.discard_through({"A": 1})
     assert drain(sub) == [2]
+
+
+def test_sequence_numbers_are_per_symbol() -> None:
+    # Each symbol numbers its own updates: equal numbers of two symbols are
+    # distinct entries, and discarding is per symbol.
+    hub = Hub()
+    sub = hub.subscribe([A, B])
+    hub.publish([update(1, A, 0), update(1, B, 0), update(2, B, 0, closed=True)])
+    hub.publish([update(2, A, 60, closed=True), update(3, B, 60)])
+    assert hub.published_seq == {"A": 2, "B": 3}
+    sub.discard_through({"A": 1, "B": 2})
+    pending = []
+    while (u := sub.pop()) is not None:
+        pending.append((u.series.symbol, u.seq))
+    assert pending == [("A", 2), ("B", 3)]
+    hub.publish([update(3, A, 60), update(4, A, 60)])  # conflated by (symbol, seq)
+    assert [(u.series.symbol, u.seq) for u in [sub.pop()]] == [("A", 4)]
+    assert sub.pop() is None
 
 
 async def test_close_ends_subscriptions_and_refuses_new_ones() -> None:

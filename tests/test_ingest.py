@@ -35,7 +35,7 @@ async def test_venue_candles_get_revisions_and_duplicates_or_stale_versions_are_
     await ingestor.candles([kline(0, 3, close="12")])  # forming after closed
     await ingestor.candles([replace(kline(1, 1), open_time=MIN, close_time=2 * MIN)])
     seen = []
-    for update in await store.read_updates([SeriesKey("BTCUSDT", Interval.M1)], after=0):
+    for update in await store.read_updates([SeriesKey("BTCUSDT", Interval.M1)], after={}):
         candle = frame_to_candle(update.frame)
         seen.append(
             (candle.open_time.ToNanoseconds(), candle.revision, candle.close, candle.closed)

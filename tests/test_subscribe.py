@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 
 import grpc
 import pytest
@@ -82,11 +82,11 @@ async def test_live_updates_are_ordered_per_series(
     wanted = [BTC_1S, BTC_1M]
     responses = []
     for _ in range(40):
-        head = await app.store.head()
+        head = await app.store.head(("BTCUSDT", "ETHUSDT"))
         t += rng.choice([0.1, 0.4, 1.3])
         await feed.trade("BTCUSDT", sec(t), str(rng.randint(90, 110)), "1")
         responses += await read(call, await count_updates(app, wanted, after=head))
-    head = await app.store.head()
+    head = await app.store.head(("BTCUSDT", "ETHUSDT"))
     await feed.watermark("BTCUSDT", sec(t + 61))
     responses += await read(call, await count_updates(app, wanted, after=head))
     seen: dict[tuple[str, int], tuple[int, int]] = {}
@@ -106,7 +106,7 @@ async def test_live_updates_are_ordered_per_series(
 
 
 async def count_updates(
-    app: App, wanted: list[pb.Series], *, after: int, closed_only: bool = False
+    app: App, wanted: list[pb.Series], *, after: Mapping[str, int], closed_only: bool = False
 ) -> int:
     """How many updates of ``wanted`` the store logged after ``after``."""
     keys = [SeriesKey(s.symbol, Interval(s.interval)) for s in wanted]
@@ -199,7 +199,7 @@ async def test_resume_at_random_points_equals_uninterrupted_stream(
         """Feed one event, then let both subscribers read all it produced
         (so neither queue ever holds two versions of one candle)."""
         nonlocal expected
-        head = await app.store.head()
+        head = await app.store.head(("BTCUSDT", "ETHUSDT"))
         await event
         n = await count_updates(app, wanted, after=head)
         expected += [key(r) for r in await read(reference, n)]

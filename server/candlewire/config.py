@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     redis_url: str = Field(
-        "", description="Redis URL (redis://host:6379/0) of the store (empty: in-memory store)"
+        "",
+        description="Redis URL (redis://host:6379/0, or redis+cluster://host:7000 for a Redis "
+        "Cluster) of the store (empty: in-memory store)",
     )
     redis_prefix: str = Field(
         "cw:", min_length=1, max_length=64, description="prefix of every Redis key"
@@ -212,8 +214,20 @@ class Settings(BaseSettings):
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
         value = value.strip()
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"{value!r} must start with redis://, rediss:// or unix://")
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if value and not value.startswith(schemes):
+            raise ValueError(
+                f"{value!r} must start with redis://, rediss://, unix:// or, for a Redis Cluster, "
+                "redis+cluster:// or rediss+cluster://"
+            )
+        if value.startswith(("redis+cluster://", "rediss+cluster://")):
+            node = value.split("://", 1)[1]
+            address, _, database = node.partition("/")
+            if not address.rpartition("@")[2] or database.partition("?")[0] not in ("", "0"):
+                raise ValueError(
+                    f"{value!r}: a cluster URL names one node (host:port) and no database "
+                    "(a Redis Cluster has database 0 only)"
+                )
         return value
 
     @field_validator("redis_prefix")

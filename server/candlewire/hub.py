@@ -1,6 +1,8 @@
 """Fan-out of candle updates to stream subscribers.
 
-Each subscription has a bounded queue, kept in sequence order:
+Each subscription has a bounded queue, kept in publish order (which is
+sequence order per symbol; sequence numbers are per symbol, so entries are
+keyed by symbol and sequence number):
 
 * a forming-candle update replaces the pending update of the same candle when
   that is the series' newest pending entry (conflation: an update is a full
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from candlewire.domain import SeriesKey
 from candlewire.errors import CandlewireError, LimitExceeded, ShuttingDown
@@ -50,7 +52,7 @@ class Subscription:
         self.series = series
         self.closed_only = closed_only
         self._max_queue = max_queue
-        self._pending: OrderedDict[int, Update] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, int], Update] = OrderedDict()
         self._last_pending: dict[SeriesKey, Update] = {}
         self._waiter: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -66,7 +68,7 @@ class Subscription:
             return
         last = self._last_pending.get(update.series)
         if last is not None and last.open_time == update.open_time and not last.closed:
-            del self._pending[last.seq]
+            del self._pending[last.series.symbol, last.seq]
             self.conflated += 1
         elif len(self._pending) >= self._max_queue:
             self._fail(
@@ -77,7 +79,7 @@ class Subscription:
             )
             self._hub._drop(self)
             return
-        self._pending[update.seq] = update
+        self._pending[update.series.symbol, update.seq] = update
         self._last_pending[update.series] = update
         self._wake()
 
@@ -92,13 +94,11 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
 
-    def discard_through(self, seq: int) -> None:
-        """Drop pending updates with sequence numbers up to ``seq`` (already sent)."""
-        while self._pending:
-            first = next(iter(self._pending))
-            if first > seq:
-                break
-            update = self._pending.pop(first)
+    def discard_through(self, position: Mapping[str, int]) -> None:
+        """Drop pending updates with sequence numbers up to ``position[symbol]`` (already sent)."""
+        pending = self._pending
+        for symbol, seq in [k for k in pending if k[1] <= position.get(k[0], 0)]:
+            update = pending.pop((symbol, seq))
             if self._last_pending.get(update.series) is update:
                 del self._last_pending[update.series]
 
@@ -167,8 +167,9 @@ class Hub:
         self._by_series: dict[SeriesKey, set[Subscription]] = {}
         self._subscriptions: set[Subscription] = set()
         self._closed = False
-        self.published_seq = 0
-        """Highest sequence number published; every subscription saw all before it."""
+        self.published_seq: dict[str, int] = {}
+        """Per symbol, the highest sequence number published; every
+        subscription saw all of that symbol's updates up to it."""
         self.event_times: dict[str, int] = {}
         """Last upstream event time per symbol (for heartbeats)."""
         self.overflowed = 0
@@ -206,16 +207,27 @@ class Hub:
                     del self._by_series[key]
 
     def publish(self, updates: Sequence[Update]) -> None:
-        """Offer updates (in sequence order) to every subscription of their series."""
+        """Offer updates (in sequence order per symbol) to every subscription of their series."""
         by_series = self._by_series
+        published = self.published_seq
         for update in updates:
             subscribers = by_series.get(update.series)
             if subscribers:
                 for subscription in tuple(subscribers):
                     subscription._offer(update)
+            symbol = update.series.symbol
+            if update.seq > published.get(symbol, 0):
+                published[symbol] = update.seq
         if updates:
-            self.published_seq = max(self.published_seq, updates[-1].seq)
             self.delivered_batches += 1
+
+    def note_published(self, position: Mapping[str, int]) -> None:
+        """Raise the published positions to ``position`` (a reader starting
+        from there: nothing before it will be published)."""
+        published = self.published_seq
+        for symbol, seq in position.items():
+            if seq > published.get(symbol, 0):
+                published[symbol] = seq
 
     @property
     def max_queued(self) -> int:

@@ -1,12 +1,16 @@
 """A serving process's view of a shared Redis: one reader, a local price cache.
 
-:class:`UpdateReader` is the one task per process that follows Redis: it
+:class:`UpdateReader` is what follows Redis in a serving process: it
 waits on the update streams of every served series (``XREAD BLOCK``), then
-reads what is new in one script call, which sees every stream at one instant,
-and publishes it to the local hub in sequence order. So the hub of every
-replica sees the same updates in the same order, and a resume token from one
-replica is valid on any other. The same wait returns new quotes from the
-price streams, which keep :class:`QuoteCache` current.
+reads what is new (one script per symbol, which sees that symbol's streams
+at one instant) and publishes it to the local hub in sequence order per
+symbol, tracking the last entry id read per symbol. So the hub of every
+replica sees each symbol's updates in the same order, and a resume token
+(one position per symbol) from one replica is valid on any other. The same
+wait returns new quotes from the price streams, which keep
+:class:`QuoteCache` current. On a Redis Cluster one ``XREAD`` may only name
+streams of one slot, so the reader runs one follower per symbol there
+(one blocking connection each); on one Redis a single follower waits on all.
 
 When the log positions the reader holds are gone (Redis flushed or restarted
 empty, or the reader fell behind the retained log), the subscriptions of the
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING
 from candlewire.domain import Candle, Quote, SeriesKey
 from candlewire.errors import DataExpired, ShuttingDown, StoreUnavailable
 from candlewire.hub import Hub
-from candlewire.store.base import CandleSlice, Snapshot, Update
+from candlewire.store.base import CandleSlice, Position, Snapshot, Update
 
 if TYPE_CHECKING:  # imported at run time only by processes that use Redis
     from candlewire.store.redis import RedisStore
@@ -73,6 +77,10 @@ def _end_subscriptions(hub: Hub, error: DataExpired | ShuttingDown) -> None:
         hub._drop(subscription)
 
 
+class _Replaced(Exception):
+    """A follower saw the dataset change (its siblings stop too)."""
+
+
 class UpdateReader:
     """Follows the update and price streams of ``series`` into ``hub`` and ``cache``."""
 
@@ -84,8 +92,8 @@ class UpdateReader:
         self._series = list(series)
         self._symbols = sorted({key.symbol for key in series})
         self._cache = cache
-        self.position = 0
-        """The newest sequence number published."""
+        self.position: dict[str, int] = {}
+        """Per symbol, the newest sequence number published."""
         self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
@@ -101,17 +109,17 @@ class UpdateReader:
                         )
                     await self._store.ping()
                     epoch = self._store.epoch
-                    self.position = await self._store.head()
-                    self._hub.published_seq = max(self._hub.published_seq, self.position)
+                    self.position = await self._store.head(self._symbols)
+                    self._hub.note_published(self.position)
                 prices = await self._store.price_positions(self._symbols)
                 for quote in await self._store.get_quotes(self._symbols):
                     if quote is not None:
                         self._cache.put(quote)
                 self._cache.connected = True
                 if delay > 0.05:
-                    log.warning("following Redis again from position %d", self.position)
+                    log.warning("following Redis again from position %s", self.position)
                 delay = 0.05
-                await self._follow(prices, epoch)
+                await self._follow_all(prices, epoch)
             except StoreUnavailable as error:
                 if self._cache.connected or delay == 0.05:
                     log.warning("cannot follow Redis (%s); retrying", error)
@@ -126,25 +134,67 @@ class UpdateReader:
                 _end_subscriptions(self._hub, DataExpired(str(error)))
                 epoch = None
 
-    async def _follow(self, prices: dict[str, bytes], epoch: bytes) -> None:
-        store, hub = self._store, self._hub
-        while True:
-            updates = await store.read_updates(self._series, after=self.position)
-            if store.epoch != epoch:
+    async def _follow_all(self, prices: dict[str, bytes], epoch: bytes) -> None:
+        """Follow every series until the dataset changes (one follower, or
+        one per symbol on a cluster); a follower's error ends them all."""
+        if not self._store.cluster:
+            await self._follow(self._series, prices, epoch, None)
+            return
+        caught_up: set[str] = set()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for symbol in self._symbols:
+                    group = [key for key in self._series if key.symbol == symbol]
+                    tasks.create_task(
+                        self._follow(group, {symbol: prices[symbol]}, epoch, caught_up),
+                        name=f"redis-reader-{symbol}",
+                    )
+        except BaseExceptionGroup as group:
+            errors = group.exceptions
+            known = [e for e in errors if isinstance(e, StoreUnavailable | DataExpired)]
+            if known:
+                raise known[0] from None
+            if all(isinstance(e, _Replaced) for e in errors):
                 return
+            raise
+
+    async def _follow(
+        self,
+        series: Sequence[SeriesKey],
+        prices: dict[str, bytes],
+        epoch: bytes,
+        caught_up: set[str] | None,
+    ) -> None:
+        """Follow ``series`` (and the price streams of ``prices``); return
+        (or raise :class:`_Replaced` when one of several) once the dataset
+        changed. ``caught_up`` collects the symbols of followers that caught up."""
+        store, hub = self._store, self._hub
+        symbols = sorted({key.symbol for key in series} | set(prices))
+        position = self.position
+        while True:
+            updates = await store.read_updates(series, after=position)
+            if store.epoch != epoch:
+                break
             if updates:
-                self.position = updates[-1].seq
+                for update in updates:
+                    position[update.series.symbol] = update.seq
                 hub.publish(updates)
                 continue
-            self.caught_up.set()
-            for symbol, quote in await store.wait_for_updates(
-                self._series, self.position, prices, _BLOCK
-            ):
+            if caught_up is None:
+                self.caught_up.set()
+            else:
+                caught_up.update(symbols)
+                if len(caught_up) == len(self._symbols):
+                    self.caught_up.set()
+            for symbol, quote in await store.wait_for_updates(series, position, prices, _BLOCK):
                 self._cache.put(quote)
                 hub.note_event_time(symbol, quote.time)
-            if await store.head() < self.position:  # flushed: a new dataset
+            head = await store.head(symbols)
+            if any(head[s] < position.get(s, 0) for s in symbols):  # flushed: a new dataset
                 await store.ping()
-                return
+                break
+        if caught_up is not None:
+            raise _Replaced
 
 
 class CachedStore:
@@ -187,8 +237,8 @@ class CachedStore:
     ) -> CandleSlice:
         return await self._store.get_candles(series, start=start, end=end, limit=limit)
 
-    async def head(self) -> int:
-        return await self._store.head()
+    async def head(self, symbols: Sequence[str]) -> dict[str, int]:
+        return await self._store.head(symbols)
 
     async def snapshot(
         self,
@@ -197,11 +247,11 @@ class CachedStore:
         history: int,
         start: int | None,
         closed_only: bool,
-        at: int | None = None,
+        at: Position | None = None,
     ) -> Snapshot:
         return await self._store.snapshot(
             series, history=history, start=start, closed_only=closed_only, at=at
         )
 
-    async def read_updates(self, series: Sequence[SeriesKey], after: int) -> list[Update]:
+    async def read_updates(self, series: Sequence[SeriesKey], after: Position) -> list[Update]:
         return await self._store.read_updates(series, after)

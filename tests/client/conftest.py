@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -124,7 +124,9 @@ def has_candle(events: Sequence[object], candle: Candle[Any]) -> bool:
     return any(isinstance(e, CandleEvent) and e.candle == candle for e in events)
 
 
-async def logged_candles(app: App, series: Sequence[Series], after: int) -> list[Candle[Decimal]]:
+async def logged_candles(
+    app: App, series: Sequence[Series], after: Mapping[str, int]
+) -> list[Candle[Decimal]]:
     """The candle versions in the store's update log after position ``after``, in order."""
     keys = [SeriesKey(s.symbol, ServerInterval(s.interval.number)) for s in series]
     updates = await app.store.read_updates(keys, after=after)

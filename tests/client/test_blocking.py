@@ -141,7 +141,7 @@ async def test_blocking_subscription_survives_a_restart(app: App, feed: Scripted
 
     worker = asyncio.create_task(asyncio.to_thread(work))
     assert isinstance(await asyncio.to_thread(events.get, timeout=WAIT), SnapshotEnd)
-    head = await app.store.head()
+    head = await app.store.head(("BTCUSDT", "ETHUSDT"))
     await side.stop()
     attempt, _, error = await asyncio.to_thread(reconnects.get, timeout=WAIT)
     assert (attempt, type(error)) == (1, UnavailableError)

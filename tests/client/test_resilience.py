@@ -85,7 +85,7 @@ async def test_subscription_survives_a_server_restart(app: App, feed: ScriptedFe
         async def trade(symbol: str, price: str, *, resilient_up: bool) -> None:
             """Trade, then wait until subscribers saw its last update (so that the hub
             never conflates versions for either of them)."""
-            head = await app.store.head()
+            head = await app.store.head(("BTCUSDT", "ETHUSDT"))
             await feed.trade(symbol, sec(next(clock) + 0.5), price, "0.1")
             last = (await logged_candles(app, SERIES, head))[-1]
             await steady.wait_until(lambda items: has_candle(items, last))
@@ -131,7 +131,7 @@ async def test_a_stream_that_falls_behind_resumes_without_gaps() -> None:
                 client.subscribe_candles(SERIES[0], on_reconnect=_recorder(reconnects))
             )
             await events.wait_until(has_snapshot_end)
-            head = await app.store.head()
+            head = await app.store.head(("BTCUSDT", "ETHUSDT"))
             # One batch: every update is offered to the queue at once, which overflows.
             await feed.trades([("BTCUSDT", sec(i), f"{100 + i}.5", "1") for i in range(40)])
             expected = await logged_candles(app, SERIES[:1], head)

@@ -1,14 +1,19 @@
-"""Fixtures of the store tests: a real ``redis-server`` and both stores.
+"""Fixtures of the store tests: a real ``redis-server``, a real 3-master
+Redis Cluster, and the stores on them.
 
-The server runs on a free port without persistence, in a temp dir. Start-up
+A server runs on a free port without persistence, in a temp dir. Start-up
 waits for its "Ready to accept connections" log line and then a PING, with a
-deadline; nothing sleeps.
+deadline. The cluster is three such servers with ``--cluster-enabled yes``
+joined by ``redis-cli --cluster create``; it is ready when every node's
+``CLUSTER INFO`` says ``cluster_state:ok`` (polled, with a deadline).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import selectors
 import shutil
 import socket
@@ -24,9 +29,10 @@ from candlewire.store.base import Store
 from candlewire.store.memory import MemoryStore
 from candlewire.store.redis import RedisStore
 
-__all__ = ["MakeStore", "RedisServer"]
+__all__ = ["MakeStore", "RedisClusterNodes", "RedisServer", "cluster_prefix"]
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 START_WITHIN = 10.0  # seconds
 
 MakeStore = Callable[..., Awaitable[Store]]
@@ -39,13 +45,36 @@ def free_port() -> int:
         return port
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 30000)
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
+    pytest.fail("no free port pair for a cluster node")
+
+
 class RedisServer:
     """A ``redis-server`` child process on a fixed port, restartable."""
 
-    def __init__(self, directory: Path, port: int | None = None, *, persist: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        persist: bool = False,
+        cluster: bool = False,
+    ) -> None:
         self.directory = directory
         self.persist = persist
-        self.port = port or free_port()
+        self.cluster = cluster
+        self.port = port or (free_cluster_port() if cluster else free_port())
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +89,9 @@ class RedisServer:
         process = self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
-             "--dir", str(self.directory), "--loglevel", "notice"],
+             "--dir", str(self.directory), "--loglevel", "notice",
+             *(["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
+               if self.cluster else [])],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -105,6 +136,80 @@ def redis_server_in(directory: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+class RedisClusterNodes:
+    """Three cluster-enabled ``redis-server`` processes joined into one
+    cluster of three masters (no replicas)."""
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        self.servers = [RedisServer(directory, cluster=True) for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.servers[0].port}"
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        nodes = [f"127.0.0.1:{server.port}" for server in self.servers]
+        created = subprocess.run(
+            [REDIS_CLI, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            timeout=START_WITHIN,
+            check=False,
+        )
+        if created.returncode != 0:
+            self.stop()
+            pytest.fail(f"redis-cli --cluster create failed: {created.stdout!r} {created.stderr!r}")
+        deadline = time.monotonic() + START_WITHIN
+        waiting = list(self.servers)
+        while waiting:
+            with waiting[0].client() as client:
+                info = client.execute_command("CLUSTER INFO")
+            # redis-py parses the reply into a dict; the raw text is a fallback.
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if (isinstance(info, dict) and info.get("cluster_state") == "ok") or (
+                "cluster_state:ok" in text
+            ):
+                waiting.pop(0)
+            elif time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"the cluster did not become ready: {text}")
+            else:
+                time.sleep(0.05)  # polling CLUSTER INFO until the condition holds
+
+    def node_of(self, key: str) -> int:
+        """The port of the master serving ``key``'s slot."""
+        with self.servers[0].client() as client:
+            slot = int(client.execute_command("CLUSTER KEYSLOT", key))
+            for low, high, master, *_ in client.execute_command("CLUSTER SLOTS"):
+                if low <= slot <= high:
+                    return int(master[1])
+        raise AssertionError(f"slot of {key} is not served")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """One 3-master cluster for the session; tests keep apart by key prefix."""
+    nodes = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster"))
+    nodes.start()
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+_prefixes = itertools.count()
+
+
+def cluster_prefix() -> str:
+    """A key prefix no other test on the shared cluster uses."""
+    return f"c{next(_prefixes)}:"
+
+
 @pytest.fixture(scope="session")
 def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One server for the tests that only need a clean dataset."""
@@ -138,23 +243,24 @@ def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[MakeStore]:
     """Builds stores of the parameter's kind (``retention``, ``log_size``)."""
     made: list[Store] = []
-    server: RedisServer | None = None
+    url: str | None = None
     if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
+        url = request.getfixturevalue("redis_server").url
+    elif request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
 
     async def make(*, retention: int = 5000, log_size: int = 4096) -> Store:
         store: Store
-        if server is None:
+        if url is None:
             store = MemoryStore(retention=retention, log_size=log_size)
         else:
             # Each store of a test gets its own prefix: stores never share data.
-            redis_store = RedisStore(
-                server.url, prefix=f"t{len(made)}:", retention=retention, log_size=log_size
-            )
+            prefix = cluster_prefix() if request.param == "cluster" else f"t{len(made)}:"
+            redis_store = RedisStore(url, prefix=prefix, retention=retention, log_size=log_size)
             await redis_store.connect()
             store = redis_store
         made.append(store)

@@ -23,7 +23,7 @@ from tests.streams import read, series
 
 WAIT = 20.0
 BTC_1S = series("BTCUSDT", pb.INTERVAL_1S)
-LEASE = "cw:lease:default"
+LEASE = "cw:lease:{default}"
 
 
 class Proc:

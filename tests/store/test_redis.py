@@ -39,7 +39,7 @@ async def test_a_second_store_on_the_same_redis_shares_data_and_numbering(
     second = await connected(redis_server)
     try:
         assert second.epoch == first.epoch
-        assert await second.head() == 5
+        assert await second.head(["BTCUSDT"]) == {"BTCUSDT": 5}
         (applied,) = await second.write_candles([candle(5)])
         assert applied.seq == 6
         got = await second.get_candles(KEY, start=None, end=None, limit=10)
@@ -55,12 +55,12 @@ async def test_prefixes_separate_deployments(redis_server: RedisServer) -> None:
     b = await connected(redis_server, prefix="b:")
     try:
         await a.write_candles([candle(0)])
-        assert await b.head() == 0
+        assert await b.head(["BTCUSDT"]) == {"BTCUSDT": 0}
         assert len(await b.get_candles(KEY, start=None, end=None, limit=5)) == 0
         with redis_server.client() as client:
             names = {k.decode() for k in client.keys("*")}
         keys = Keys("a:")
-        assert names == {keys.epoch, keys.seq, *vars_of(keys.series(KEY)), "b:epoch"} - {
+        assert names == {keys.epoch, keys.seq("BTCUSDT"), *vars_of(keys.series(KEY)), "b:epoch"} - {
             keys.series(KEY).meta
         }
     finally:
@@ -100,7 +100,7 @@ async def test_a_flushed_redis_is_a_new_epoch(redis_server: RedisServer) -> None
             client.flushall()
         await store.ping()
         assert store.epoch != before
-        assert await store.head() == 0
+        assert await store.head(["BTCUSDT"]) == {"BTCUSDT": 0}
         (applied,) = await store.write_candles([candle(2)])
         assert applied.seq == 1
     finally:
@@ -165,15 +165,15 @@ async def test_waiting_for_updates_wakes_on_candles_and_returns_new_quotes(
     writer = await connected(redis_server)
     try:
         prices = await store.price_positions(["BTCUSDT"])
-        head = await store.head()
+        head = await store.head(["BTCUSDT"])
         waiter = asyncio.create_task(store.wait_for_updates([KEY], head, prices, block=5))
         await writer.write_candles([candle(0)])
         assert await asyncio.wait_for(waiter, WAIT) == []
         assert [u.seq for u in await store.read_updates([KEY], head)] == [1]
-        waiter = asyncio.create_task(store.wait_for_updates([KEY], 1, prices, block=5))
+        waiter = asyncio.create_task(store.wait_for_updates([KEY], {"BTCUSDT": 1}, prices, block=5))
         await writer.put_quotes([quote(bid="5")])
         assert await asyncio.wait_for(waiter, WAIT) == [("BTCUSDT", quote(bid="5"))]
-        assert await store.wait_for_updates([KEY], 1, prices, block=0.05) == []
+        assert await store.wait_for_updates([KEY], {"BTCUSDT": 1}, prices, block=0.05) == []
     finally:
         await store.close()
         await writer.close()
@@ -188,12 +188,12 @@ async def test_every_call_fails_with_store_unavailable_while_redis_is_down(
         own_redis.stop()
         calls = [
             store.ping(),
-            store.head(),
+            store.head(["BTCUSDT"]),
             store.put_quotes([quote()]),
             store.get_quotes(["BTCUSDT"]),
             store.write_candles([candle(1)]),
             store.get_candles(KEY, start=None, end=None, limit=5),
-            store.read_updates([KEY], after=0),
+            store.read_updates([KEY], after={}),
             store.snapshot([KEY], history=5, start=None, closed_only=False),
         ]
         for call in calls:
@@ -201,7 +201,7 @@ async def test_every_call_fails_with_store_unavailable_while_redis_is_down(
                 await call
         own_redis.start()  # back, empty: the store reconnects by itself
         await store.ping()
-        assert await store.head() == 0
+        assert await store.head(["BTCUSDT"]) == {"BTCUSDT": 0}
         (applied,) = await store.write_candles([candle(1)])
         assert applied.seq == 1
     finally:

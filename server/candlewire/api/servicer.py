@@ -111,8 +111,10 @@ def _joined(frames: Sequence[bytes], count: int) -> bytes:
 
 # Live updates are the bulk of what streams send: the response for one update
 # and one request fingerprint is the same bytes for every stream that asked
-# the same (the token names the epoch, the request and the position only), so
-# it is built once and shared. The cache is small and simply restarted when full.
+# the same and stands at the same position (the token names the epoch, the
+# request and the position only), so it is built once and shared. A position
+# is one sequence number per symbol of the request; a one-symbol request's
+# key holds that number alone. The cache is small and simply restarted when full.
 _MESSAGES_MAX = 8192
 
 
@@ -157,17 +159,22 @@ class MarketDataServicer:
         self._limits = limits
         self._stale_ns = limits.stale_after * 1e9
         self._prices = _PriceCache()
-        self._messages: dict[tuple[bytes, int, int], bytes] = {}
+        self._messages: dict[tuple[bytes, int, int | tuple[int, ...]], bytes] = {}
 
     def _stale(self, receive_time: int) -> bool:
         return time.time_ns() - receive_time > self._stale_ns
 
-    def _live_message(self, request_id: int, epoch: bytes, update_seq: int, frame: bytes) -> bytes:
-        """``frame`` followed by the live resume token at ``update_seq``, shared by streams."""
-        key = (epoch, request_id, update_seq)
+    def _live_message(
+        self, request_id: int, epoch: bytes, position: int | tuple[int, ...], frame: bytes
+    ) -> bytes:
+        """``frame`` followed by the live resume token at ``position`` (the
+        sequence number of a one-symbol request, else one per symbol), shared
+        by streams."""
+        key = (epoch, request_id, position)
         message = self._messages.get(key)
         if message is None:
-            token = live_token(epoch, request_id, update_seq).encode()
+            vector = (position,) if isinstance(position, int) else position
+            token = live_token(epoch, request_id, vector).encode()
             message = frame + field_bytes(15, token)
             if len(self._messages) >= _MESSAGES_MAX:
                 self._messages.clear()
@@ -302,6 +309,11 @@ class MarketDataServicer:
             resume = ResumeToken.decode(request.resume_token) if request.resume_token else None
             if resume is not None and resume.request != request_id:
                 raise InvalidArgument("resume_token", "belongs to a request with other fields")
+            # A position is a sequence number per distinct symbol, in request order.
+            symbols = list(dict.fromkeys(key.symbol for key in series))
+            if resume is not None and len(resume.positions) != len(symbols):
+                raise InvalidArgument("resume_token", "not a token issued by this service")
+            resumed = None if resume is None else dict(zip(symbols, resume.positions, strict=True))
             store = self._store
             epoch = store.epoch
             if resume is not None and resume.epoch != epoch:
@@ -315,9 +327,12 @@ class MarketDataServicer:
                         history=request.history,
                         start=start,
                         closed_only=request.closed_only,
-                        at=None if resume is None else resume.position,
+                        at=None
+                        if resume is None
+                        else dict(zip(symbols, resume.positions, strict=True)),
                     )
                     position = snapshot.position
+                    vector = tuple(position[s] for s in symbols)
                     for index, candles in enumerate(snapshot.slices):
                         if resume is not None and index < resume.series_index:
                             continue
@@ -332,32 +347,39 @@ class MarketDataServicer:
                             if skip is not None and open_time <= skip:
                                 continue
                             token = ResumeToken(
-                                epoch, request_id, Phase.HISTORY, position, index, open_time
+                                epoch, request_id, Phase.HISTORY, vector, index, open_time
                             )
                             yield frame + _token_field(token)
-                    live = ResumeToken(epoch, request_id, Phase.LIVE, position)
+                    live = ResumeToken(epoch, request_id, Phase.LIVE, vector)
                     yield _SNAPSHOT_END + _token_field(live)
                 else:
-                    position = resume.position
+                    assert resumed is not None
+                    position = resumed
                 live_message = self._live_message
+                single = len(symbols) == 1
+                at = position.__getitem__
                 for missed in await store.read_updates(series, after=position):
                     if request.closed_only and not missed.closed:
                         continue
-                    position = missed.seq
-                    yield live_message(request_id, epoch, position, missed.frame)
+                    seq = position[missed.series.symbol] = missed.seq
+                    key = seq if single else tuple(map(at, symbols))
+                    yield live_message(request_id, epoch, key, missed.frame)
                 subscription.discard_through(position)
                 heartbeat_interval = self._limits.heartbeat_interval
+                published = self._hub.published_seq
                 while True:
                     update = subscription.pop()
                     if update is None:
                         update = await subscription.next(heartbeat_interval)
                     if update is None:
-                        position = max(position, self._hub.published_seq)
-                        live = ResumeToken(epoch, request_id, Phase.LIVE, position)
+                        for symbol in symbols:
+                            position[symbol] = max(position[symbol], published.get(symbol, 0))
+                        live = ResumeToken(epoch, request_id, Phase.LIVE, tuple(map(at, symbols)))
                         yield field_bytes(3, self._heartbeat(series)) + _token_field(live)
-                    elif update.seq > position:
-                        position = update.seq
-                        yield live_message(request_id, epoch, position, update.frame)
+                    elif (seq := update.seq) > position[symbol := update.series.symbol]:
+                        position[symbol] = seq
+                        key = seq if single else tuple(map(at, symbols))
+                        yield live_message(request_id, epoch, key, update.frame)
             finally:
                 subscription.close()
         except CandlewireError as error:

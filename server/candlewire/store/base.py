@@ -1,21 +1,27 @@
 """The store interface and the values it returns.
 
-Every candle version written gets a *sequence number*: a position in the
-store's update log, increasing across all series of the store. A resume token
-is a position; the store can replay the updates of any set of series after a
-position while they are retained, and can rebuild the history snapshot that
-was current at a position.
+Every candle version written gets a *sequence number* that grows with every
+update of the same symbol (across that symbol's intervals). Numbers of
+different symbols are not comparable: a store may number each symbol on its
+own (Redis Cluster does, one counter per symbol slot) or share one counter
+(the memory store does). A *position* maps symbols to the last sequence
+number seen of each (a missing symbol is 0). The store can replay the updates
+of any set of series after a position while they are retained, and can
+rebuild the history snapshot that was current at a position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from candlewire.domain import Candle, Quote, SeriesKey
 
-__all__ = ["CandleSlice", "Connects", "Snapshot", "Store", "Update"]
+__all__ = ["CandleSlice", "Connects", "Position", "Snapshot", "Store", "Update"]
+
+Position = Mapping[str, int]
+"""Symbol -> the sequence number of its last update seen (missing: 0)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +50,10 @@ class CandleSlice:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Candles of several series as they were at log position ``position``."""
+    """Candles of several series as they were at ``position`` (which names
+    every symbol of the series)."""
 
-    position: int
+    position: dict[str, int]
     slices: Sequence[CandleSlice]
 
 
@@ -90,8 +97,8 @@ class Store(Protocol):
         when ``start`` is given, otherwise the last ``limit``."""
         ...
 
-    async def head(self) -> int:
-        """The sequence number of the newest update (0 when empty)."""
+    async def head(self, symbols: Sequence[str]) -> dict[str, int]:
+        """Per symbol, the sequence number of its newest update (0 when none)."""
         ...
 
     async def snapshot(
@@ -101,14 +108,15 @@ class Store(Protocol):
         history: int,
         start: int | None,
         closed_only: bool,
-        at: int | None = None,
+        at: Position | None = None,
     ) -> Snapshot:
         """For each series, the last ``history`` candles (or those with
         ``open_time >= start``), as they were at position ``at`` (default: now)."""
         ...
 
-    async def read_updates(self, series: Sequence[SeriesKey], after: int) -> list[Update]:
-        """Updates of ``series`` with ``seq > after``, in sequence order."""
+    async def read_updates(self, series: Sequence[SeriesKey], after: Position) -> list[Update]:
+        """Updates of ``series`` with ``seq > after[symbol]``, in sequence
+        order per symbol (the order across symbols is the store's)."""
         ...
 
 

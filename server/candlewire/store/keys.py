@@ -12,7 +12,13 @@ Key                          Type         Content
 ===========================  ===========  ================================================
 ``cw:epoch``                 string       8 random bytes naming the dataset (``SET NX``
                                           once); resume tokens of another epoch are refused
-``cw:seq``                   string       the last sequence number given to an update
+``cw:{SYM}:seq``             string       the last sequence number given to an update of
+                                          the symbol (sequence numbers are per symbol)
+``cw:{SYM}:epoch``           string       Redis Cluster only: the epoch the symbol's data
+                                          was written under (set by its first write),
+                                          checked by every write script of the symbol
+``cw:{SYM}:fence``           string       Redis Cluster only: the highest fencing token
+                                          that wrote the symbol; lower tokens are refused
 ``cw:{SYM}:quote``           string, TTL  the latest quote, expires after ``quote_ttl``
                                           so a dead feed shows as missing
 ``cw:{SYM}:prices``          stream       every quote (field ``q``), ``MAXLEN ~ 64``: what
@@ -26,9 +32,9 @@ Key                          Type         Content
                                           = the member as written; ``MAXLEN ~ log_size``
 ``cw:{SYM}:meta:{iv}``       hash         ``evicted``: seq of the last write that evicted
                                           a candle
-``cw:lease:{shard}``         string, TTL  ``<fencing token>:<owner>`` of the ingestor
+``cw:lease:{SHARD}``         string, TTL  ``<fencing token>:<owner>`` of the ingestor
                                           holding the shard's lease
-``cw:fence:{shard}``         string       the last fencing token given for the shard
+``cw:fence:{SHARD}``         string       the last fencing token given for the shard
 ===========================  ===========  ================================================
 """
 
@@ -67,10 +73,17 @@ class Keys:
         """The dataset's epoch (8 random bytes)."""
         return f"{self.prefix}epoch"
 
-    @property
-    def seq(self) -> str:
-        """The global sequence counter."""
-        return f"{self.prefix}seq"
+    def seq(self, symbol: str) -> str:
+        """The sequence counter of ``symbol``'s updates."""
+        return f"{self.prefix}{{{symbol}}}:seq"
+
+    def symbol_epoch(self, symbol: str) -> str:
+        """The epoch ``symbol``'s data was written under (Redis Cluster)."""
+        return f"{self.prefix}{{{symbol}}}:epoch"
+
+    def symbol_fence(self, symbol: str) -> str:
+        """The highest fencing token that wrote ``symbol`` (Redis Cluster)."""
+        return f"{self.prefix}{{{symbol}}}:fence"
 
     def quote(self, symbol: str) -> str:
         """The latest quote of ``symbol``."""
@@ -82,11 +95,11 @@ class Keys:
 
     def lease(self, name: str) -> str:
         """The ingestion lease of shard ``name``."""
-        return f"{self.prefix}lease:{name}"
+        return f"{self.prefix}lease:{{{name}}}"
 
     def fence(self, name: str) -> str:
         """The last fencing token given for shard ``name``'s lease."""
-        return f"{self.prefix}fence:{name}"
+        return f"{self.prefix}fence:{{{name}}}"
 
     def series(self, key: SeriesKey) -> SeriesKeys:
         """The candles, update log and metadata of one series."""

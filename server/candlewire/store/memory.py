@@ -12,6 +12,9 @@ well. An entry whose version is still the stored one shares the stored frame
 entry gets its own copy first. So there is at most one shared entry per open
 time, and it is always the stored version.
 
+One counter numbers the updates of every series (a global order is a valid
+per-symbol order), so a position ``{symbol: seq}`` is checked per symbol.
+
 Every method completes without awaiting, so each call is atomic with respect
 to the others.
 """
@@ -29,7 +32,7 @@ from operator import attrgetter
 from candlewire.codec import FrameRun, candle_frame
 from candlewire.domain import Candle, Interval, Quote, SeriesKey
 from candlewire.errors import DataExpired
-from candlewire.store.base import CandleSlice, Snapshot, Update
+from candlewire.store.base import CandleSlice, Position, Snapshot, Update
 
 __all__ = ["MemoryStore"]
 
@@ -161,8 +164,8 @@ class MemoryStore:
     async def get_quotes(self, symbols: Sequence[str]) -> list[Quote | None]:
         return [self._quotes.get(symbol) for symbol in symbols]
 
-    async def head(self) -> int:
-        return self._seq
+    async def head(self, symbols: Sequence[str]) -> dict[str, int]:
+        return dict.fromkeys(symbols, self._seq)
 
     def _cutoffs(self, candles: Sequence[Candle]) -> dict[SeriesKey, int]:
         """For a batch larger than the retention (a backfill), the oldest open
@@ -278,15 +281,16 @@ class MemoryStore:
             return CandleSlice((), ())
         return CandleSlice(times[lo:hi], s.run(lo, hi))  # an array: no int objects
 
-    async def read_updates(self, series: Sequence[SeriesKey], after: int) -> list[Update]:
+    async def read_updates(self, series: Sequence[SeriesKey], after: Position) -> list[Update]:
         runs: list[list[Update]] = []
         for key in series:
             s = self._series.get(key)
             if s is None:
                 continue
-            if s.trimmed_upto > after:
-                raise DataExpired(f"updates of {key} after position {after} are no longer retained")
-            first = bisect_right(s.log_seqs, after)
+            seq = after.get(key.symbol, 0)
+            if s.trimmed_upto > seq:
+                raise DataExpired(f"updates of {key} after position {seq} are no longer retained")
+            first = bisect_right(s.log_seqs, seq)
             runs.append(
                 [
                     Update(
@@ -311,11 +315,16 @@ class MemoryStore:
         history: int,
         start: int | None,
         closed_only: bool,
-        at: int | None = None,
+        at: Position | None = None,
     ) -> Snapshot:
-        position = self._seq if at is None or at > self._seq else at
+        seq = self._seq
+        position = {
+            key.symbol: seq if at is None else min(at.get(key.symbol, 0), seq) for key in series
+        }
         slices = [
-            self._slice(key, history=history, start=start, closed_only=closed_only, at=position)
+            self._slice(
+                key, history=history, start=start, closed_only=closed_only, at=position[key.symbol]
+            )
             for key in series
         ]
         return Snapshot(position, slices)

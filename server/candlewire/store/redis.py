@@ -6,11 +6,13 @@ by their first 8 bytes, the open time::
 
     be64(open_time + 2**63) | be32(revision) | u8(closed) | frame
 
-Upserts run in a Lua script (one ``EVALSHA`` per write call): for each candle
-it compares revisions, replaces or inserts the member, evicts beyond the
-retention, takes the next global sequence number and appends the member to
-the series' stream with the sequence number as its entry id. So the order of
-the streams is the sequence order, and a resume position is an entry id.
+Upserts run in a Lua script (one ``EVALSHA`` per symbol and write call): for
+each candle it compares revisions, replaces or inserts the member, evicts
+beyond the retention, takes the symbol's next sequence number and appends the
+member to the series' stream with the sequence number as its entry id. So the
+streams of a symbol are in its sequence order, and a resume position is an
+entry id per symbol. Every script touches the keys of one symbol only (one
+hash tag, one Redis Cluster slot).
 
 Each stream is capped with ``XADD ... MAXLEN ~ log_size``: Redis keeps at
 least ``log_size`` entries and drops whole nodes of older ones from the head.
@@ -28,6 +30,19 @@ consistent with the position they report.
 The epoch is created once per Redis dataset (``SET NX``) and read at
 :meth:`RedisStore.connect`; every write script checks it, and :meth:`ping`
 re-reads it, so a flushed Redis gets a new epoch and old tokens are refused.
+A position ahead of a symbol's counter (its data was lost since) is expired
+as well.
+
+**Redis Cluster** (a ``redis+cluster://`` or ``rediss+cluster://`` URL): a
+script may not reach the epoch key or a lease key, which live in other
+slots. So each symbol's slot keeps its own copy of the epoch
+(``{SYM}:epoch``, written by the symbol's first write with the epoch the
+writer read, then compared by every write script of the symbol), and
+fencing is checked against the highest fencing token that wrote the symbol
+(``{SYM}:fence``): a writer whose token is lower than one already seen is
+refused. Scripts of several symbols run concurrently, one per symbol, in
+order per symbol; redis-py routes each ``EVALSHA`` by its keys' slot and
+loads a script on every primary when a node does not know it.
 
 Every redis-py error is raised as :class:`StoreUnavailable`. The client
 retries a command once on connection errors and reconnects by itself on the
@@ -36,31 +51,37 @@ next call once Redis is back.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import heapq
 import os
 import struct
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from candlewire.codec import FrameRun, candle_frame
 from candlewire.domain import Candle, Quote, SeriesKey, Source
 from candlewire.errors import CandlewireError, DataExpired, LeaseLost, StoreUnavailable
-from candlewire.store.base import CandleSlice, Snapshot, Update
+from candlewire.store.base import CandleSlice, Position, Snapshot, Update
 from candlewire.store.keys import DEFAULT_PREFIX, Keys, SeriesKeys
 
-__all__ = ["RedisStore"]
+__all__ = ["CLUSTER_SCHEMES", "RedisStore"]
+
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+"""URL schemes that select Redis Cluster (the rest of the URL names one node)."""
 
 _OFFSET = 1 << 63
 _KEY = struct.Struct(">Q")
@@ -71,8 +92,8 @@ _CHUNK = 2000  # candles per write script: bounds the time one script blocks Red
 _by_seq = attrgetter("seq")
 
 # Shared by the write scripts: the dataset's epoch and the writer's lease.
-# KEYS[1] epoch, KEYS[2] lease; ARGV[1] epoch, ARGV[2] fencing token ('' for
-# a writer without a lease).
+# KEYS[1] epoch, KEYS[2] lease; ARGV[1] epoch, ARGV[2] the lease value
+# ('<fencing token>:<owner>', '' for a writer without a lease).
 _GUARD = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('CWEPOCH the dataset changed')
@@ -82,12 +103,30 @@ if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
 end
 """
 
-# KEYS: epoch, lease, seq, then (candles, log, meta) per series.
-# ARGV: epoch, token, retention, log_size, then per series: count, members...
-# Returns {first seq, {indices (1-based, in ARGV order) of the applied members}}.
-_WRITE = (
-    _GUARD
-    + """
+# The same for Redis Cluster, on keys of the symbol's slot: KEYS[1] the
+# symbol's copy of the epoch, KEYS[2] the highest fencing token that wrote it.
+_CLUSTER_GUARD = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[1])
+elseif epoch ~= ARGV[1] then
+  return redis.error_reply('CWEPOCH the dataset changed')
+end
+if ARGV[2] ~= '' then
+  local token = tonumber(string.match(ARGV[2], '^(%d+)'))
+  local seen = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if token < seen then
+    return redis.error_reply('CWFENCED the lease is held by another ingestor')
+  end
+  if token > seen then redis.call('SET', KEYS[2], string.format('%d', token)) end
+end
+"""
+
+# KEYS: epoch, lease, the symbol's seq, then (candles, log, meta) per series
+# of that symbol. ARGV: epoch, token, retention, log_size, then per series:
+# count, members... Returns {first seq, {indices (1-based, in ARGV order) of
+# the applied members}}.
+_WRITE_BODY = """
 local retention = tonumber(ARGV[3])
 local log_size = tonumber(ARGV[4])
 local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -138,17 +177,13 @@ if seq >= first then
 end
 return {first, applied}
 """
-)
 
 # KEYS: epoch, lease, quote, prices. ARGV: epoch, token, quote, ttl (ms), stream length.
-_QUOTE = (
-    _GUARD
-    + """
+_QUOTE_BODY = """
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'q', ARGV[3])
 return 1
 """
-)
 
 # KEYS: lease, fence. ARGV: ttl (ms), owner. The new fencing token, or 0 when held.
 _ACQUIRE = """
@@ -177,12 +212,14 @@ local function trimmed(log)
 end
 """
 
-# KEYS: logs. ARGV: first entry id. Returns per log {trimmed, ids, members}.
+# KEYS: the symbol's seq, then logs of that symbol. ARGV: first entry id.
+# Returns {head, per log {trimmed, ids, members}}.
 _UPDATES = (
     _TRIMMED
     + """
-local out = {}
-for i, log in ipairs(KEYS) do
+local out = {redis.call('GET', KEYS[1]) or '0'}
+for i = 2, #KEYS do
+  local log = KEYS[i]
   local ids, members = {}, {}
   for j, e in ipairs(redis.call('XRANGE', log, ARGV[1], '+')) do
     ids[j] = e[1]
@@ -232,9 +269,9 @@ for i, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do keys[i] = string.sub
 return table.concat(keys)
 """
 
-# KEYS: seq, then (candles, log, meta) per series.
+# KEYS: the symbol's seq, then (candles, log, meta) per series of that symbol.
 # ARGV: at (-1: now), history, start member bound ('' none), closed_only (1/0).
-# Returns {position, per series: {evicted, trimmed, count, first key, rewind,
+# Returns {position, head, per series: {evicted, trimmed, count, first key, rewind,
 # packed candles, log ids, log members}}; the log (everything retained) only
 # when rewinding.
 _SNAPSHOT = (
@@ -247,7 +284,7 @@ if at < 0 or at > head then at = head end
 local history = tonumber(ARGV[2])
 local start = ARGV[3]
 local closed_only = ARGV[4] == '1'
-local out = {string.format('%d', at)}
+local out = {string.format('%d', at), string.format('%d', head)}
 for s = 2, #KEYS, 3 do
   local z, log, meta = KEYS[s], KEYS[s + 1], KEYS[s + 2]
   local evicted = redis.call('HGET', meta, 'evicted')
@@ -367,15 +404,25 @@ def _translated() -> Iterator[None]:
     """Raise every redis-py error as StoreUnavailable."""
     try:
         yield
-    except RedisError as error:
+    except (RedisError, RedisClusterException) as error:
         raise StoreUnavailable(f"redis: {error}") from error
+
+
+async def _gathered(calls: Sequence[Awaitable[Any]]) -> list[Any]:
+    """Run ``calls`` concurrently; raise the first error once all are done."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 class RedisStore:
     """Implements :class:`~candlewire.store.base.Store` on Redis (7.0 or later).
 
-    ``url`` is a redis-py URL (``redis://host:6379/0``). Call :meth:`connect`
-    before use; it reads (or creates) the dataset's epoch.
+    ``url`` is a redis-py URL (``redis://host:6379/0``), or a node of a Redis
+    Cluster as ``redis+cluster://host:7000`` (``rediss+cluster://`` with TLS).
+    Call :meth:`connect` before use; it reads (or creates) the dataset's epoch.
     """
 
     def __init__(
@@ -397,20 +444,32 @@ class RedisStore:
         self._log_size = log_size
         self._quote_ttl_ms = max(1, round(quote_ttl * 1000))
         self._epoch: bytes | None = None
+        self.cluster = url.startswith(CLUSTER_SCHEMES)
         # One quick retry on connection errors, so a command fails within
         # about `timeout` when Redis is down; the pool reconnects on later calls.
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            health_check_interval=10,
-        )
+        self._redis: aioredis.Redis | RedisCluster
+        if self.cluster:
+            self._redis = RedisCluster.from_url(
+                url.replace("+cluster", "", 1),
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            )
+        else:
+            self._redis = aioredis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                health_check_interval=10,
+            )
         self._lease_key = self._keys.lease("-")  # a name no shard has: never checked
         self._token = ""
-        self._write = self._redis.register_script(_WRITE)
-        self._quote = self._redis.register_script(_QUOTE)
+        guard = _CLUSTER_GUARD if self.cluster else _GUARD
+        self._write = self._redis.register_script(guard + _WRITE_BODY)
+        self._quote = self._redis.register_script(guard + _QUOTE_BODY)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._renew = self._redis.register_script(_RENEW)
         self._range = self._redis.register_script(_RANGE)
@@ -455,6 +514,34 @@ class RedisStore:
         with _translated():
             await self._redis.aclose()
 
+    def _guard_keys(self, symbol: str) -> list[str]:
+        """KEYS[1] and KEYS[2] of a write script of ``symbol``."""
+        if self.cluster:
+            return [self._keys.symbol_epoch(symbol), self._keys.symbol_fence(symbol)]
+        return [self._keys.epoch, self._lease_key]
+
+    async def _run(
+        self, script: AsyncScript, calls: Sequence[tuple[list[Any], list[Any]]]
+    ) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)``: pipelined on one Redis,
+        concurrently on a cluster (each call on its keys' node)."""
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await script(keys=keys, args=args)]
+        if self.cluster:
+            return await _gathered([script(keys=keys, args=args) for keys, args in calls])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
+            results: list[Any] = await pipe.execute()
+        return results
+
+    async def _mget(self, keys: Sequence[str]) -> list[Any]:
+        if self.cluster:
+            assert isinstance(self._redis, RedisCluster)
+            return await self._redis.mget_nonatomic(list(keys))
+        return await self._redis.mget(list(keys))
+
     def _series(self, key: SeriesKey) -> SeriesKeys:
         found = self._series_keys.get(key)
         if found is None:
@@ -478,27 +565,20 @@ class RedisStore:
     async def put_quotes(self, quotes: Sequence[Quote]) -> None:
         if not quotes:
             return
+        calls = [
+            (
+                [
+                    *self._guard_keys(quote.symbol),
+                    self._keys.quote(quote.symbol),
+                    self._keys.prices(quote.symbol),
+                ],
+                [self.epoch, self._token, _encode_quote(quote), self._quote_ttl_ms, _PRICES_KEPT],
+            )
+            for quote in quotes
+        ]
         with _translated():
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for quote in quotes:
-                        await self._quote(
-                            keys=[
-                                self._keys.epoch,
-                                self._lease_key,
-                                self._keys.quote(quote.symbol),
-                                self._keys.prices(quote.symbol),
-                            ],
-                            args=[
-                                self.epoch,
-                                self._token,
-                                _encode_quote(quote),
-                                self._quote_ttl_ms,
-                                _PRICES_KEPT,
-                            ],
-                            client=pipe,
-                        )
-                    await pipe.execute()
+                await self._run(self._quote, calls)
             except ResponseError as error:
                 raise await self._refused(error) from error
 
@@ -528,15 +608,19 @@ class RedisStore:
         return None if raw is None else raw.decode()
 
     async def wait_for_updates(
-        self, series: Sequence[SeriesKey], after: int, prices: dict[str, bytes], block: float
+        self,
+        series: Sequence[SeriesKey],
+        after: Position,
+        prices: dict[str, bytes],
+        block: float,
     ) -> list[tuple[str, Quote]]:
         """Block up to ``block`` seconds until a log of ``series`` has an update
         after ``after`` or a price stream of ``prices`` (symbol -> last entry
-        id, updated here) has a new quote; return the new quotes."""
+        id, updated here) has a new quote; return the new quotes. On a
+        cluster, every stream must be of one symbol (one slot)."""
         streams: dict[Any, Any] = {}
-        after_id = f"{min(max(after, 0), _MAX_ID)}-0"
         for key in series:
-            streams[self._series(key).log] = after_id
+            streams[self._series(key).log] = f"{min(max(after.get(key.symbol, 0), 0), _MAX_ID)}-0"
         by_key: dict[bytes, str] = {}
         for symbol, last in prices.items():
             name = self._keys.prices(symbol)
@@ -568,19 +652,18 @@ class RedisStore:
         if not symbols:
             return []
         with _translated():
-            raws = [
-                _bytes(raw)
-                for raw in await self._redis.mget([self._keys.quote(s) for s in symbols])
-            ]
+            raws = [_bytes(raw) for raw in await self._mget([self._keys.quote(s) for s in symbols])]
         return [
             None if raw is None else _decode_quote(symbol, raw)
             for symbol, raw in zip(symbols, raws, strict=True)
         ]
 
-    async def head(self) -> int:
+    async def head(self, symbols: Sequence[str]) -> dict[str, int]:
+        if not symbols:
+            return {}
         with _translated():
-            raw = await self._redis.get(self._keys.seq)
-        return int(raw or 0)
+            raws = await self._mget([self._keys.seq(s) for s in symbols])
+        return {s: int(raw or 0) for s, raw in zip(symbols, raws, strict=True)}
 
     async def write_candles(self, candles: Sequence[Candle]) -> list[Update]:
         if not candles:
@@ -596,12 +679,7 @@ class RedisStore:
                 runs[-1][1].append((candle, _member(candle, candle_frame(candle))))
             calls = list(self._write_calls(runs))
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for keys, args, _ in calls:
-                        await self._write(
-                            keys=keys, args=[self.epoch, self._token, *args], client=pipe
-                        )
-                    results = await pipe.execute()
+                results = await self._run_writes(calls)
             except ResponseError as error:
                 raise await self._refused(error) from error
         applied: list[Update] = []
@@ -615,16 +693,44 @@ class RedisStore:
                 )
         return applied
 
+    async def _run_writes(
+        self, calls: Sequence[tuple[list[str], list[Any], list[tuple[SeriesKey, Candle, bytes]]]]
+    ) -> list[Any]:
+        """The write script calls' results, in call order. On a cluster the
+        symbols are written concurrently, each symbol's calls in order."""
+        head = [self.epoch, self._token]
+        if not self.cluster or len(calls) == 1:
+            return await self._run(self._write, [(keys, head + args) for keys, args, _ in calls])
+        by_symbol: dict[str, list[int]] = {}
+        for i, (_, _, batch) in enumerate(calls):
+            by_symbol.setdefault(batch[0][0].symbol, []).append(i)
+        results: list[Any] = [None] * len(calls)
+
+        async def write(indices: list[int]) -> None:
+            for i in indices:
+                keys, args, _ = calls[i]
+                results[i] = await self._write(keys=keys, args=head + args)
+
+        await _gathered([write(indices) for indices in by_symbol.values()])
+        return results
+
     def _write_calls(
         self, runs: Sequence[tuple[SeriesKey, list[tuple[Candle, bytes]]]]
     ) -> Iterator[tuple[list[str], list[Any], list[tuple[SeriesKey, Candle, bytes]]]]:
-        """Script calls of at most about ``_CHUNK`` candles each."""
-        head_keys = [self._keys.epoch, self._lease_key, self._keys.seq]
+        """Script calls of one symbol and at most about ``_CHUNK`` candles each."""
         head_args = [self._retention, self._log_size]
-        keys: list[str] = list(head_keys)
-        args: list[Any] = list(head_args)
+        symbol: str | None = None
+        keys: list[str] = []
+        args: list[Any] = []
         batch: list[tuple[SeriesKey, Candle, bytes]] = []
         for series, run in runs:
+            if series.symbol != symbol:
+                if batch:
+                    yield keys, args, batch
+                symbol = series.symbol
+                keys = [*self._guard_keys(symbol), self._keys.seq(symbol)]
+                args = list(head_args)
+                batch = []
             for lo in range(0, len(run), _CHUNK):
                 part = run[lo : lo + _CHUNK]
                 names = self._series(series)
@@ -634,7 +740,7 @@ class RedisStore:
                 batch += [(series, candle, member) for candle, member in part]
                 if len(batch) >= _CHUNK:
                     yield keys, args, batch
-                    keys = list(head_keys)
+                    keys = [*self._guard_keys(symbol), self._keys.seq(symbol)]
                     args = list(head_args)
                     batch = []
         if batch:
@@ -647,10 +753,9 @@ class RedisStore:
         for candle in candles:
             times.setdefault(candle.series, set()).add(candle.open_time)
         series = list(times)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in series:
-                await self._times(keys=[self._series(key).candles], client=pipe)
-            stored: list[bytes] = await pipe.execute()
+        stored: list[bytes] = await self._run(
+            self._times, [([self._series(key).candles], []) for key in series]
+        )
         cutoffs: dict[SeriesKey, int] = {}
         for key, raw in zip(series, stored, strict=True):
             new = times[key]
@@ -676,26 +781,32 @@ class RedisStore:
         times, frames, _ = _unpack(packed)
         return CandleSlice(times, frames)
 
-    async def read_updates(self, series: Sequence[SeriesKey], after: int) -> list[Update]:
-        first = f"{min(max(after + 1, 0), _MAX_ID)}-0"
+    async def read_updates(self, series: Sequence[SeriesKey], after: Position) -> list[Update]:
+        groups = _by_symbol(series)
+        calls = []
+        for symbol, keys in groups.items():
+            first = f"{min(max(after.get(symbol, 0) + 1, 0), _MAX_ID)}-0"
+            calls.append(([self._keys.seq(symbol), *(self._series(k).log for k in keys)], [first]))
         with _translated():
-            results = await self._updates(
-                keys=[self._series(key).log for key in series], args=[first]
-            )
-        runs: list[list[Update]] = []
-        for key, (trimmed, ids, members) in zip(series, results, strict=True):
-            if int(trimmed) > after:
-                raise DataExpired(f"updates of {key} after position {after} are no longer retained")
-            if after + 1 > _MAX_ID:
-                continue
-            run = []
-            for entry_id, member in zip(ids, members, strict=True):
-                seq, open_time, revision, closed, frame = _entry(entry_id, member)
-                run.append(Update(seq, key, open_time, revision, bool(closed), frame))
-            runs.append(run)
-        if len(runs) == 1:
-            return runs[0]
-        return list(heapq.merge(*runs, key=_by_seq))
+            results = await self._run(self._updates, calls)
+        updates: list[Update] = []
+        for (symbol, keys), (head, *logs) in zip(groups.items(), results, strict=True):
+            position = after.get(symbol, 0)
+            if position > int(head):
+                raise DataExpired(f"{symbol} has no position {position}: its data was replaced")
+            runs: list[list[Update]] = []
+            for key, (trimmed, ids, members) in zip(keys, logs, strict=True):
+                if int(trimmed) > position:
+                    raise DataExpired(
+                        f"updates of {key} after position {position} are no longer retained"
+                    )
+                run = []
+                for entry_id, member in zip(ids, members, strict=True):
+                    seq, open_time, revision, closed, frame = _entry(entry_id, member)
+                    run.append(Update(seq, key, open_time, revision, bool(closed), frame))
+                runs.append(run)
+            updates += runs[0] if len(runs) == 1 else heapq.merge(*runs, key=_by_seq)
+        return updates
 
     async def snapshot(
         self,
@@ -704,26 +815,31 @@ class RedisStore:
         history: int,
         start: int | None,
         closed_only: bool,
-        at: int | None = None,
+        at: Position | None = None,
     ) -> Snapshot:
-        keys = [self._keys.seq]
-        for key in series:
-            names = self._series(key)
-            keys += (names.candles, names.log, names.meta)
+        groups = _by_symbol(series)
         bound = b"" if start is None else b"[" + _key(start)
+        calls = []
+        for symbol, group in groups.items():
+            keys = [self._keys.seq(symbol)]
+            for key in group:
+                names = self._series(key)
+                keys += (names.candles, names.log, names.meta)
+            wanted = -1 if at is None else min(at.get(symbol, 0), _MAX_ID)
+            calls.append((keys, [wanted, history, bound, int(closed_only)]))
         with _translated():
-            result = await self._snapshot(
-                keys=keys,
-                args=[-1 if at is None else min(at, _MAX_ID), history, bound, int(closed_only)],
-            )
-        position = int(result[0])
-        slices = [
-            self._slice(
-                key, raw, history=history, start=start, closed_only=closed_only, at=position
-            )
-            for key, raw in zip(series, result[1:], strict=True)
-        ]
-        return Snapshot(position, slices)
+            results = await self._run(self._snapshot, calls)
+        position: dict[str, int] = {}
+        found: dict[SeriesKey, CandleSlice] = {}
+        for (symbol, group), result in zip(groups.items(), results, strict=True):
+            seq = position[symbol] = int(result[0])
+            if at is not None and at.get(symbol, 0) > int(result[1]):
+                raise DataExpired(f"{symbol} has no position {at[symbol]}: its data was replaced")
+            for key, raw in zip(group, result[2:], strict=True):
+                found[key] = self._slice(
+                    key, raw, history=history, start=start, closed_only=closed_only, at=seq
+                )
+        return Snapshot(position, [found[key] for key in series])
 
     @staticmethod
     def _slice(
@@ -797,6 +913,14 @@ class RedisStore:
                 raise _expired(key, at)
             rows = rows[max(0, len(rows) - history) :] if history else []
         return CandleSlice([r[0] for r in rows], [r[2] for r in rows])
+
+
+def _by_symbol(series: Sequence[SeriesKey]) -> dict[str, list[SeriesKey]]:
+    """``series`` grouped by symbol, in order of first appearance."""
+    groups: dict[str, list[SeriesKey]] = {}
+    for key in series:
+        groups.setdefault(key.symbol, []).append(key)
+    return groups
 
 
 def _rewind(
