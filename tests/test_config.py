@@ -274,3 +274,23 @@ def test_an_unknown_setting_is_refused() -> None:
 def test_parse_listen(address: str, expected: tuple[str, int]) -> None:
     assert parse_listen(address) == expected
     assert load(grpc_listen=address).grpc_listen == address
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+cluster://node-1:7000", "rediss+cluster://user:pw@node-1:7000/0"]
+)
+def test_a_cluster_url_is_accepted(url: str) -> None:
+    assert load(parse("--redis-url", url)).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://node-1:7000", "redis+cluster://"),
+        ("redis+cluster://node-1:7000/2", "database"),
+        ("redis+cluster:///0", "one node"),
+    ],
+)
+def test_bad_redis_urls_are_refused_clearly(url: str, says: str) -> None:
+    message = config_error(parse("--redis-url", url))
+    assert named(message, "redis_url") and says in message

@@ -327,9 +327,7 @@ class MarketDataServicer:
                         history=request.history,
                         start=start,
                         closed_only=request.closed_only,
-                        at=None
-                        if resume is None
-                        else dict(zip(symbols, resume.positions, strict=True)),
+                        at=resumed,
                     )
                     position = snapshot.position
                     vector = tuple(position[s] for s in symbols)
