@@ -98,6 +98,33 @@ async def test_a_symbol_written_under_another_epoch_is_refused(
         await store.close()
 
 
+async def test_after_a_flush_every_writer_converges_on_the_new_epoch(
+    redis_cluster: RedisClusterNodes,
+) -> None:
+    prefix = cluster_prefix()
+    writer = await connected(redis_cluster, prefix)
+    try:
+        await writer.write_candles([candle(0), candle(0, symbol="ETHUSDT")])
+        old = writer.epoch
+        for server in redis_cluster.servers:  # the whole cluster flushed
+            with server.client() as client:
+                client.flushall()
+        # A writer that has not noticed yet recreates the symbol's copy with
+        # its old epoch; the dataset's epoch is created anew by someone else.
+        await writer.write_candles([candle(1)])
+        other = await connected(redis_cluster, prefix)
+        assert other.epoch != old
+        await other.close()
+        await writer.ping()
+        assert writer.epoch != old
+        with pytest.raises(StoreUnavailable, match="replaced"):
+            await writer.write_candles([candle(2)])
+        # Refused once: the copy took the dataset's epoch, and writes go on.
+        assert len(await writer.write_candles([candle(2), candle(1, symbol="ETHUSDT")])) == 2
+    finally:
+        await writer.close()
+
+
 async def test_positions_ahead_of_a_lost_symbol_are_expired(
     redis_cluster: RedisClusterNodes,
 ) -> None:

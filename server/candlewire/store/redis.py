@@ -37,7 +37,9 @@ as well.
 script may not reach the epoch key or a lease key, which live in other
 slots. So each symbol's slot keeps its own copy of the epoch
 (``{SYM}:epoch``, written by the symbol's first write with the epoch the
-writer read, then compared by every write script of the symbol), and
+writer read, then compared by every write script of the symbol; after a
+refusal the copy takes the epoch of the dataset's key, so a copy written by
+a writer that had not yet noticed a flush is corrected once), and
 fencing is checked against the highest fencing token that wrote the symbol
 (``{SYM}:fence``): a writer whose token is lower than one already seen is
 refused. Scripts of several symbols run concurrently, one per symbol, in
@@ -548,12 +550,20 @@ class RedisStore:
             found = self._series_keys[key] = self._keys.series(key)
         return found
 
-    async def _refused(self, error: ResponseError) -> CandlewireError:
-        """The error a write script's refusal stands for."""
+    async def _refused(self, error: ResponseError, symbols: Sequence[str]) -> CandlewireError:
+        """The error a write script's refusal (for ``symbols``) stands for."""
         if "CWFENCED" in str(error):
             return LeaseLost(f"redis: {self._lease_key} is held by another ingestor")
         if "CWEPOCH" in str(error):
-            await self._load_epoch()
+            epoch = await self._load_epoch()
+            if self.cluster:
+                # The dataset's epoch is the one in its key. A symbol's copy
+                # that differs was written under a replaced dataset (or by a
+                # writer that had not noticed the replacement yet): it takes
+                # the current epoch, and the caller starts afresh.
+                await _gathered(
+                    [self._redis.set(self._keys.symbol_epoch(s), epoch) for s in symbols]
+                )
             return StoreUnavailable("redis: the dataset was replaced (flushed or restarted empty)")
         return StoreUnavailable(f"redis: {error}")
 
@@ -580,7 +590,8 @@ class RedisStore:
             try:
                 await self._run(self._quote, calls)
             except ResponseError as error:
-                raise await self._refused(error) from error
+                symbols = list(dict.fromkeys(q.symbol for q in quotes))
+                raise await self._refused(error, symbols) from error
 
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> str | None:
         """Take lease ``name`` if nobody holds it: the holder's value (its
@@ -681,7 +692,8 @@ class RedisStore:
             try:
                 results = await self._run_writes(calls)
             except ResponseError as error:
-                raise await self._refused(error) from error
+                symbols = list(dict.fromkeys(c.symbol for c in candles))
+                raise await self._refused(error, symbols) from error
         applied: list[Update] = []
         for (_, _, batch), (first, indices) in zip(calls, results, strict=True):
             for seq, index in enumerate(indices, start=first):
