@@ -221,14 +221,6 @@ class Hub:
         if updates:
             self.delivered_batches += 1
 
-    def note_published(self, position: Mapping[str, int]) -> None:
-        """Raise the published positions to ``position`` (a reader starting
-        from there: nothing before it will be published)."""
-        published = self.published_seq
-        for symbol, seq in position.items():
-            if seq > published.get(symbol, 0):
-                published[symbol] = seq
-
     @property
     def max_queued(self) -> int:
         """The longest queue of any subscription right now."""

@@ -110,7 +110,9 @@ class UpdateReader:
                     await self._store.ping()
                     epoch = self._store.epoch
                     self.position = await self._store.head(self._symbols)
-                    self._hub.note_published(self.position)
+                    # The reader starts (again) here; on a replaced dataset the
+                    # old published positions mean nothing (its streams ended).
+                    self._hub.published_seq.update(self.position)
                 prices = await self._store.price_positions(self._symbols)
                 for quote in await self._store.get_quotes(self._symbols):
                     if quote is not None:
