@@ -215,9 +215,7 @@ class Hub:
             if subscribers:
                 for subscription in tuple(subscribers):
                     subscription._offer(update)
-            symbol = update.series.symbol
-            if update.seq > published.get(symbol, 0):
-                published[symbol] = update.seq
+            published[update.series.symbol] = update.seq  # in order per symbol
         if updates:
             self.delivered_batches += 1
 
