@@ -99,7 +99,7 @@ async def run(reference: Any, steps: int, seed: int) -> int:
             for u in await old.write_candles(batch)
         ]
         assert a == b, ("write", a, b)
-        head = await new.head()
+        head = max((await new.head(sorted({k.symbol for k in KEYS}))).values())
         for _ in range(3):
             k = rng.choice(KEYS)
             start = rng.choice([None, rng.randrange(-5, 90) * 60 * 10**9])
@@ -109,7 +109,7 @@ async def run(reference: Any, steps: int, seed: int) -> int:
             y = await _outcome(old.get_candles(k, start=start, end=end, limit=limit))
             assert x == y, ("get_candles", x, y)
             keys = rng.sample(KEYS, rng.randrange(1, 4))
-            after = rng.randrange(0, head + 2)
+            after = {k.symbol: rng.randrange(0, head + 2) for k in keys}
             x = await _outcome(new.read_updates(keys, after))
             y = await _outcome(old.read_updates(keys, after))
             assert x == y, ("read_updates", keys, after, x, y)
@@ -117,7 +117,7 @@ async def run(reference: Any, steps: int, seed: int) -> int:
                 "history": rng.choice([0, 1, 3, 100]),
                 "start": rng.choice([None, None, rng.randrange(-5, 90) * 60 * 10**9]),
                 "closed_only": rng.random() < 0.4,
-                "at": rng.choice([None, rng.randrange(0, head + 2)]),
+                "at": rng.choice([None, {k.symbol: rng.randrange(0, head + 2) for k in keys}]),
             }
             x = await _outcome(new.snapshot(keys, **args))
             y = await _outcome(old.snapshot(keys, **args))
