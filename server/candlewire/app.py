@@ -2,9 +2,9 @@
 
 With a Redis URL the process has a role (``settings.role``): ``api`` serves
 the API from Redis, with one :class:`~candlewire.replica.UpdateReader`
-feeding the local hub and price cache; ``ingest`` runs the feed into Redis
-under a lease (:mod:`candlewire.lease`) and serves health only; ``all`` does
-both. Redis being away at start-up keeps readiness NOT_SERVING and is retried
+feeding the local hub, price cache and candle cache; ``ingest`` runs the feed
+into Redis under a lease (:mod:`candlewire.lease`) and serves health only;
+``all`` does both. Redis being away at start-up keeps readiness NOT_SERVING and is retried
 until it answers.
 
 :class:`App` builds the parts from :class:`~candlewire.config.Settings` and
@@ -34,7 +34,7 @@ from candlewire.feeds.sim import SimFeed
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
 from candlewire.ingest import Ingestor
-from candlewire.replica import CachedStore, QuoteCache, UpdateReader
+from candlewire.replica import CachedStore, CandleCache, QuoteCache, UpdateReader
 from candlewire.store.base import Connects, Store
 from candlewire.store.memory import MemoryStore
 
@@ -126,6 +126,7 @@ class App:
         self.reader: UpdateReader | None = None
         self.leased: LeasedIngestion | None = None
         self.quote_cache = QuoteCache(settings.quote_ttl)
+        self.candle_cache = CandleCache(settings.candle_cache) if settings.candle_cache else None
         self.ready = False
         self.started = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -162,10 +163,12 @@ class App:
         ingesting = redis is None or s.role != "api"
         api_store: Store = self.store
         if redis is not None:
-            api_store = CachedStore(redis, self.quote_cache)
+            api_store = CachedStore(redis, self.quote_cache, self.candle_cache)
             series = [SeriesKey(sym, i) for sym in instruments for i in s.intervals]
             if serving:
-                self.reader = UpdateReader(redis, self.hub, series, self.quote_cache)
+                self.reader = UpdateReader(
+                    redis, self.hub, series, self.quote_cache, self.candle_cache
+                )
             if ingesting:
                 from candlewire.lease import LeasedIngestion
 

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         description="closed candles kept in memory while the store is unavailable",
     )
     retention: int = Field(5000, ge=100, le=1_000_000, description="candles kept per series")
+    candle_cache: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="newest candles per series a serving process keeps in memory for "
+        "GetCandles, with a Redis URL (0: none, every GetCandles reads Redis)",
+    )
     update_log_size: int = Field(
         4096, ge=16, le=1_000_000, description="updates kept per series for resume tokens"
     )

@@ -8,7 +8,11 @@ symbol, tracking the last entry id read per symbol. So the hub of every
 replica sees each symbol's updates in the same order, and a resume token
 (one position per symbol) from one replica is valid on any other. The same
 wait returns new quotes from the price streams, which keep
-:class:`QuoteCache` current. On a Redis Cluster one ``XREAD`` may only name
+:class:`QuoteCache` current. :class:`CandleCache` holds the newest candles of
+each series: seeded by the script that gives the reader its start position,
+then changed by every update the reader reads (with each series' stored
+count and oldest open time, read by the same script), so after each read it
+is what Redis holds at the reader's position. On a Redis Cluster one ``XREAD`` may only name
 streams of one slot, so the reader runs one follower per symbol there
 (one blocking connection each); on one Redis a single follower waits on all.
 
@@ -25,18 +29,21 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from candlewire.codec import FrameRun
 from candlewire.domain import Candle, Quote, SeriesKey
 from candlewire.errors import DataExpired, ShuttingDown, StoreUnavailable
 from candlewire.hub import Hub
 from candlewire.store.base import CandleSlice, Position, Snapshot, Update
 
 if TYPE_CHECKING:  # imported at run time only by processes that use Redis
-    from candlewire.store.redis import RedisStore
+    from candlewire.store.redis import Bounds, RedisStore
 
-__all__ = ["CachedStore", "QuoteCache", "UpdateReader"]
+__all__ = ["CachedStore", "CandleCache", "QuoteCache", "UpdateReader"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,169 @@ class QuoteCache:
         return all(self.get(s) is not None for s in symbols)
 
 
+class _Recent:
+    """The newest candles of one series: open times ascending, frame lengths,
+    and the frames back to back in one buffer (no object per candle)."""
+
+    __slots__ = ("buf", "complete", "lengths", "times")
+
+    def __init__(self) -> None:
+        self.times = array("q")
+        self.lengths = array("I")
+        self.buf = bytearray()
+        self.complete = False
+        """True when these are all the candles of the series in the store."""
+
+    def offset(self, index: int) -> int:
+        lengths = self.lengths
+        if index > len(lengths) // 2:
+            return len(self.buf) - sum(lengths[index:])
+        return sum(lengths[:index])
+
+    def drop_oldest(self, count: int) -> None:
+        del self.buf[: sum(self.lengths[:count])]
+        del self.times[:count], self.lengths[:count]
+
+
+class CandleCache:
+    """The newest ``size`` candles of each served series, as the store holds them.
+
+    Kept by :class:`UpdateReader`: seeded from a snapshot of the store at the
+    position the reader then follows from, and changed by every update it
+    reads, in sequence order, so after each read it equals the store at the
+    reader's position: it holds every stored candle from its oldest open time
+    on, in its stored version, and knows whether that is the whole series.
+    It answers only while the reader follows the store (``live``) and for
+    the dataset it was seeded from.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError("size must be positive")
+        self.size = size
+        self._series: dict[SeriesKey, _Recent] = {}
+        self._epoch: bytes | None = None
+        self._live: set[str] = set()
+        self.answered = 0
+        """How many reads the cache answered (the rest went to the store)."""
+
+    def seed(
+        self, epoch: bytes, series: Sequence[SeriesKey], slices: Sequence[CandleSlice]
+    ) -> None:
+        """Start over from the newest ``size`` candles of each series (at
+        most ``size`` each, as :meth:`RedisStore.snapshot` returns them)."""
+        self._live.clear()
+        self._epoch = epoch
+        self._series = {}
+        for key, found in zip(series, slices, strict=True):
+            recent = self._series[key] = _Recent()
+            frames = found.frames
+            recent.times = array("q", found.open_times)
+            recent.lengths = array("I", [len(frame) for frame in frames])
+            data = frames.data if isinstance(frames, FrameRun) else b"".join(frames)
+            recent.buf = bytearray(data)
+            recent.complete = len(found) < self.size  # else known after the next read
+
+    def apply(self, updates: Iterable[Update]) -> None:
+        """Apply updates read from the store's log (in its sequence order per symbol)."""
+        size = self.size
+        for update in updates:
+            recent = self._series.get(update.series)
+            if recent is None:
+                continue
+            times, lengths, buf = recent.times, recent.lengths, recent.buf
+            open_time, frame = update.open_time, update.frame
+            n = len(times)
+            if n and times[n - 1] == open_time:  # the forming candle: the usual update
+                i, exists = n - 1, True
+            elif not n or times[n - 1] < open_time:
+                i, exists = n, False
+            else:
+                i = bisect_left(times, open_time)
+                exists = times[i] == open_time
+            if exists:
+                # A logged version is always newer than the stored one it replaces.
+                start = recent.offset(i)
+                buf[start : start + lengths[i]] = frame
+                lengths[i] = len(frame)
+                continue
+            if i == 0 and not recent.complete:
+                continue  # older than the cached range, which says nothing below itself
+            if i == n:
+                buf += frame
+            else:
+                start = recent.offset(i)
+                buf[start:start] = frame
+            times.insert(i, open_time)
+            lengths.insert(i, len(frame))
+            if n + 1 > size:
+                recent.drop_oldest(n + 1 - size)
+                recent.complete = False
+
+    def bound(self, bounds: Mapping[SeriesKey, Bounds]) -> None:
+        """Drop what the store evicted and learn whether each series is
+        complete, from the stored count and oldest open time of each series at
+        the position of the updates last applied."""
+        for key, (count, oldest) in bounds.items():
+            recent = self._series.get(key)
+            if recent is None:
+                continue
+            times = recent.times
+            if oldest is None:
+                recent.drop_oldest(len(times))
+            elif times and times[0] < oldest:
+                recent.drop_oldest(bisect_left(times, oldest))
+            recent.complete = len(times) == count
+
+    def resume(self, symbols: Iterable[str]) -> None:
+        """Answer for ``symbols`` (their reader caught up with the store)."""
+        self._live.update(symbols)
+
+    def suspend(self) -> None:
+        """Answer nothing until :meth:`resume` (the reader stopped following)."""
+        self._live.clear()
+
+    def answers(self, symbol: str) -> bool:
+        """Whether the reader follows ``symbol`` (the cache may answer for it)."""
+        return symbol in self._live
+
+    def get(
+        self, series: SeriesKey, epoch: bytes, *, start: int | None, end: int | None, limit: int
+    ) -> CandleSlice | None:
+        """What :meth:`Store.get_candles` returns, or None when the cache
+        cannot prove it holds all of it (or is not current)."""
+        if series.symbol not in self._live or epoch != self._epoch:
+            return None
+        recent = self._series.get(series)
+        if recent is None:
+            return None
+        if limit <= 0:
+            self.answered += 1
+            return CandleSlice((), ())
+        times = recent.times
+        n = len(times)
+        hi = n if end is None else bisect_left(times, end)
+        if start is not None:
+            if not recent.complete and (not n or start < times[0]):
+                return None
+            lo = bisect_left(times, start)
+            hi = min(hi, lo + limit)
+        else:
+            lo = hi - limit
+            if lo < 0:
+                if not recent.complete:
+                    return None
+                lo = 0
+        self.answered += 1
+        if lo >= hi:
+            return CandleSlice((), ())
+        first = recent.offset(lo)
+        lengths = recent.lengths[lo:hi]
+        with memoryview(recent.buf) as view:
+            data = view[first : first + sum(lengths)].tobytes()
+        return CandleSlice(times[lo:hi], FrameRun(data, lengths))
+
+
 def _end_subscriptions(hub: Hub, error: DataExpired | ShuttingDown) -> None:
     # Ends the streams of this hub (their clients resume with their tokens).
     for subscription in tuple(hub._subscriptions):
@@ -85,13 +255,19 @@ class UpdateReader:
     """Follows the update and price streams of ``series`` into ``hub`` and ``cache``."""
 
     def __init__(
-        self, store: RedisStore, hub: Hub, series: Sequence[SeriesKey], cache: QuoteCache
+        self,
+        store: RedisStore,
+        hub: Hub,
+        series: Sequence[SeriesKey],
+        cache: QuoteCache,
+        candles: CandleCache | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
         self._series = list(series)
         self._symbols = sorted({key.symbol for key in series})
         self._cache = cache
+        self._candles = candles
         self.position: dict[str, int] = {}
         """Per symbol, the newest sequence number published."""
         self.caught_up = asyncio.Event()
@@ -107,9 +283,11 @@ class UpdateReader:
                         _end_subscriptions(
                             self._hub, DataExpired("the store's data was replaced; start afresh")
                         )
+                    if self._candles is not None:
+                        self._candles.suspend()
                     await self._store.ping()
                     epoch = self._store.epoch
-                    self.position = await self._store.head(self._symbols)
+                    self.position = await self._start_position(epoch)
                     # The reader starts (again) here; on a replaced dataset the
                     # old published positions mean nothing (its streams ended).
                     self._hub.published_seq.update(self.position)
@@ -126,6 +304,8 @@ class UpdateReader:
                 if self._cache.connected or delay == 0.05:
                     log.warning("cannot follow Redis (%s); retrying", error)
                 self._cache.connected = False
+                if self._candles is not None:
+                    self._candles.suspend()
                 self.caught_up.clear()
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, _BACKOFF_CAP)
@@ -133,8 +313,23 @@ class UpdateReader:
                     await self._store.ping()  # reloads the epoch
             except DataExpired as error:
                 log.warning("updates were trimmed before this replica read them: %s", error)
+                if self._candles is not None:
+                    self._candles.suspend()
                 _end_subscriptions(self._hub, DataExpired(str(error)))
                 epoch = None
+
+    async def _start_position(self, epoch: bytes) -> dict[str, int]:
+        """The position to follow from: the newest, with the candle cache
+        seeded from the store as it is at that position (one script per
+        symbol reads both)."""
+        candles = self._candles
+        if candles is None:
+            return await self._store.head(self._symbols)
+        snapshot = await self._store.snapshot(
+            self._series, history=candles.size, start=None, closed_only=False
+        )
+        candles.seed(epoch, self._series, snapshot.slices)
+        return dict(snapshot.position)
 
     async def _follow_all(self, prices: dict[str, bytes], epoch: bytes) -> None:
         """Follow every series until the dataset changes (one follower, or
@@ -170,18 +365,28 @@ class UpdateReader:
         """Follow ``series`` (and the price streams of ``prices``); return
         (or raise :class:`_Replaced` when one of several) once the dataset
         changed. ``caught_up`` collects the symbols of followers that caught up."""
-        store, hub = self._store, self._hub
+        store, hub, candles = self._store, self._hub, self._candles
         symbols = sorted({key.symbol for key in series} | set(prices))
         position = self.position
         while True:
-            updates = await store.read_updates(series, after=position)
+            if candles is None:
+                updates = await store.read_updates(series, after=position)
+            else:
+                updates, bounds = await store.follow_updates(series, after=position)
             if store.epoch != epoch:
                 break
+            if candles is not None:
+                # With the position, before anything else runs: the cache
+                # stays the store as it is at the reader's position.
+                candles.apply(updates)
+                candles.bound(bounds)
             if updates:
                 for update in updates:
                     position[update.series.symbol] = update.seq
                 hub.publish(updates)
                 continue
+            if candles is not None:
+                candles.resume(symbols)
             if caught_up is None:
                 self.caught_up.set()
             else:
@@ -201,11 +406,15 @@ class UpdateReader:
 
 class CachedStore:
     """The store as a serving replica uses it: quotes come from the local
-    cache (no Redis round trip); everything else goes to Redis."""
+    cache (no Redis round trip), and candles from the candle cache when it
+    holds all of the answer; everything else goes to Redis."""
 
-    def __init__(self, store: RedisStore, cache: QuoteCache) -> None:
+    def __init__(
+        self, store: RedisStore, cache: QuoteCache, candles: CandleCache | None = None
+    ) -> None:
         self._store = store
         self._cache = cache
+        self._candles = candles
 
     @property
     def epoch(self) -> bytes:
@@ -237,6 +446,11 @@ class CachedStore:
     async def get_candles(
         self, series: SeriesKey, *, start: int | None, end: int | None, limit: int
     ) -> CandleSlice:
+        candles = self._candles
+        if candles is not None and candles.answers(series.symbol):
+            found = candles.get(series, self._store.epoch, start=start, end=end, limit=limit)
+            if found is not None:
+                return found
         return await self._store.get_candles(series, start=start, end=end, limit=limit)
 
     async def head(self, symbols: Sequence[str]) -> dict[str, int]:

@@ -25,7 +25,9 @@ Reads of candles run in a script as well, which returns the open times and
 the frames each concatenated into one string: no Python object per candle
 (see :class:`~candlewire.codec.FrameRun`). Snapshots read the head, the
 candles and, for a position in the past, the log in one script, so they are
-consistent with the position they report.
+consistent with the position they report. :meth:`RedisStore.follow_updates`
+reads the log with each series' stored count and oldest open time (for a
+replica's candle cache, which must see evictions).
 
 The epoch is created once per Redis dataset (``SET NX``) and read at
 :meth:`RedisStore.connect`; every write script checks it, and :meth:`ping`
@@ -80,7 +82,7 @@ from candlewire.errors import CandlewireError, DataExpired, LeaseLost, StoreUnav
 from candlewire.store.base import CandleSlice, Position, Snapshot, Update
 from candlewire.store.keys import DEFAULT_PREFIX, Keys, SeriesKeys
 
-__all__ = ["CLUSTER_SCHEMES", "RedisStore"]
+__all__ = ["CLUSTER_SCHEMES", "Bounds", "RedisStore"]
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 """URL schemes that select Redis Cluster (the rest of the URL names one node)."""
@@ -233,6 +235,29 @@ return out
 """
 )
 
+# The same for a serving replica's reader, with each series' bounds at that
+# instant. KEYS: the symbol's seq, then (log, candles) per series of that
+# symbol. ARGV: first entry id. Returns {head, per series {trimmed, ids,
+# members, candle count, first member's key ('' when none)}}.
+_FOLLOW = (
+    _TRIMMED
+    + """
+local out = {redis.call('GET', KEYS[1]) or '0'}
+for i = 2, #KEYS, 2 do
+  local log, z = KEYS[i], KEYS[i + 1]
+  local ids, members = {}, {}
+  for j, e in ipairs(redis.call('XRANGE', log, ARGV[1], '+')) do
+    ids[j] = e[1]
+    members[j] = e[2][2]
+  end
+  local first = redis.call('ZRANGE', z, 0, 0)[1]
+  out[#out + 1] = {trimmed(log), ids, members, redis.call('ZCARD', z),
+    first and string.sub(first, 1, 8) or ''}
+end
+return out
+"""
+)
+
 # Shared by the read scripts: members -> {keys, lengths, frames, closed flags},
 # each concatenated into one string.
 _PACK = """
@@ -329,6 +354,9 @@ end
 return out
 """
 )
+
+Bounds = tuple[int, int | None]
+"""A series' stored candle count and oldest open time (None when it has none)."""
 
 _Row = tuple[int, int, bytes]  # open time, closed, frame
 _Entry = tuple[int, int, int, int, bytes]  # seq, open time, revision, closed, frame
@@ -478,6 +506,7 @@ class RedisStore:
         self._times = self._redis.register_script(_TIMES)
         self._snapshot = self._redis.register_script(_SNAPSHOT)
         self._updates = self._redis.register_script(_UPDATES)
+        self._follow = self._redis.register_script(_FOLLOW)
         self._series_keys: dict[SeriesKey, SeriesKeys] = {}
 
     @property
@@ -794,20 +823,39 @@ class RedisStore:
         return CandleSlice(times, frames)
 
     async def read_updates(self, series: Sequence[SeriesKey], after: Position) -> list[Update]:
+        updates, _ = await self._read_updates(series, after, bounds=False)
+        return updates
+
+    async def follow_updates(
+        self, series: Sequence[SeriesKey], after: Position
+    ) -> tuple[list[Update], dict[SeriesKey, Bounds]]:
+        """:meth:`read_updates`, with each series' :data:`Bounds` as they are
+        after the last update returned (read in the same script)."""
+        return await self._read_updates(series, after, bounds=True)
+
+    async def _read_updates(
+        self, series: Sequence[SeriesKey], after: Position, *, bounds: bool
+    ) -> tuple[list[Update], dict[SeriesKey, Bounds]]:
         groups = _by_symbol(series)
         calls = []
         for symbol, keys in groups.items():
             first = f"{min(max(after.get(symbol, 0) + 1, 0), _MAX_ID)}-0"
-            calls.append(([self._keys.seq(symbol), *(self._series(k).log for k in keys)], [first]))
+            names: list[str] = [self._keys.seq(symbol)]
+            for key in keys:
+                names.append(self._series(key).log)
+                if bounds:
+                    names.append(self._series(key).candles)
+            calls.append((names, [first]))
         with _translated():
-            results = await self._run(self._updates, calls)
+            results = await self._run(self._follow if bounds else self._updates, calls)
         updates: list[Update] = []
+        found: dict[SeriesKey, Bounds] = {}
         for (symbol, keys), (head, *logs) in zip(groups.items(), results, strict=True):
             position = after.get(symbol, 0)
             if position > int(head):
                 raise DataExpired(f"{symbol} has no position {position}: its data was replaced")
             runs: list[list[Update]] = []
-            for key, (trimmed, ids, members) in zip(keys, logs, strict=True):
+            for key, (trimmed, ids, members, *extent) in zip(keys, logs, strict=True):
                 if int(trimmed) > position:
                     raise DataExpired(
                         f"updates of {key} after position {position} are no longer retained"
@@ -817,8 +865,14 @@ class RedisStore:
                     seq, open_time, revision, closed, frame = _entry(entry_id, member)
                     run.append(Update(seq, key, open_time, revision, bool(closed), frame))
                 runs.append(run)
+                if extent:
+                    count, oldest = extent
+                    found[key] = (
+                        int(count),
+                        _KEY.unpack(oldest)[0] - _OFFSET if oldest else None,
+                    )
             updates += runs[0] if len(runs) == 1 else heapq.merge(*runs, key=_by_seq)
-        return updates
+        return updates, found
 
     async def snapshot(
         self,
