@@ -5,6 +5,7 @@ Not a test module: nothing here is collected by pytest.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -13,12 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "BENCH",
+    "LOOPS",
     "PYTHON",
     "ROOT",
     "SYMBOLS",
@@ -28,9 +31,11 @@ __all__ = [
     "decode_price",
     "encode_price",
     "free_port",
+    "injection_key",
     "percentile",
     "pinned",
     "rss_bytes",
+    "run_on_loop",
     "spawn",
     "wait_serving",
 ]
@@ -56,10 +61,31 @@ def encode_price(time_ns: int) -> Decimal:
     return Decimal((time_ns // 1000) % _WRAP_US).scaleb(-4)
 
 
-def decode_price(price: float, now_ns: int) -> int:
-    """Nanoseconds between the injection time carried by ``price`` and ``now_ns``."""
+def decode_price(price: float, now_ns: int) -> tuple[int, int]:
+    """The injection time carried by ``price`` (microseconds, as carried) and the
+    nanoseconds between it and ``now_ns``."""
     sent_us = round(price * 10_000)
-    return ((now_ns // 1000 - sent_us) % _WRAP_US) * 1000
+    return sent_us, ((now_ns // 1000 - sent_us) % _WRAP_US) * 1000
+
+
+def injection_key(time_ns: int) -> int:
+    """What :func:`decode_price` returns as the injection time of ``time_ns``."""
+    return (time_ns // 1000) % _WRAP_US
+
+
+LOOPS = ("asyncio", "uvloop")
+
+
+def run_on_loop(main: Coroutine[Any, Any, None], argv: Sequence[str]) -> None:
+    """Run ``main`` on the event loop named by ``--loop`` in ``argv`` (asyncio's by default)."""
+    name = argv[argv.index("--loop") + 1] if "--loop" in argv else "asyncio"
+    factory = None
+    if name == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 def cores() -> list[int]:

@@ -30,7 +30,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import encode_price
+from _common import LOOPS, encode_price, run_on_loop
 
 from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.api.server import SERVICE_NAME, server_options
@@ -94,6 +94,7 @@ async def main() -> None:
     parser.add_argument("--responses", type=Path)
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--loop", choices=LOOPS, default="asyncio", help="event loop")
     args = parser.parse_args()
 
     ticker = Ticker(args.rate)
@@ -145,4 +146,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_on_loop(main(), sys.argv)

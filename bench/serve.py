@@ -11,6 +11,14 @@ carries its injection time (see ``_common.encode_price``), so a client can
 tell how long the resulting candle update took to reach it. ``--rate 0``
 injects nothing (idle streams).
 
+With ``inject``, the time each tick's updates enter the hub (``Hub.publish``)
+is noted per tick, beside the service rather than in it: the hub object's
+``publish`` is wrapped here, and the wrapper only appends a pair to a list
+before calling it. A ``HUB <file>`` line on stdin writes them to ``<file>``
+(JSON: injection time as carried in the price, nanoseconds from injection to
+hub entry) and prints ``HUBDONE``; the fan-out benchmark subtracts them from
+the client's end-to-end latencies to get the latency from hub entry.
+
 Prints ``PORT <n>`` once gRPC listens; runs until stdin closes or SIGTERM.
 """
 
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -29,12 +38,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SYMBOLS, encode_price
+from _common import LOOPS, SYMBOLS, encode_price, injection_key, run_on_loop
 
 from candlewire.app import App
 from candlewire.config import load
 from candlewire.domain import Instrument, Source, Trade
 from candlewire.feeds.base import FeedSink
+from candlewire.store.base import Update
 
 _ONE = Decimal(1)
 
@@ -47,6 +57,8 @@ class InjectFeed:
         self.inject = tuple(inject)
         self.rate = rate
         self.injected = 0
+        self.tick = 0
+        """Injection time of the tick being ingested (nanoseconds)."""
 
     async def instruments(self) -> Mapping[str, Instrument]:
         return {s: Instrument(s, s[:3], s[3:], 4, 4, Source.LIVE) for s in self.symbols}
@@ -70,7 +82,7 @@ class InjectFeed:
                 await asyncio.sleep(delay)
             elif delay < -period:
                 due = loop.time()  # fell behind by more than a tick: do not burst
-            now = time.time_ns()
+            now = self.tick = time.time_ns()
             price = encode_price(now)
             await sink.trades([Trade(s, now, price, _ONE, Source.LIVE) for s in self.inject])
             self.injected += len(self.inject)
@@ -84,6 +96,7 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="trades/s per injected symbol")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--history", type=int, default=1440, help="sim history minutes")
+    parser.add_argument("--loop", choices=LOOPS, default="asyncio", help="event loop")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     symbols = SYMBOLS[: args.symbols]
@@ -99,12 +112,28 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stop)
+    hub_entries: list[tuple[int, int]] = []
+    if isinstance(feed, InjectFeed):
+        inject = feed
+        publish = app.hub.publish
+
+        def noted_publish(updates: Sequence[Update]) -> None:
+            hub_entries.append((inject.tick, time.time_ns()))
+            publish(updates)
+
+        app.hub.publish = noted_publish  # type: ignore[method-assign]
     task = asyncio.create_task(app.run())
     await app.started.wait()
     print(f"PORT {app.port}", flush=True)
 
     def watch_stdin() -> None:
-        sys.stdin.read()  # returns when the parent closes stdin (or dies)
+        for line in sys.stdin:  # ends when the parent closes stdin (or dies)
+            if line.startswith("HUB "):
+                first: dict[int, int] = {}
+                for tick, entered in hub_entries:
+                    first.setdefault(injection_key(tick), entered - tick)
+                Path(line[4:].strip()).write_text(json.dumps(list(first.items())))
+                print("HUBDONE", flush=True)
         loop.call_soon_threadsafe(app.stop)
 
     threading.Thread(target=watch_stdin, daemon=True).start()
@@ -112,4 +141,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_on_loop(main(), sys.argv)

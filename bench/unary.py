@@ -135,7 +135,18 @@ def call_raw(port: int, method: str, request: Any) -> bytes:
         return bytes(response)
 
 
-def run(*, quick: bool) -> list[UnaryRow]:
+@dataclass
+class LoopRow:
+    """One method on another event loop: ceiling and real, one round each, same run."""
+
+    method: str
+    loop: str
+    real: H2Result
+    ceiling: H2Result
+
+
+def run(*, quick: bool, other_loop: str | None = None) -> tuple[list[UnaryRow], list[LoopRow]]:
+    """The unary rows on asyncio's loop; with ``other_loop``, each method again on it."""
     if shutil.which("h2load") is None:
         raise RuntimeError("h2load not found: apt-get install nghttp2-client")
     available = cores()
@@ -145,6 +156,7 @@ def run(*, quick: bool) -> list[UnaryRow]:
     rounds = 1 if quick else 2
     conns, streams = 4, 8
     rows: list[UnaryRow] = []
+    loop_rows: list[LoopRow] = []
     with tempfile.TemporaryDirectory(prefix="cw-unary-") as tmp:
         work = Path(tmp)
         serve = [PYTHON, "bench/serve.py", "--feed", "sim", "--symbols", "20"]
@@ -186,7 +198,36 @@ def run(*, quick: bool) -> list[UnaryRow]:
                         raise RuntimeError(f"{name} after load: {problem}")
                     size = len((work / f"{method}.bin").read_bytes())
                     rows.append(UnaryRow(name, size, best["real"], best["ceiling"]))
-    return rows
+        if other_loop is not None:
+            loop_rows = _other_loop(work, other_loop, server_core, load_core, seconds)
+    return rows, loop_rows
+
+
+def _other_loop(
+    work: Path, loop: str, server_core: int | None, load_core: int | None, seconds: float
+) -> list[LoopRow]:
+    """Ceiling and real server on ``loop``, one round per method (same responses)."""
+    out: list[LoopRow] = []
+    serve = [PYTHON, "bench/serve.py", "--feed", "sim", "--symbols", "20", "--loop", loop]
+    with spawn(pinned(server_core, serve)) as real:
+        real_port = int(real.expect("PORT "))
+        wait_serving(real_port, service=SERVICE_NAME, timeout=120)
+        ceiling_argv = [PYTHON, "bench/ceiling.py", "--responses", str(work), "--loop", loop]
+        with spawn(pinned(server_core, ceiling_argv)) as ceiling:
+            ceiling_port = int(ceiling.expect("PORT "))
+            for name, method, request, check in CASES:
+                body = work / f"{method}.req"
+                got = {
+                    label: h2load(
+                        port, method, body, seconds=seconds, core=load_core, conns=4, streams=8
+                    )
+                    for label, port in (("ceiling", ceiling_port), ("real", real_port))
+                }
+                problem = check(call_raw(real_port, method, request))
+                if problem or got["real"].failed or got["ceiling"].failed:
+                    raise RuntimeError(f"{name} on {loop}: {problem or got}")
+                out.append(LoopRow(name, loop, got["real"], got["ceiling"]))
+    return out
 
 
 def main() -> None:
@@ -194,7 +235,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = run(quick=args.quick)
+    rows, _ = run(quick=args.quick)
     if args.json:
         print(json.dumps([asdict(r) | {"ratio": r.ratio} for r in rows]))
         return
