@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from candlewire.domain import Interval, SeriesKey
-from candlewire.errors import LimitExceeded, ShuttingDown
+from candlewire.errors import DataExpired, LimitExceeded, ShuttingDown
 from candlewire.hub import Hub
 from candlewire.store.base import Update
 
@@ -100,6 +100,19 @@ async def test_close_ends_subscriptions_and_refuses_new_ones() -> None:
         await sub.next(1.0)
     with pytest.raises(ShuttingDown):
         hub.subscribe([A])
+
+
+async def test_end_all_ends_current_subscriptions_and_accepts_new_ones() -> None:
+    hub = Hub()
+    old = hub.subscribe([A])
+    hub.publish([update(1, A, 0)])
+    hub.end_all(DataExpired("replaced"))
+    with pytest.raises(DataExpired):
+        await old.next(1.0)  # the pending update is dropped with the subscription
+    new = hub.subscribe([A])
+    hub.publish([update(2, A, 60)])
+    assert drain(new) == [2]
+    assert len(hub) == 1
 
 
 def test_stream_limit() -> None:

@@ -228,9 +228,13 @@ class Hub:
         if time > self.event_times.get(symbol, -1):
             self.event_times[symbol] = time
 
+    def end_all(self, error: CandlewireError) -> None:
+        """End every current subscription with ``error`` (new ones are still accepted)."""
+        for subscription in tuple(self._subscriptions):
+            subscription._fail(error)
+            self._drop(subscription)
+
     def close(self) -> None:
         """End every subscription with ShuttingDown and refuse new ones."""
         self._closed = True
-        for subscription in tuple(self._subscriptions):
-            subscription._fail(ShuttingDown("the server is shutting down; reconnect"))
-            self._drop(subscription)
+        self.end_all(ShuttingDown("the server is shutting down; reconnect"))

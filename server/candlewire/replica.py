@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from candlewire.codec import FrameRun
 from candlewire.domain import Candle, Quote, SeriesKey
-from candlewire.errors import DataExpired, ShuttingDown, StoreUnavailable
+from candlewire.errors import DataExpired, StoreUnavailable
 from candlewire.hub import Hub
 from candlewire.store.base import CandleSlice, Position, Snapshot, Update
 
@@ -240,13 +240,6 @@ class CandleCache:
         return CandleSlice(times[lo:hi], FrameRun(data, lengths))
 
 
-def _end_subscriptions(hub: Hub, error: DataExpired | ShuttingDown) -> None:
-    # Ends the streams of this hub (their clients resume with their tokens).
-    for subscription in tuple(hub._subscriptions):
-        subscription._fail(error)
-        hub._drop(subscription)
-
-
 class _Replaced(Exception):
     """A follower saw the dataset change (its siblings stop too)."""
 
@@ -280,8 +273,8 @@ class UpdateReader:
                 if epoch is None or self._store.epoch != epoch:
                     if epoch is not None:
                         log.warning("the Redis dataset was replaced; streams restart")
-                        _end_subscriptions(
-                            self._hub, DataExpired("the store's data was replaced; start afresh")
+                        self._hub.end_all(
+                            DataExpired("the store's data was replaced; start afresh")
                         )
                     if self._candles is not None:
                         self._candles.suspend()
@@ -315,7 +308,7 @@ class UpdateReader:
                 log.warning("updates were trimmed before this replica read them: %s", error)
                 if self._candles is not None:
                     self._candles.suspend()
-                _end_subscriptions(self._hub, DataExpired(str(error)))
+                self._hub.end_all(DataExpired(str(error)))
                 epoch = None
 
     async def _start_position(self, epoch: bytes) -> dict[str, int]:
