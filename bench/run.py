@@ -80,7 +80,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=BENCH / "results.md")
     parser.add_argument("--label", default="")
     parser.add_argument(
-        "--only", default="env,unary,fanout,ingest,footprint", help="comma-separated sections"
+        "--only",
+        default="env,unary,redis,fanout,ingest,footprint",
+        help="comma-separated sections",
     )
     args = parser.parse_args()
     if args.server is not None:
@@ -167,6 +169,34 @@ def main() -> None:
                     "",
                 ]
             )
+
+    if "redis" in sections:
+        missing = [tool for tool in ("h2load", "redis-server") if shutil.which(tool) is None]
+        if missing:
+            message = f"not measured: {' and '.join(missing)} missing"
+            notes.append(f"Unary benchmarks on Redis {message}.")
+            rows.append(["Unary on a Redis API replica", message, "", "", "", ""])
+        else:
+            import unary_redis
+
+            redis_rows = timed("unary on Redis (h2load)", lambda: unary_redis.run(quick=args.quick))
+            raw["unary_redis"] = [
+                {"method": r.method, "real": vars(r.real), "ceiling": vars(r.ceiling)}
+                for r in redis_rows
+            ]
+            for r in redis_rows:
+                target = 0.80 if r.method.startswith("GetCandles") else 0.90
+                rows.append(
+                    [
+                        f"{r.method}, API replica with local caches ({r.response_bytes:,} B)",
+                        f"{r.real.rps:,.0f} req/s, mean {r.real.mean_ms:.2f} ms",
+                        f"no-op grpc.aio: {r.ceiling.rps:,.0f} req/s, "
+                        f"mean {r.ceiling.mean_ms:.2f} ms",
+                        f"{r.ratio:.0%}",
+                        f">= {target:.0%} of ceiling",
+                        _mark(r.ratio >= target),
+                    ]
+                )
 
     if "fanout" in sections:
         import fanout
