@@ -145,6 +145,51 @@ class LoopRow:
     ceiling: H2Result
 
 
+def record(port: int, work: Path, answer: Callable[[int, str, Any], bytes] = call_raw) -> None:
+    """Each case's checked response (``<method>.bin``, what the ceiling returns)
+    and its gRPC-framed request (``<method>.req``, h2load's body) into ``work``."""
+    for name, method, request, check in CASES:
+        raw = answer(port, method, request)
+        problem = check(raw)
+        if problem:
+            raise RuntimeError(f"{name}: {problem}")
+        (work / f"{method}.bin").write_bytes(raw)
+        message = request.SerializeToString()
+        (work / f"{method}.req").write_bytes(struct.pack(">BI", 0, len(message)) + message)
+
+
+def compare(
+    work: Path,
+    ceiling_port: int,
+    real_port: int,
+    *,
+    rounds: int,
+    seconds: float,
+    load_core: int | None,
+) -> list[UnaryRow]:
+    """Per case, ceiling and real server alternating for ``rounds``, best of
+    each; the real server is checked again after the load."""
+    rows: list[UnaryRow] = []
+    for name, method, request, check in CASES:
+        body = work / f"{method}.req"
+        best: dict[str, H2Result] = {}
+        for _ in range(rounds):
+            for label, port in (("ceiling", ceiling_port), ("real", real_port)):
+                result = h2load(
+                    port, method, body, seconds=seconds, core=load_core, conns=4, streams=8
+                )
+                if result.failed:
+                    raise RuntimeError(f"{name} on {label}: {result}")
+                if label not in best or result.rps > best[label].rps:
+                    best[label] = result
+        problem = check(call_raw(real_port, method, request))  # still status 0 after load
+        if problem:
+            raise RuntimeError(f"{name} after load: {problem}")
+        size = len((work / f"{method}.bin").read_bytes())
+        rows.append(UnaryRow(name, size, best["real"], best["ceiling"]))
+    return rows
+
+
 def run(*, quick: bool, other_loop: str | None = None) -> tuple[list[UnaryRow], list[LoopRow]]:
     """The unary rows on asyncio's loop; with ``other_loop``, each method again on it."""
     if shutil.which("h2load") is None:
@@ -154,7 +199,6 @@ def run(*, quick: bool, other_loop: str | None = None) -> tuple[list[UnaryRow], 
     load_core = available[1] if len(available) > 1 else None
     seconds = 3.0 if quick else 8.0
     rounds = 1 if quick else 2
-    conns, streams = 4, 8
     rows: list[UnaryRow] = []
     loop_rows: list[LoopRow] = []
     with tempfile.TemporaryDirectory(prefix="cw-unary-") as tmp:
@@ -163,41 +207,18 @@ def run(*, quick: bool, other_loop: str | None = None) -> tuple[list[UnaryRow], 
         with spawn(pinned(server_core, serve)) as real:
             real_port = int(real.expect("PORT "))
             wait_serving(real_port, service=SERVICE_NAME, timeout=120)
-            for name, method, request, check in CASES:
-                raw = call_raw(real_port, method, request)
-                problem = check(raw)
-                if problem:
-                    raise RuntimeError(f"{name}: {problem}")
-                (work / f"{method}.bin").write_bytes(raw)
-                message = request.SerializeToString()
-                (work / f"{method}.req").write_bytes(struct.pack(">BI", 0, len(message)) + message)
+            record(real_port, work)
             ceiling_argv = [PYTHON, "bench/ceiling.py", "--responses", str(work)]
             with spawn(pinned(server_core, ceiling_argv)) as ceiling:
                 ceiling_port = int(ceiling.expect("PORT "))
-                for name, method, request, check in CASES:
-                    body = work / f"{method}.req"
-                    best: dict[str, H2Result] = {}
-                    for _ in range(rounds):
-                        for label, port in (("ceiling", ceiling_port), ("real", real_port)):
-                            result = h2load(
-                                port,
-                                method,
-                                body,
-                                seconds=seconds,
-                                core=load_core,
-                                conns=conns,
-                                streams=streams,
-                            )
-                            if result.failed:
-                                raise RuntimeError(f"{name} on {label}: {result}")
-                            if label not in best or result.rps > best[label].rps:
-                                best[label] = result
-                    after = call_raw(real_port, method, request)  # still status 0 after load
-                    problem = check(after)
-                    if problem:
-                        raise RuntimeError(f"{name} after load: {problem}")
-                    size = len((work / f"{method}.bin").read_bytes())
-                    rows.append(UnaryRow(name, size, best["real"], best["ceiling"]))
+                rows = compare(
+                    work,
+                    ceiling_port,
+                    real_port,
+                    rounds=rounds,
+                    seconds=seconds,
+                    load_core=load_core,
+                )
         if other_loop is not None:
             loop_rows = _other_loop(work, other_loop, server_core, load_core, seconds)
     return rows, loop_rows

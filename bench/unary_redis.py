@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import struct
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import PYTHON, SYMBOLS, cores, free_port, pinned, spawn, wait_serving
-from unary import CASES, H2Result, UnaryRow, call_raw, h2load
+from unary import UnaryRow, call_raw, compare, record
 
 from candlewire.api.server import SERVICE_NAME
 
@@ -61,8 +60,6 @@ def run(*, quick: bool) -> list[UnaryRow]:
     load_core = available[1] if len(available) > 1 else None
     seconds = 3.0 if quick else 8.0
     rounds = 1 if quick else 2
-    conns, streams = 4, 8
-    rows: list[UnaryRow] = []
     with tempfile.TemporaryDirectory(prefix="cw-unary-redis-") as tmp:
         work = Path(tmp)
         redis_port = free_port()
@@ -86,41 +83,19 @@ def run(*, quick: bool) -> list[UnaryRow]:
         ):
             wait_serving(ingest_port, service=SERVICE_NAME, timeout=120)
             wait_serving(api_port, service=SERVICE_NAME, timeout=120)
-            for name, method, request, check in CASES:
-                raw = _first_answer(api_port, method, request)
-                problem = check(raw)
-                if problem:
-                    raise RuntimeError(f"{name}: {problem}")
-                (work / f"{method}.bin").write_bytes(raw)
-                message = request.SerializeToString()
-                (work / f"{method}.req").write_bytes(struct.pack(">BI", 0, len(message)) + message)
+            record(api_port, work, _first_answer)
             ceiling_argv = [PYTHON, "bench/ceiling.py", "--responses", str(work)]
             with spawn(pinned(server_core, ceiling_argv)) as ceiling:
                 ceiling_port = int(ceiling.expect("PORT "))
-                for name, method, request, check in CASES:
-                    body = work / f"{method}.req"
-                    best: dict[str, H2Result] = {}
-                    for _ in range(rounds):
-                        for label, port in (("ceiling", ceiling_port), ("replica", api_port)):
-                            result = h2load(
-                                port,
-                                method,
-                                body,
-                                seconds=seconds,
-                                core=load_core,
-                                conns=conns,
-                                streams=streams,
-                            )
-                            if result.failed:
-                                raise RuntimeError(f"{name} on {label}: {result}")
-                            if label not in best or result.rps > best[label].rps:
-                                best[label] = result
-                    problem = check(call_raw(api_port, method, request))
-                    if problem:
-                        raise RuntimeError(f"{name} after load: {problem}")
-                    size = len((work / f"{method}.bin").read_bytes())
-                    rows.append(UnaryRow(f"{name} (Redis)", size, best["replica"], best["ceiling"]))
-    return rows
+                rows = compare(
+                    work,
+                    ceiling_port,
+                    api_port,
+                    rounds=rounds,
+                    seconds=seconds,
+                    load_core=load_core,
+                )
+    return [replace(r, method=f"{r.method} (Redis)") for r in rows]
 
 
 def main() -> None:
