@@ -37,6 +37,7 @@ from candlewire.ingest import Ingestor
 from candlewire.replica import CachedStore, CandleCache, QuoteCache, UpdateReader
 from candlewire.store.base import Connects, Store
 from candlewire.store.memory import MemoryStore
+from candlewire.tasks import cancel_and_wait, checkpoint
 
 if TYPE_CHECKING:
     # Redis and the venue feeds are imported when the settings ask for them:
@@ -206,8 +207,7 @@ class App:
                 await stopping
                 if self.gateway is not None:
                     await self.gateway.wait_closed()
-                work.cancel()
-                health_task.cancel()
+                await cancel_and_wait(work, health_task)
             if self.leased is not None:
                 await self.leased.release()
         finally:
@@ -293,14 +293,14 @@ class App:
                 run = asyncio.create_task(self.feed.run(self.ingestor), name="feed")
             try:
                 while not run.done() and store.epoch == epoch:
+                    checkpoint()
                     await asyncio.wait({run}, timeout=0.2)
                 if run.done():
                     run.result()  # the feed ended, or raised (LeaseLost, a bug)
                     return
             finally:
-                run.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await run
+                if not run.done():
+                    await cancel_and_wait(run)
             log.warning("the store's dataset was replaced: rebuilding history from the backfill")
             fresh = True
 
@@ -346,5 +346,6 @@ class App:
                 self.ready, reason = ready, why
                 await self.api.set_ready(ready)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._recheck.wait(), 0.2)
+                async with asyncio.timeout(0.2):
+                    await self._recheck.wait()
             self._recheck.clear()

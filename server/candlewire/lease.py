@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from candlewire.errors import LeaseLost, StoreUnavailable
+from candlewire.tasks import cancel_and_wait, checkpoint
 
 if TYPE_CHECKING:  # imported at run time only by processes that use Redis
     from candlewire.store.redis import RedisStore
@@ -69,6 +70,7 @@ class LeasedIngestion:
         last: int | None = None
         announced = False
         while True:
+            checkpoint()
             try:
                 value = await self._store.acquire_lease(self._shard, self._owner, self._ttl)
             except StoreUnavailable:
@@ -99,6 +101,7 @@ class LeasedIngestion:
         work = asyncio.create_task(self._ingest(fresh), name=f"ingest-{self._shard}")
         try:
             while True:
+                checkpoint()
                 done, _ = await asyncio.wait({work}, timeout=self._ttl / 3)
                 if done:
                     work.result()  # LeaseLost from a refused write, or a bug
@@ -110,9 +113,8 @@ class LeasedIngestion:
                 if not held:
                     raise LeaseLost(f"lease {self._shard} expired or was taken")
         finally:
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LeaseLost):
-                await work
+            with contextlib.suppress(LeaseLost):
+                await cancel_and_wait(work)
 
     async def release(self) -> None:
         """Give the lease up at shutdown, so a standby takes over at once."""

@@ -39,6 +39,7 @@ from candlewire.domain import Candle, Quote, SeriesKey
 from candlewire.errors import DataExpired, StoreUnavailable
 from candlewire.hub import Hub
 from candlewire.store.base import CandleSlice, Position, Snapshot, Update
+from candlewire.tasks import checkpoint
 
 if TYPE_CHECKING:  # imported at run time only by processes that use Redis
     from candlewire.store.redis import Bounds, RedisStore
@@ -269,6 +270,7 @@ class UpdateReader:
         delay = 0.05
         epoch: bytes | None = None
         while True:
+            checkpoint()
             try:
                 if epoch is None or self._store.epoch != epoch:
                     if epoch is not None:
@@ -362,6 +364,7 @@ class UpdateReader:
         symbols = sorted({key.symbol for key in series} | set(prices))
         position = self.position
         while True:
+            checkpoint()
             if candles is None:
                 updates = await store.read_updates(series, after=position)
             else:

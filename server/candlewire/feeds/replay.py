@@ -55,6 +55,7 @@ from candlewire.domain import (
 from candlewire.errors import ConfigError
 from candlewire.feeds.base import FeedSink
 from candlewire.intervals import bucket_end
+from candlewire.tasks import checkpoint
 
 __all__ = ["ReplayFeed", "ReplayFile"]
 
@@ -299,6 +300,7 @@ class ReplayFeed:
         wall0 = loop.time()
         group: list[_Event] = []
         while True:
+            checkpoint()
             chunk = await asyncio.to_thread(_take, events, self._batch)
             if not chunk:
                 break
@@ -327,6 +329,7 @@ class ReplayFeed:
         log.info("replay finished")
         self.finished.set()
         while True:
+            checkpoint()
             for symbol, end in ends.items():
                 await sink.watermark(symbol, end)
             await asyncio.sleep(self._hold_interval)

@@ -21,6 +21,7 @@ from decimal import Decimal
 
 from candlewire.domain import NANOS_PER_SECOND, Instrument, Quote, Source, Trade
 from candlewire.feeds.base import FeedSink
+from candlewire.tasks import checkpoint
 
 __all__ = ["SimFeed", "SimProfile"]
 
@@ -142,6 +143,7 @@ class SimFeed:
         last_watermark = 0.0
         last = self._clock()
         while True:
+            checkpoint()
             await asyncio.sleep(min(period, self._watermark_interval))
             now = self._clock()
             dt = (now - last) / NANOS_PER_SECOND

@@ -195,10 +195,12 @@ class GrpcWebApp:
         """Let calls in flight finish for ``grace`` seconds, then end them (UNAVAILABLE)."""
         self.closing = True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), grace)
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
         self._ending.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), 1.0)
+            async with asyncio.timeout(1.0):
+                await self._idle.wait()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

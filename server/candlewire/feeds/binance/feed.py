@@ -73,6 +73,7 @@ from candlewire.feeds.binance.websocket import (
     stream_names,
 )
 from candlewire.intervals import fixed_length
+from candlewire.tasks import cancel_and_wait, checkpoint
 
 __all__ = ["BinanceConfig", "BinanceFeed"]
 
@@ -219,8 +220,7 @@ class BinanceFeed:
                         for n in range(self.config.sync_workers)
                     ]
                     await self._synced.wait()
-                    for worker in workers:
-                        worker.cancel()
+                    await cancel_and_wait(*workers)
             except BaseExceptionGroup as group:
                 _raise_first(group)
         log.info("Binance history loaded for %d series", len(self._series))
@@ -379,6 +379,7 @@ class BinanceFeed:
 
     async def _hand_over(self, sink: FeedSink) -> None:
         while True:
+            checkpoint()
             await self._wake.wait()
             self._wake.clear()
             candles = self._take_candles()
@@ -458,12 +459,14 @@ class BinanceFeed:
 
     async def _sync_worker(self, http: BinanceHttp, sink: FeedSink) -> None:
         while True:
+            checkpoint()
             key = await self._queue.get()
             self._wanted.discard(key)
             self._syncing.add(key)
             backoff = self._backoff()
             try:
                 while True:
+                    checkpoint()
                     try:
                         await self._sync(http, sink, key)
                         self._rest_problem = None

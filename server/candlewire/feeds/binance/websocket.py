@@ -53,6 +53,7 @@ from candlewire.feeds.binance.schemas import (
     StreamResponse,
     decode_stream_message,
 )
+from candlewire.tasks import cancel_and_wait
 
 __all__ = [
     "MAX_STREAMS_PER_CONNECTION",
@@ -149,9 +150,8 @@ class _Link:
 
     async def close(self) -> None:
         if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self.reader
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(self.reader)
         with contextlib.suppress(Exception):
             await self.ws.close()
 
