@@ -18,19 +18,20 @@ def quick_recancel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tasks, "RECANCEL_EVERY", 0.01)
 
 
-async def stubborn(waiting: asyncio.Event, lost: list[int]) -> None:
+async def stubborn(waiting: asyncio.Event, lost: list[int], lost_one: asyncio.Event) -> None:
     """Loses its first cancellation, then waits for ever."""
     try:
         waiting.set()
         await asyncio.Event().wait()
     except asyncio.CancelledError:
         lost.append(1)
+        lost_one.set()
     await asyncio.Event().wait()
 
 
 async def test_a_task_that_lost_its_cancellation_is_cancelled_again() -> None:
     waiting, lost = asyncio.Event(), list[int]()
-    task = asyncio.create_task(stubborn(waiting, lost))
+    task = asyncio.create_task(stubborn(waiting, lost, asyncio.Event()))
     await waiting.wait()
     async with asyncio.timeout(WAIT):
         await cancel_and_wait(task)
@@ -38,12 +39,17 @@ async def test_a_task_that_lost_its_cancellation_is_cancelled_again() -> None:
     assert lost == [1]
 
 
-async def test_the_callers_cancellation_waits_for_the_tasks_then_is_raised() -> None:
-    waiting, lost = asyncio.Event(), list[int]()
-    task = asyncio.create_task(stubborn(waiting, lost))
+async def test_the_callers_cancellation_waits_for_the_tasks_then_is_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The stopper would wait a minute before cancelling again on its own:
+    # its own cancellation makes it go round at once.
+    monkeypatch.setattr(tasks, "RECANCEL_EVERY", 60.0)
+    waiting, lost, lost_one = asyncio.Event(), list[int](), asyncio.Event()
+    task = asyncio.create_task(stubborn(waiting, lost, lost_one))
     await waiting.wait()
     stopper = asyncio.create_task(cancel_and_wait(task))
-    await asyncio.sleep(0)  # the stopper has cancelled the task once
+    await lost_one.wait()  # the stopper cancelled it once and waits
     stopper.cancel()
     async with asyncio.timeout(WAIT):
         with pytest.raises(asyncio.CancelledError):
