@@ -686,7 +686,10 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
             connected_at: float | None = None
             try:
                 while True:
-                    received = await asyncio.wait_for(call.read(), self._idle_timeout)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose
+                    # a cancellation that arrives as the read completes.
+                    async with asyncio.timeout(self._idle_timeout):
+                        received = await call.read()
                     if self._stopping:
                         break
                     if received is grpc.aio.EOF:
