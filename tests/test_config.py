@@ -203,6 +203,10 @@ def test_describe_settings_lists_every_setting() -> None:
         ("sim_seed", "1.5"),
         ("sim_history", "-1"),
         ("sim_history", "100001"),
+        ("redis_prefix", "cw{x}:"),
+        ("redis_prefix", "cw x:"),
+        ("ingest_shard", "{a}"),
+        ("ingest_shard", "a b"),
     ],
 )
 def test_invalid_env_value_names_the_setting(

@@ -237,9 +237,10 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("redis_prefix")
+    @field_validator("redis_prefix", "ingest_shard")
     @classmethod
-    def _check_redis_prefix(cls, value: str) -> str:
+    def _check_key_part(cls, value: str) -> str:
+        """Both go into Redis key names: no hash-tag braces, no spaces."""
         if any(c in value for c in "{} \r\n"):
             raise ValueError(f"{value!r} may not contain braces or spaces")
         return value
@@ -249,13 +250,6 @@ class Settings(BaseSettings):
     def _check_role(cls, value: str, info: ValidationInfo) -> str:
         if value != "all" and not info.data.get("redis_url"):
             raise ValueError(f"{value!r} needs a Redis URL (CANDLEWIRE_REDIS_URL)")
-        return value
-
-    @field_validator("ingest_shard")
-    @classmethod
-    def _check_shard(cls, value: str) -> str:
-        if any(c in value for c in "{} \r\n"):
-            raise ValueError(f"{value!r} may not contain braces or spaces")
         return value
 
     @field_validator("replay_path")
