@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,22 @@ def decode_price(price: float, now_ns: int) -> tuple[int, int]:
 def injection_key(time_ns: int) -> int:
     """What :func:`decode_price` returns as the injection time of ``time_ns``."""
     return (time_ns // 1000) % _WRAP_US
+
+
+async def ticks(rate: float) -> AsyncIterator[None]:
+    """Yield ``rate`` times a second on the loop's clock; after falling behind
+    by more than a tick, start again from now instead of bursting."""
+    loop = asyncio.get_running_loop()
+    period = 1.0 / rate
+    due = loop.time()
+    while True:
+        due += period
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -period:
+            due = loop.time()
+        yield
 
 
 LOOPS = ("asyncio", "uvloop")

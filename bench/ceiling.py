@@ -30,7 +30,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import LOOPS, encode_price, run_on_loop
+from _common import LOOPS, encode_price, run_on_loop, ticks
 
 from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.api.server import SERVICE_NAME, server_options
@@ -75,15 +75,7 @@ class Ticker:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        period = 1.0 / self.rate
-        due = loop.time()
-        while True:
-            due += period
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -period:
-                due = loop.time()
+        async for _ in ticks(self.rate):
             self.latest = self._build(time.time_ns())
             tick, self._tick = self._tick, loop.create_future()
             tick.set_result(None)

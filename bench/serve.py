@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import LOOPS, SYMBOLS, encode_price, injection_key, run_on_loop
+from _common import LOOPS, SYMBOLS, encode_price, injection_key, run_on_loop, ticks
 
 from candlewire.app import App
 from candlewire.config import load
@@ -72,16 +72,7 @@ class InjectFeed:
                 for symbol in self.symbols:
                     await sink.watermark(symbol, time.time_ns())
                 await asyncio.sleep(1.0)
-        loop = asyncio.get_running_loop()
-        period = 1.0 / self.rate
-        due = loop.time()
-        while True:
-            due += period
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -period:
-                due = loop.time()  # fell behind by more than a tick: do not burst
+        async for _ in ticks(self.rate):
             now = self.tick = time.time_ns()
             price = encode_price(now)
             await sink.trades([Trade(s, now, price, _ONE, Source.LIVE) for s in self.inject])

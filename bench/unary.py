@@ -160,33 +160,37 @@ def record(port: int, work: Path, answer: Callable[[int, str, Any], bytes] = cal
 
 def compare(
     work: Path,
-    ceiling_port: int,
     real_port: int,
     *,
     rounds: int,
     seconds: float,
+    server_core: int | None,
     load_core: int | None,
 ) -> list[UnaryRow]:
-    """Per case, ceiling and real server alternating for ``rounds``, best of
-    each; the real server is checked again after the load."""
+    """Per case, the ceiling (started here on ``server_core``, returning the
+    responses recorded in ``work``) and the real server alternating for
+    ``rounds``, best of each; the real server is checked again after the load."""
+    ceiling_argv = [PYTHON, "bench/ceiling.py", "--responses", str(work)]
     rows: list[UnaryRow] = []
-    for name, method, request, check in CASES:
-        body = work / f"{method}.req"
-        best: dict[str, H2Result] = {}
-        for _ in range(rounds):
-            for label, port in (("ceiling", ceiling_port), ("real", real_port)):
-                result = h2load(
-                    port, method, body, seconds=seconds, core=load_core, conns=4, streams=8
-                )
-                if result.failed:
-                    raise RuntimeError(f"{name} on {label}: {result}")
-                if label not in best or result.rps > best[label].rps:
-                    best[label] = result
-        problem = check(call_raw(real_port, method, request))  # still status 0 after load
-        if problem:
-            raise RuntimeError(f"{name} after load: {problem}")
-        size = len((work / f"{method}.bin").read_bytes())
-        rows.append(UnaryRow(name, size, best["real"], best["ceiling"]))
+    with spawn(pinned(server_core, ceiling_argv)) as ceiling:
+        ceiling_port = int(ceiling.expect("PORT "))
+        for name, method, request, check in CASES:
+            body = work / f"{method}.req"
+            best: dict[str, H2Result] = {}
+            for _ in range(rounds):
+                for label, port in (("ceiling", ceiling_port), ("real", real_port)):
+                    result = h2load(
+                        port, method, body, seconds=seconds, core=load_core, conns=4, streams=8
+                    )
+                    if result.failed:
+                        raise RuntimeError(f"{name} on {label}: {result}")
+                    if label not in best or result.rps > best[label].rps:
+                        best[label] = result
+            problem = check(call_raw(real_port, method, request))  # still status 0 after load
+            if problem:
+                raise RuntimeError(f"{name} after load: {problem}")
+            size = len((work / f"{method}.bin").read_bytes())
+            rows.append(UnaryRow(name, size, best["real"], best["ceiling"]))
     return rows
 
 
@@ -208,17 +212,14 @@ def run(*, quick: bool, other_loop: str | None = None) -> tuple[list[UnaryRow], 
             real_port = int(real.expect("PORT "))
             wait_serving(real_port, service=SERVICE_NAME, timeout=120)
             record(real_port, work)
-            ceiling_argv = [PYTHON, "bench/ceiling.py", "--responses", str(work)]
-            with spawn(pinned(server_core, ceiling_argv)) as ceiling:
-                ceiling_port = int(ceiling.expect("PORT "))
-                rows = compare(
-                    work,
-                    ceiling_port,
-                    real_port,
-                    rounds=rounds,
-                    seconds=seconds,
-                    load_core=load_core,
-                )
+            rows = compare(
+                work,
+                real_port,
+                rounds=rounds,
+                seconds=seconds,
+                server_core=server_core,
+                load_core=load_core,
+            )
         if other_loop is not None:
             loop_rows = _other_loop(work, other_loop, server_core, load_core, seconds)
     return rows, loop_rows

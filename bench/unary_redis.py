@@ -84,17 +84,14 @@ def run(*, quick: bool) -> list[UnaryRow]:
             wait_serving(ingest_port, service=SERVICE_NAME, timeout=120)
             wait_serving(api_port, service=SERVICE_NAME, timeout=120)
             record(api_port, work, _first_answer)
-            ceiling_argv = [PYTHON, "bench/ceiling.py", "--responses", str(work)]
-            with spawn(pinned(server_core, ceiling_argv)) as ceiling:
-                ceiling_port = int(ceiling.expect("PORT "))
-                rows = compare(
-                    work,
-                    ceiling_port,
-                    api_port,
-                    rounds=rounds,
-                    seconds=seconds,
-                    load_core=load_core,
-                )
+            rows = compare(
+                work,
+                api_port,
+                rounds=rounds,
+                seconds=seconds,
+                server_core=server_core,
+                load_core=load_core,
+            )
     return [replace(r, method=f"{r.method} (Redis)") for r in rows]
 
 
