@@ -9,7 +9,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY server/ server/
 COPY clients/ clients/
-RUN /opt/candlewire/bin/pip install --no-compile ./
+RUN /opt/candlewire/bin/pip install --no-compile ./clients/python ./
 
 FROM python:3.11-slim
 LABEL org.opencontainers.image.title="candlewire" \

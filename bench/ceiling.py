@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import LOOPS, encode_price, run_on_loop, ticks
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.api.server import SERVICE_NAME, server_options
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 _TOKEN = "A" * 44  # a live resume token is 44 characters
 

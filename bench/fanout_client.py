@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import LOOPS, SYMBOLS, decode_price, percentile, run_on_loop
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.api.server import SERVICE_NAME
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 PER_CONNECTION = 250
 PATH = f"/{SERVICE_NAME}/SubscribeCandles"

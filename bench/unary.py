@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import PYTHON, SYMBOLS, cores, pinned, spawn, wait_serving
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.api.server import SERVICE_NAME
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 
 @dataclass

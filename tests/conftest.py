@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
 from candlewire.app import App
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 from tests.scripted import ScriptedFeed, running, stub_for
 
 for key in [k for k in os.environ if k.startswith("CANDLEWIRE_")]:

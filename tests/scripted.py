@@ -14,11 +14,11 @@ from typing import Any
 
 import grpc
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
 from candlewire.app import App
 from candlewire.config import load
 from candlewire.domain import NANOS_PER_SECOND, Instrument, Quote, Source, Trade
 from candlewire.feeds.base import FeedSink
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 
 T0 = 1_767_225_600 * NANOS_PER_SECOND  # 2026-01-01T00:00:00Z, a Thursday
 

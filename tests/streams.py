@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 WAIT = 10.0  # seconds: a deadline for something that should happen at once
 

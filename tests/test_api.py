@@ -17,9 +17,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1.marketdata_pb2_grpc import MarketDataServiceStub
 from candlewire.app import App
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1.marketdata_pb2_grpc import MarketDataServiceStub
 from tests.scripted import ScriptedFeed, running, sec, stub_for
 
 Stub = MarketDataServiceStub

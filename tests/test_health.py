@@ -18,8 +18,6 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
 from candlewire.app import App
 from candlewire.config import load
 from candlewire.domain import Quote, SeriesKey, Source
@@ -27,6 +25,8 @@ from candlewire.errors import StoreUnavailable
 from candlewire.feeds.base import FeedSink
 from candlewire.store.base import CandleSlice, Store
 from candlewire.store.memory import MemoryStore
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 from tests.scripted import ScriptedFeed, running, sec
 
 READINESS = "marketdata.v1.MarketDataService"

@@ -24,8 +24,8 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 
 LISTENING = re.compile(r"gRPC listening on (\S+) \(port (\d+)\)")
 GATEWAY = re.compile(r"grpc-web gateway on http://127\.0\.0\.1:(\d+)")

@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Mapping
 import grpc
 import pytest
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1.marketdata_pb2_grpc import MarketDataServiceStub
 from candlewire.app import App
 from candlewire.domain import Interval, SeriesKey
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1.marketdata_pb2_grpc import MarketDataServiceStub
 from tests.scripted import ScriptedFeed, running, sec, stub_for
 from tests.streams import WAIT, key, read, series
 

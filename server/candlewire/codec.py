@@ -19,8 +19,8 @@ from typing import overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.domain import NANOS_PER_SECOND, Candle, Interval, Quote, SeriesKey
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = [
     "FrameRun",

@@ -37,12 +37,12 @@ import grpc
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
 from candlewire.app import App
 from candlewire.config import load
 from candlewire.domain import NANOS_PER_MILLI, Interval
 from candlewire.intervals import bucket_end, bucket_start
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 
 WAIT = 10.0  # seconds: a deadline for something that should happen soon
 MS = NANOS_PER_MILLI

@@ -20,11 +20,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
 from candlewire.app import App
 from candlewire.domain import Interval
 from candlewire.feeds.binance import BinanceConfig, BinanceFeed
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 from tests.binance.exchange import (
     MS,
     T0,

@@ -7,11 +7,11 @@ from decimal import Decimal
 import grpc
 import pytest
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
 from candlewire.domain import Interval
 from candlewire.errors import ConfigError
 from candlewire.feeds.binance import BinanceConfig, BinanceFeed
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 from tests.binance.exchange import (
     MS,
     T0,

@@ -21,7 +21,6 @@ from typing import Any, ClassVar, Generic, TypeVar
 import grpc
 import pytest
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.api.server import ApiServer
 from candlewire.api.servicer import Catalog, Limits, MarketDataServicer
 from candlewire.app import App
@@ -38,6 +37,7 @@ from candlewire_client import (
     SnapshotEnd,
 )
 from candlewire_client._convert import candle_from_pb, decimal_of
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.scripted import ScriptedFeed
 
 WAIT = 10.0

@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
 from candlewire.app import App
 from candlewire_client import (
     Candle,
@@ -28,6 +26,8 @@ from candlewire_client import (
     UnavailableError,
 )
 from candlewire_client._convert import candle_from_pb, decimal_of
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 from tests.client.conftest import FAST, Collector, has_snapshot_end
 from tests.scripted import T0, ScriptedFeed, sec
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire_client import CandlewireClient
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.client.conftest import FakeService
 
 WAIT = 10.0

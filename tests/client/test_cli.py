@@ -28,12 +28,12 @@ from typing import Any
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
 from candlewire.app import App
 from candlewire.cli import main
 from candlewire_client import CandleList, CandlewireClient, Interval, Source
 from candlewire_client import cli as client_cli
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 from tests.client.conftest import WAIT, SideServer
 from tests.scripted import T0, ScriptedFeed, sec
 

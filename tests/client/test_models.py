@@ -16,7 +16,6 @@ from google.rpc import error_details_pb2, status_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.domain import Interval as ServerInterval
 from candlewire_client import (
     AuthError,
@@ -48,6 +47,7 @@ from candlewire_client.aio import channel_options
 from candlewire_client.errors import FieldViolation, from_rpc_error
 from candlewire_client.models import parse_time
 from candlewire_client.retry import is_retryable
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 # -- Interval -------------------------------------------------------------------
 

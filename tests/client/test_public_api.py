@@ -106,7 +106,7 @@ def test_the_client_depends_on_no_server_internals() -> None:
             else:
                 continue
             if module == "candlewire" or module.startswith("candlewire."):
-                assert module.startswith("candlewire._proto."), f"{path.name} imports {module}"
+                assert module.startswith("candlewire_protos."), f"{path.name} imports {module}"
 
 
 def test_pandas_is_not_imported_by_the_client() -> None:

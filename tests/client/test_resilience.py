@@ -15,7 +15,6 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.app import App
 from candlewire_client import (
     CandleEvent,
@@ -29,6 +28,7 @@ from candlewire_client import (
     SnapshotEnd,
     UnavailableError,
 )
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.client.conftest import (
     FAST,
     WAIT,

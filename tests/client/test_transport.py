@@ -12,7 +12,6 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.cli import main
 from candlewire_client import (
     AuthError,
@@ -21,6 +20,7 @@ from candlewire_client import (
     RetryPolicy,
     UnavailableError,
 )
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.client.conftest import FakeService
 
 

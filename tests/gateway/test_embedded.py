@@ -11,8 +11,8 @@ import grpc
 import httpx
 import pytest
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.config import Settings
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.scripted import ScriptedFeed, running, sec
 
 pytestmark = pytest.mark.skipif(

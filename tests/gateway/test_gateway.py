@@ -25,9 +25,9 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.app import App
 from candlewire.gateway import DEFAULT_STATIC_DIR, Gateway
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.scripted import ScriptedFeed, running, sec
 
 SERVICE = "/marketdata.v1.MarketDataService"

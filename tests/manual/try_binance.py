@@ -22,12 +22,12 @@ import time
 
 import grpc
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
 from candlewire.app import App
 from candlewire.config import load
 from candlewire.domain import Interval
 from candlewire.intervals import bucket_end
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 
 
 def _arguments() -> argparse.Namespace:

@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 import grpc
 import pytest
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.app import App
 from candlewire.feeds.base import FeedSink
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.scripted import ScriptedFeed, running, sec, stub_for
 from tests.store.conftest import RedisServer
 from tests.test_health import NOT_SERVING, READINESS, SERVING, Watch
@@ -128,6 +128,6 @@ async def test_a_flushed_redis_is_rebuilt_from_the_backfill(redis_server: RedisS
 
 
 def pb_stub(channel: grpc.aio.Channel) -> object:
-    from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
+    from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 
     return marketdata_pb2_grpc.MarketDataServiceStub(channel)

@@ -16,8 +16,8 @@ import grpc
 import pytest
 import redis
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 from tests.store.conftest import RedisServer, free_port
 from tests.streams import read, series
 

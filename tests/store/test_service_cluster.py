@@ -8,9 +8,9 @@ import random
 from collections.abc import Awaitable
 from typing import Any
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.domain import Interval, SeriesKey
 from candlewire.store.keys import Keys
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.scripted import ScriptedFeed, running, sec, stub_for
 from tests.store.conftest import RedisClusterNodes, cluster_prefix
 from tests.streams import key, read, series

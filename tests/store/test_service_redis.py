@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.scripted import ScriptedFeed, running, sec, stub_for
 from tests.store.conftest import RedisServer
 from tests.streams import key, read, series

@@ -8,7 +8,6 @@ from decimal import Decimal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire_client.models import (
     Candle,
     CandleEvent,
@@ -23,6 +22,7 @@ from candlewire_client.models import (
     SymbolInfo,
     Watermark,
 )
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = [
     "candle_from_pb",

@@ -31,8 +31,6 @@ from typing import Any, Generic, Literal, TypeVar, cast, overload
 import grpc
 from grpc_health.v1 import health_pb2
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
-from candlewire._proto.marketdata.v1 import marketdata_pb2_grpc
 from candlewire_client._convert import (
     candle_from_pb,
     decimal_of,
@@ -65,6 +63,8 @@ from candlewire_client.models import (
     parse_time,
 )
 from candlewire_client.retry import RetryPolicy, is_retryable
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 
 __all__ = [
     "DEFAULT_TARGET",

@@ -16,8 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.api.servicer import Catalog, MarketDataServicer
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["SERVICE_NAME", "ApiServer", "Catalog", "server_options"]
 

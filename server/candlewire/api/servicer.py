@@ -16,7 +16,6 @@ from dataclasses import field as dataclass_field
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as pb
 from candlewire.api.status import abort, translate_errors
 from candlewire.api.tokens import PageToken, Phase, ResumeToken, fingerprint, live_token
 from candlewire.codec import FrameRun, field_bytes, quote_to_price, timestamp, timestamp_ns
@@ -30,6 +29,7 @@ from candlewire.errors import (
 )
 from candlewire.hub import Hub
 from candlewire.store.base import Store
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["Catalog", "Limits", "MarketDataServicer"]
 

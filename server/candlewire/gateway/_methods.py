@@ -17,7 +17,7 @@ from typing import cast
 from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health_pb2
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2
+from candlewire_protos.marketdata.v1 import marketdata_pb2
 
 __all__ = ["DEFAULT_FILES", "Kind", "Method", "MethodTable"]
 

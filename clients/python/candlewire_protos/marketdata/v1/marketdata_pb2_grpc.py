@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as marketdata_dot_v1_dot_marketdata__pb2
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as marketdata_dot_v1_dot_marketdata__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

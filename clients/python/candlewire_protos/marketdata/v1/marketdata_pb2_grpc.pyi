@@ -6,7 +6,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from candlewire._proto.marketdata.v1 import marketdata_pb2 as _marketdata_pb2
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as _marketdata_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
