@@ -23,6 +23,7 @@ PUBLIC = [
     "CandlewireClient",
     "CandlewireError",
     "Client",
+    "ClientOptions",
     "DeadlineExceededError",
     "Event",
     "FieldViolation",

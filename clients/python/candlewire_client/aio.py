@@ -26,7 +26,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, cast, overload
+from typing import Any, Generic, Literal, TypeVar, Unpack, cast, overload
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -62,6 +62,15 @@ from candlewire_client.models import (
     TimeLike,
     parse_time,
 )
+from candlewire_client.options import (
+    DEFAULT_TARGET,
+    ENV_API_KEY,
+    ENV_BEARER_TOKEN,
+    ClientOptions,
+    check_options,
+    credential,
+    target_from,
+)
 from candlewire_client.retry import RetryPolicy, is_retryable
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
@@ -75,9 +84,6 @@ __all__ = [
     "StreamState",
     "channel_options",
 ]
-
-DEFAULT_TARGET = "localhost:50051"
-"""Where the client connects when no target is given."""
 
 SERVICE_NAME = "marketdata.v1.MarketDataService"
 """The gRPC service name, also the health-check name of the service's readiness."""
@@ -150,76 +156,50 @@ class CandlewireClient(Generic[N]):
     """Async client of ``marketdata.v1.MarketDataService``.
 
     Use it as ``async with CandlewireClient(target) as client:`` (or call
-    :meth:`close`). Arguments:
-
-    * ``target``: ``host:port`` (any gRPC target string).
-    * ``decimals``: prices and volumes as exact ``Decimal`` (``True``) or ``float``.
-    * ``tls``: connect with TLS; ``root_certificates`` (PEM) replaces the system
-      roots, ``private_key``/``certificate_chain`` (PEM) authenticate the client
-      (mTLS). Any of these implies ``tls=True``.
-    * ``api_key`` (sent as ``x-api-key``), ``bearer_token`` (``authorization:
-      Bearer ...``) and ``metadata`` (more ``(key, value)`` pairs) go with every call.
-    * ``timeout``: deadline in seconds of each unary call (``None``: none);
-      every method also takes its own ``timeout``.
-    * ``keepalive``: seconds between keepalive pings, at least 10.
-    * ``retry``: the :class:`~candlewire_client.retry.RetryPolicy` of unary
-      calls and the default of subscriptions.
-    * ``options``: extra gRPC channel arguments.
+    :meth:`close`). ``target`` is ``host:port`` (any gRPC target string;
+    default ``CANDLEWIRE_TARGET``, else ``localhost:50051``); ``decimals``
+    gives prices and volumes as exact ``Decimal`` (``True``, typed
+    ``CandlewireClient[Decimal]``) or ``float``. The other keyword options
+    (TLS, credentials, deadlines, keepalive, retry policy, channel arguments)
+    are those of :class:`~candlewire_client.options.ClientOptions`;
+    ``api_key`` and ``bearer_token`` default to ``CANDLEWIRE_API_KEY`` and
+    ``CANDLEWIRE_BEARER_TOKEN``.
     """
 
     @overload
     def __init__(
         self: CandlewireClient[float],
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         decimals: Literal[False] = False,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        api_key: str | None = None,
-        bearer_token: str | None = None,
-        metadata: Iterable[tuple[str, str]] = (),
-        timeout: float | None = 10.0,
-        keepalive: float = 20.0,
-        retry: RetryPolicy | None = None,
-        options: Iterable[tuple[str, Any]] = (),
+        **options: Unpack[ClientOptions],
     ) -> None: ...
     @overload
     def __init__(
         self: CandlewireClient[Decimal],
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         decimals: Literal[True],
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        api_key: str | None = None,
-        bearer_token: str | None = None,
-        metadata: Iterable[tuple[str, str]] = (),
-        timeout: float | None = 10.0,
-        keepalive: float = 20.0,
-        retry: RetryPolicy | None = None,
-        options: Iterable[tuple[str, Any]] = (),
+        **options: Unpack[ClientOptions],
     ) -> None: ...
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         decimals: bool = False,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        api_key: str | None = None,
-        bearer_token: str | None = None,
-        metadata: Iterable[tuple[str, str]] = (),
-        timeout: float | None = 10.0,
-        keepalive: float = 20.0,
-        retry: RetryPolicy | None = None,
-        options: Iterable[tuple[str, Any]] = (),
+        **options: Unpack[ClientOptions],
     ) -> None:
+        check_options(options, type(self).__name__)
+        target = target_from(target)
+        retry = options.get("retry")
+        timeout = options.get("timeout", 10.0)
+        keepalive = options.get("keepalive", 20.0)
+        root_certificates = options.get("root_certificates")
+        private_key = options.get("private_key")
+        certificate_chain = options.get("certificate_chain")
+        tls = options.get("tls", False)
+        api_key = credential(options.get("api_key"), ENV_API_KEY)
+        bearer_token = credential(options.get("bearer_token"), ENV_BEARER_TOKEN)
         self.target = target
         """The gRPC target this client connects to."""
         self.decimals = decimals
@@ -231,7 +211,9 @@ class CandlewireClient(Generic[N]):
         self._number: Callable[[float], N] = cast(
             Callable[[float], N], decimal_of if decimals else float
         )
-        self._options = channel_options(keepalive=keepalive, retry=self.retry, extra=options)
+        self._options = channel_options(
+            keepalive=keepalive, retry=self.retry, extra=options.get("options", ())
+        )
         self._credentials: grpc.ChannelCredentials | None = None
         if tls or root_certificates or private_key or certificate_chain:
             self._credentials = grpc.ssl_channel_credentials(
@@ -244,7 +226,7 @@ class CandlewireClient(Generic[N]):
             pairs.append(("x-api-key", api_key))
         if bearer_token is not None:
             pairs.append(("authorization", f"Bearer {bearer_token}"))
-        pairs.extend(metadata)
+        pairs.extend(options.get("metadata", ()))
         for key, _ in pairs:
             if key != key.lower() or not key or key.endswith("-bin"):
                 raise InvalidArgumentError.local(

@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TextIO
 
-from candlewire_client.aio import DEFAULT_TARGET, CandlewireClient
+from candlewire_client.aio import CandlewireClient
 from candlewire_client.errors import CandlewireError, InvalidArgumentError
 from candlewire_client.models import (
     Candle,
@@ -47,6 +47,7 @@ from candlewire_client.models import (
     SymbolInfo,
     parse_time,
 )
+from candlewire_client.options import DEFAULT_TARGET, ENV_API_KEY, ENV_BEARER_TOKEN, ENV_TARGET
 
 __all__ = ["COMMANDS", "add_commands", "main", "run"]
 
@@ -186,19 +187,19 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--target",
         default=None,
-        help=f"server address host:port (env CANDLEWIRE_TARGET, default {DEFAULT_TARGET})",
+        help=f"server address host:port (env {ENV_TARGET}, default {DEFAULT_TARGET})",
     )
     group.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
     group.add_argument("--ca-file", default=None, help="PEM root certificates (implies --tls)")
     group.add_argument("--cert-file", default=None, help="PEM client certificate (mutual TLS)")
     group.add_argument("--key-file", default=None, help="PEM client private key (mutual TLS)")
     group.add_argument(
-        "--api-key", default=None, help="API key, sent as x-api-key (env CANDLEWIRE_API_KEY)"
+        "--api-key", default=None, help=f"API key, sent as x-api-key (env {ENV_API_KEY})"
     )
     group.add_argument(
         "--bearer-token",
         default=None,
-        help="sent as authorization: Bearer ... (env CANDLEWIRE_BEARER_TOKEN)",
+        help=f"sent as authorization: Bearer ... (env {ENV_BEARER_TOKEN})",
     )
     group.add_argument(
         "--timeout",
@@ -294,15 +295,16 @@ def _read(path: str | None) -> bytes | None:
 
 
 def _client(args: argparse.Namespace) -> CandlewireClient[Decimal]:
+    """The client of a command: unset flags fall back to the environment, as in the library."""
     return CandlewireClient(
-        args.target or os.environ.get("CANDLEWIRE_TARGET") or DEFAULT_TARGET,
+        args.target or None,
         decimals=True,
         tls=args.tls,
         root_certificates=_read(args.ca_file),
         certificate_chain=_read(args.cert_file),
         private_key=_read(args.key_file),
-        api_key=args.api_key or os.environ.get("CANDLEWIRE_API_KEY") or None,
-        bearer_token=args.bearer_token or os.environ.get("CANDLEWIRE_BEARER_TOKEN") or None,
+        api_key=args.api_key or None,
+        bearer_token=args.bearer_token or None,
         timeout=args.timeout,
     )
 
