@@ -24,6 +24,7 @@ PUBLIC = [
     "CandlewireError",
     "Client",
     "ClientOptions",
+    "ContinuityLost",
     "DeadlineExceededError",
     "Event",
     "FieldViolation",

@@ -6,7 +6,8 @@
   ``CANDLEWIRE_TARGET``, ``CANDLEWIRE_API_KEY`` and ``CANDLEWIRE_BEARER_TOKEN``.
 * Typed results: :class:`Candle`, :class:`CandleList` (``to_rows()``,
   ``to_pandas()``), :class:`Price`, :class:`SymbolInfo`, and the stream events
-  :class:`CandleEvent`, :class:`SnapshotEnd` and :class:`Heartbeat`. Times are
+  :class:`CandleEvent`, :class:`SnapshotEnd`, :class:`Heartbeat` and
+  :class:`ContinuityLost` (a stream that had to start again). Times are
   UTC datetimes; numbers are ``float`` or, with ``decimals=True``, exact
   ``Decimal``.
 * Errors: :class:`CandlewireError` and one subclass per family of status codes.
@@ -45,6 +46,7 @@ from candlewire_client.models import (
     Candle,
     CandleEvent,
     CandleList,
+    ContinuityLost,
     Event,
     Health,
     Heartbeat,
@@ -78,6 +80,7 @@ __all__ = [
     "CandlewireError",
     "Client",
     "ClientOptions",
+    "ContinuityLost",
     "DeadlineExceededError",
     "Event",
     "FieldViolation",

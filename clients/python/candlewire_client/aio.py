@@ -24,6 +24,7 @@ import inspect
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, Unpack, cast, overload
@@ -35,6 +36,7 @@ from candlewire_client._convert import (
     candle_from_pb,
     decimal_of,
     event_from_pb,
+    from_timestamp,
     price_from_pb,
     symbol_from_pb,
     to_timestamp,
@@ -48,7 +50,9 @@ from candlewire_client.errors import (
 )
 from candlewire_client.models import (
     Candle,
+    CandleEvent,
     CandleList,
+    ContinuityLost,
     Event,
     Health,
     Interval,
@@ -484,8 +488,13 @@ class CandlewireClient(Generic[N]):
         RESOURCE_EXHAUSTED (it fell behind), waiting per ``retry`` (default: the
         client's policy) and telling ``on_reconnect``; it resumes exactly
         after the last event it yielded, so nothing is missed or repeated.
-        Errors a retry cannot fix (INVALID_ARGUMENT, NOT_FOUND, OUT_OF_RANGE
-        for expired data, UNAUTHENTICATED ...) are raised at once.
+        When the server refuses to resume (OUT_OF_RANGE: it restarted with an
+        empty store, or the position is past retention), the stream yields a
+        :class:`~candlewire_client.models.ContinuityLost` and starts again from
+        the newest candle it delivered, without repeating versions the caller
+        already has. Errors a retry cannot fix (INVALID_ARGUMENT, NOT_FOUND,
+        UNAUTHENTICATED, an OUT_OF_RANGE ``resume_token`` passed in here or a
+        ``start`` before the retained data ...) are raised at once.
 
         ``resume_token`` continues an earlier stream with the same arguments
         (see :attr:`CandleStream.resume_token`). ``idle_timeout`` treats that
@@ -612,6 +621,16 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
         # A stream started from a saved token cannot tell whether the token was
         # issued before snapshot_end (tokens are opaque): it reports "live".
         self._snapshot_done = resume_token is not None
+        self.continuity_losses = 0
+        """How many times the stream started again after a refused resume token."""
+        self._original = request
+        # Whether self.resume_token was issued to this stream (not passed in):
+        # only then is a refusal of it survived rather than raised.
+        self._token_issued = False
+        self._delivered: dict[Series, dict[datetime, int]] = {}
+        self._newest: dict[Series, datetime] = {}
+        self._lost = False
+        self._floor: dict[Series, datetime] | None = None
         self._call: grpc.aio.UnaryStreamCall[Any, Any] | None = None
         self._stopping = False
         self._busy = False
@@ -654,6 +673,51 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
         task = asyncio.current_task()
         return self._stopping and (task is None or task.cancelling() == 0)
 
+    def _deliver(self, candle: Candle[N]) -> bool:
+        """Whether to yield ``candle``, noting what was delivered; see :class:`ContinuityLost`."""
+        series = candle.series
+        content = _content(candle)
+        delivered = self._delivered.setdefault(series, {})
+        if self._lost:
+            floor = None if self._floor is None else self._floor.get(series)
+            if floor is not None and candle.open_time < floor:
+                return False  # replayed history the caller already has
+            if delivered.get(candle.open_time) == content:
+                return False  # the same market data, renumbered or sent again
+        delivered.pop(candle.open_time, None)
+        delivered[candle.open_time] = content
+        if len(delivered) > _REMEMBERED:
+            del delivered[next(iter(delivered))]
+        newest = self._newest.get(series)
+        if newest is None or candle.open_time > newest:
+            self._newest[series] = candle.open_time
+        return True
+
+    def _start_again(self, error: CandlewireError) -> ContinuityLost:
+        """Replace the refused request by a fresh one; the event announcing it."""
+        original = self._original
+        since: datetime | None = None
+        request = pb.SubscribeCandlesRequest()
+        request.CopyFrom(original)
+        request.ClearField("resume_token")
+        if self._newest:
+            times = list(self._newest.values())
+            if original.HasField("start_time") and len(self._newest) < len(self.series):
+                times.append(from_timestamp(original.start_time))
+            since = min(times)
+            request.history = 0
+            request.start_time.CopyFrom(to_timestamp(since))
+        elif original.HasField("start_time"):
+            since = from_timestamp(original.start_time)
+        self._request = request
+        self.resume_token = None
+        self._token_issued = False
+        self._snapshot_done = False
+        self._lost = True
+        self._floor = dict(self._newest)
+        self.continuity_losses += 1
+        return ContinuityLost(self.series, since, error.details)
+
     async def _run(self) -> AsyncGenerator[Event[N], None]:
         client = self._client
         attempt = 0
@@ -662,10 +726,12 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
             request = pb.SubscribeCandlesRequest()
             request.CopyFrom(self._request)
             request.resume_token = self.resume_token or ""
+            resuming = bool(request.resume_token) and self._token_issued
             self.state = "connecting"
             call = stub.SubscribeCandles(request, metadata=client._metadata)
             self._call = call
             connected_at: float | None = None
+            lost: CandlewireError | None = None
             try:
                 while True:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose
@@ -685,14 +751,20 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
                     event = event_from_pb(response, client._number)
                     if response.resume_token:
                         self.resume_token = response.resume_token
+                        self._token_issued = resuming = True
                     if isinstance(event, SnapshotEnd):
                         self._snapshot_done = True
+                        self._floor = None
                     self.state = "live" if self._snapshot_done else "history"
+                    if isinstance(event, CandleEvent) and not self._deliver(event.candle):
+                        continue
                     if event is not None:
                         yield event
             except grpc.aio.AioRpcError as rpc_error:
                 error = from_rpc_error(rpc_error)
-                if not is_retryable(error):
+                if error.code is grpc.StatusCode.OUT_OF_RANGE and resuming:
+                    lost = error
+                elif not is_retryable(error):
                     self.state, self.last_error = "failed", error
                     raise error from rpc_error
             except TimeoutError:
@@ -709,6 +781,12 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
                 self._call = None
             if self._stopping:
                 break
+            if lost is not None:
+                # The server is there but no longer has our position: start
+                # again at once, after telling the caller.
+                self.last_error = lost
+                yield self._start_again(lost)
+                continue
             healthy = (
                 connected_at is not None
                 and time.monotonic() - connected_at >= self._retry.reset_after
@@ -732,3 +810,25 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
                     break
                 raise
         self.state = "closed"
+
+
+_REMEMBERED = 512
+"""Candle versions remembered per series to recognise them after a continuity loss."""
+
+
+def _content(candle: Candle[Any]) -> int:
+    """A fingerprint of a candle's market data: every field but revision and source."""
+    return hash(
+        (
+            candle.open_time,
+            candle.close_time,
+            candle.open,
+            candle.high,
+            candle.low,
+            candle.close,
+            candle.volume,
+            candle.quote_volume,
+            candle.trade_count,
+            candle.closed,
+        )
+    )

@@ -383,6 +383,11 @@ class BlockingCandleStream(Iterator[Event[N]], Generic[N]):
         return self._stream.reconnects
 
     @property
+    def continuity_losses(self) -> int:
+        """How many times the stream started again after a refused resume token."""
+        return self._stream.continuity_losses
+
+    @property
     def last_error(self) -> CandlewireError | None:
         """What ended the last connection, if anything did."""
         return self._stream.last_error

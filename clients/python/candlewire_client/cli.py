@@ -40,6 +40,7 @@ from candlewire_client.models import (
     Candle,
     CandleEvent,
     CandleList,
+    ContinuityLost,
     Heartbeat,
     Interval,
     Price,
@@ -469,6 +470,8 @@ class _Board:
         self.note = ""
         self.reconnects = 0
         self.updates = 0
+        self.losses = 0
+        self.alert = ""
         self.stopped = ""
         self._last_draw = 0.0
         self._pending: asyncio.TimerHandle | None = None
@@ -494,6 +497,12 @@ class _Board:
         self.set_state("reconnecting", f"attempt {attempt} in {delay:.1f} s after {error}")
 
     def add(self, event: object, live: bool) -> None:
+        if isinstance(event, ContinuityLost):
+            since = _time_text(event.since) if event.since is not None else "the start"
+            self.losses += 1
+            self.alert = f"continuity lost ({event.reason}); candles again from {since}"
+            if not self.tty:
+                self._line(f"# {self.alert}")
         self.set_state("live" if live else "history")
         if isinstance(event, CandleEvent):
             candle: Candle[Decimal] = event.candle
@@ -532,8 +541,10 @@ class _Board:
         lines = [
             f"\x1b[1mcandlewire watch\x1b[0m  {self.target}  {clock}",
             f"state: {state}   reconnects: {self.reconnects}   updates: {self.updates}",
-            "",
         ]
+        if self.alert:
+            lines.append(f"\x1b[1;33m{self.alert}\x1b[0m   (times: {self.losses})")
+        lines.append("")
         header = ["OPEN TIME", "OPEN", "HIGH", "LOW", "CLOSE", "VOLUME", "TRADES", "STATE"]
         for series in self.series:
             mark = self.watermarks.get(series)
@@ -583,8 +594,10 @@ async def _watch(args: argparse.Namespace, out: TextIO) -> int:
 
     SYMBOL may list several symbols joined by commas. On a terminal the table
     is redrawn in place; otherwise one line is printed per update. The stream
-    reconnects by itself (shown as "reconnecting"); Ctrl-C, --count or
-    --duration stop it.
+    reconnects by itself (shown as "reconnecting"); when the server could not
+    resume it (a restart with an empty store) a "continuity lost" line says
+    so and the candles since then are shown again as the server now has them.
+    Ctrl-C, --count or --duration stop it.
     """
     symbols = [s.strip() for s in args.symbol.split(",") if s.strip()]
     series = [Series(symbol, interval) for symbol in symbols for interval in args.intervals]
