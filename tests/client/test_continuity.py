@@ -103,9 +103,8 @@ async def test_a_restarted_memory_server_continues_the_stream_without_duplicates
         async with running(first, heartbeat_interval=0.2, grpc_listen=target) as app:
             await first.trades(BTC_TAPE)
             snapshot = await _latest(client, 3)
-            events = Collector(
-                client.subscribe_candles(SERIES, history=3, on_reconnect=on_reconnect)
-            )
+            stream = client.subscribe_candles(SERIES, history=3, on_reconnect=on_reconnect)
+            events = Collector(stream)
             await events.wait_until(lambda items: "snapshot_end" in _shown(items))
             head = await app.store.head(("BTCUSDT", "ETHUSDT"))
             await first.trade(*BTC_LATER)
@@ -135,6 +134,17 @@ async def test_a_restarted_memory_server_continues_the_stream_without_duplicates
             await events.wait_until(lambda items: has_candle(items, after[-1]))
             await events.stop()
 
+            # The token now continues the fresh request: start=since, no history.
+            head = await restarted.store.head(("BTCUSDT", "ETHUSDT"))
+            await second.trade("ETHUSDT", sec(13), "3479.5", "1")
+            later = await logged_candles(restarted, SERIES, head)
+            continued = client.subscribe_candles(
+                SERIES, start=T0_UTC, resume_token=stream.resume_token
+            )
+            resumed = Collector(continued)
+            await resumed.wait_until(lambda items: has_candle(items, later[-1]))
+            await resumed.stop()
+
     shown = _shown(events.items)
     lost = next(i for i, item in enumerate(shown) if isinstance(item, ContinuityLost))
     assert shown[:lost] == [*snapshot, "snapshot_end", *live]
@@ -150,6 +160,7 @@ async def test_a_restarted_memory_server_continues_the_stream_without_duplicates
     assert shown[lost + 1 :] == [*eth, "snapshot_end", *after]
     assert {SERIES[0], SERIES[1]} <= {c.series for c in after}
     assert reconnects and all(e.code is grpc.StatusCode.UNAVAILABLE for e in reconnects)
+    assert [e.candle for e in resumed.items if isinstance(e, CandleEvent)] == later
 
 
 # -- the rule, against a scripted service -------------------------------------

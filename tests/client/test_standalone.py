@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -126,6 +127,11 @@ async def test_the_client_installs_and_runs_alone(
         expected_price = await client.get_price("BTCUSDT")
         recent = await client.fetch_candles("BTCUSDT", "1s", limit=2)
 
+    # A copy of the sources, so that building leaves nothing in the checkout.
+    source = tmp_path / "src"
+    shutil.copytree(
+        CLIENT, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    )
     # A virtualenv without pip; this interpreter's pip installs into it.
     venv = tmp_path / "venv"
     await _run([sys.executable, "-m", "venv", "--without-pip", venv])
@@ -133,7 +139,7 @@ async def test_the_client_installs_and_runs_alone(
     await _run(
         [
             sys.executable, "-m", "pip", "--python", python, "install",
-            "--quiet", "--disable-pip-version-check", "--no-input", "--no-compile", CLIENT,
+            "--quiet", "--disable-pip-version-check", "--no-input", "--no-compile", source,
         ],
         env=_clean_env(),
         within=INSTALL_TIMEOUT,

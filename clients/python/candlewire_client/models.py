@@ -459,6 +459,10 @@ class ContinuityLost:
     or ``start`` apply). ``reason`` is the server's message. Updates made
     while the stream was away and overwritten since are not recoverable;
     what the server holds now is delivered.
+
+    From this event on, the stream's ``resume_token`` belongs to the fresh
+    request: to continue it in a later process, subscribe with
+    ``start=since`` (and no ``history``) when ``since`` is set.
     """
 
     series: tuple[Series, ...]
