@@ -1,9 +1,9 @@
 """Wiring and lifecycle of the service.
 
 With a Redis URL the process has a role (``settings.role``): ``api`` serves
-the API from Redis, with one :class:`~candlewire.replica.UpdateReader`
+the API from Redis, with one :class:`~candlewire.flow.follow.UpdateReader`
 feeding the local hub, price cache and candle cache; ``ingest`` runs the feed
-into Redis under a lease (:mod:`candlewire.lease`) and serves health only;
+into Redis under a lease (:mod:`candlewire.flow.lease`) and serves health only;
 ``all`` does both. Redis being away at start-up keeps readiness NOT_SERVING and is retried
 until it answers.
 
@@ -31,10 +31,10 @@ from candlewire.domain import NANOS_PER_SECOND, SeriesKey, Source
 from candlewire.errors import CandlewireError, StoreUnavailable
 from candlewire.feeds.base import Feed, ReportsStatus
 from candlewire.feeds.sim import SimFeed
+from candlewire.flow.follow import CachedStore, CandleCache, QuoteCache, UpdateReader
+from candlewire.flow.ingest import Ingestor
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
-from candlewire.ingest import Ingestor
-from candlewire.replica import CachedStore, CandleCache, QuoteCache, UpdateReader
 from candlewire.store.base import Connects, Store
 from candlewire.store.memory import MemoryStore
 from candlewire.tasks import cancel_and_wait, checkpoint
@@ -42,7 +42,7 @@ from candlewire.tasks import cancel_and_wait, checkpoint
 if TYPE_CHECKING:
     # Redis and the venue feeds are imported when the settings ask for them:
     # the embedded defaults start without loading their libraries.
-    from candlewire.lease import LeasedIngestion
+    from candlewire.flow.lease import LeasedIngestion
     from candlewire.store.redis import RedisStore
 
 __all__ = ["App", "build_feed", "build_store"]
@@ -171,7 +171,7 @@ class App:
                     redis, self.hub, series, self.quote_cache, self.candle_cache
                 )
             if ingesting:
-                from candlewire.lease import LeasedIngestion
+                from candlewire.flow.lease import LeasedIngestion
 
                 self.leased = LeasedIngestion(
                     redis, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl

@@ -10,8 +10,8 @@ import pytest
 from candlewire.codec import FrameRun, frame_to_candle
 from candlewire.domain import Quote, Source
 from candlewire.errors import LeaseLost, StoreUnavailable
-from candlewire.store.keys import Keys
 from candlewire.store.redis import RedisStore
+from candlewire.store.redis.keys import Keys
 from tests.store.conftest import RedisServer
 from tests.store.test_contract import KEY, MIN, candle
 

@@ -1,6 +1,6 @@
 """The Redis store: the same contract as the memory store, shared by processes.
 
-The key schema is in :mod:`candlewire.store.keys`. A candle is one member of
+The key schema is in :mod:`candlewire.store.redis.keys`. A candle is one member of
 a sorted set whose members all score 0, so ``ZRANGE ... BYLEX`` orders them
 by their first 8 bytes, the open time::
 
@@ -80,7 +80,7 @@ from candlewire.codec import FrameRun, candle_frame
 from candlewire.domain import Candle, Quote, SeriesKey, Source
 from candlewire.errors import CandlewireError, DataExpired, LeaseLost, StoreUnavailable
 from candlewire.store.base import CandleSlice, Position, Snapshot, Update
-from candlewire.store.keys import DEFAULT_PREFIX, Keys, SeriesKeys
+from candlewire.store.redis.keys import DEFAULT_PREFIX, Keys, SeriesKeys
 
 __all__ = ["CLUSTER_SCHEMES", "Bounds", "RedisStore"]
 
