@@ -31,11 +31,12 @@ from candlewire.domain import NANOS_PER_SECOND, SeriesKey, Source
 from candlewire.errors import CandlewireError, StoreUnavailable
 from candlewire.feeds.base import Feed, ReportsStatus
 from candlewire.feeds.sim import SimFeed
-from candlewire.flow.follow import CachedStore, CandleCache, QuoteCache, UpdateReader
+from candlewire.flow.follow import UpdateReader
 from candlewire.flow.ingest import Ingestor
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
 from candlewire.store.base import Connects, Store
+from candlewire.store.cached import CachedStore, CandleCache, QuoteCache
 from candlewire.store.memory import MemoryStore
 from candlewire.tasks import cancel_and_wait, checkpoint
 

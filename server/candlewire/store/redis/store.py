@@ -79,7 +79,7 @@ from redis.retry import Retry
 from candlewire.codec import FrameRun, candle_frame
 from candlewire.domain import Candle, Quote, SeriesKey, Source
 from candlewire.errors import CandlewireError, DataExpired, LeaseLost, StoreUnavailable
-from candlewire.store.base import CandleSlice, Position, Snapshot, Update
+from candlewire.store.base import Bounds, CandleSlice, Position, Snapshot, Update
 from candlewire.store.redis.keys import DEFAULT_PREFIX, Keys, SeriesKeys
 
 __all__ = ["CLUSTER_SCHEMES", "Bounds", "RedisStore"]
@@ -355,9 +355,6 @@ return out
 """
 )
 
-Bounds = tuple[int, int | None]
-"""A series' stored candle count and oldest open time (None when it has none)."""
-
 _Row = tuple[int, int, bytes]  # open time, closed, frame
 _Entry = tuple[int, int, int, int, bytes]  # seq, open time, revision, closed, frame
 
@@ -596,10 +593,10 @@ class RedisStore:
             return StoreUnavailable("redis: the dataset was replaced (flushed or restarted empty)")
         return StoreUnavailable(f"redis: {error}")
 
-    def fence(self, lease: str, token: str) -> None:
-        """Refuse this store's writes unless ``lease`` holds ``token`` (checked
-        by the write scripts, so a writer that lost its lease cannot write)."""
-        self._lease_key, self._token = lease, token
+    def fence(self, name: str, value: str) -> None:
+        """Refuse this store's writes unless lease ``name`` holds ``value``
+        (checked by the write scripts, so a writer that lost its lease cannot write)."""
+        self._lease_key, self._token = self._keys.lease(name), value
 
     async def put_quotes(self, quotes: Sequence[Quote]) -> None:
         if not quotes:
