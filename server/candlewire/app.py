@@ -35,6 +35,7 @@ from candlewire.flow.follow import UpdateReader
 from candlewire.flow.ingest import Ingestor
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
+from candlewire.retry import Backoff, Retry
 from candlewire.store.base import Connects, Store
 from candlewire.store.cached import CachedStore, CandleCache, QuoteCache
 from candlewire.store.memory import MemoryStore
@@ -250,14 +251,12 @@ class App:
                 tasks.create_task(self.leased.run(), name="lease")
 
     async def _connect(self, store: Connects) -> None:
-        delay = 0.1
+        retry = Retry(Backoff(initial=0.1, maximum=5.0), name="store connection")
         while True:
             try:
                 await store.connect()
             except StoreUnavailable as error:
-                log.error("cannot reach the store, retrying in %.1fs: %s", delay, error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await retry.wait(error)
             else:
                 log.info("store connected")
                 return

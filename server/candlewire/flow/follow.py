@@ -30,12 +30,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Sequence
 
 from candlewire.domain import SeriesKey
 from candlewire.errors import DataExpired, StoreUnavailable
 from candlewire.hub import Hub
+from candlewire.retry import Backoff, Retry
 from candlewire.store.base import UpdateLog
 from candlewire.store.cached import CandleCache, QuoteCache
 from candlewire.tasks import checkpoint
@@ -74,7 +74,7 @@ class UpdateReader:
         self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
-        delay = 0.05
+        retry = Retry(Backoff(initial=0.05, maximum=_BACKOFF_CAP), name="following the store")
         epoch: bytes | None = None
         while True:
             checkpoint()
@@ -98,19 +98,14 @@ class UpdateReader:
                     if quote is not None:
                         self._cache.put(quote)
                 self._cache.connected = True
-                if delay > 0.05:
-                    log.warning("following Redis again from position %s", self.position)
-                delay = 0.05
+                retry.connected()  # logs the end of an outage
                 await self._follow_all(prices, epoch)
             except StoreUnavailable as error:
-                if self._cache.connected or delay == 0.05:
-                    log.warning("cannot follow Redis (%s); retrying", error)
                 self._cache.connected = False
                 if self._candles is not None:
                     self._candles.suspend()
                 self.caught_up.clear()
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, _BACKOFF_CAP)
+                await retry.wait(error)
                 with contextlib.suppress(StoreUnavailable):
                     await self._store.ping()  # reloads the epoch
             except DataExpired as error:
