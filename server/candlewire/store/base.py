@@ -24,6 +24,7 @@ __all__ = [
     "Connects",
     "LeaseStore",
     "Position",
+    "SharedStore",
     "Snapshot",
     "Store",
     "Update",
@@ -219,3 +220,8 @@ class LeaseStore(Protocol):
     def fence(self, name: str, value: str) -> None:
         """Refuse this store's writes unless lease ``name`` holds ``value``."""
         ...
+
+
+class SharedStore(Store, UpdateLog, LeaseStore, Connects, Protocol):
+    """A store shared by processes (Redis): serving replicas follow its
+    update log and ingestors take turns under its leases."""
