@@ -427,17 +427,29 @@ class _LivePhase:
     (see :data:`_MESSAGES_MAX`): a position is one number for a one-symbol
     request, else a tuple in the request's symbol order."""
 
-    __slots__ = ("_at", "_closed_only", "_messages", "_single", "_stream", "position")
+    __slots__ = (
+        "_at",
+        "_closed_only",
+        "_epoch",
+        "_messages",
+        "_request_id",
+        "_single",
+        "_symbols",
+        "position",
+    )
 
     def __init__(
         self, stream: _Stream, position: dict[str, int], messages: dict[_MessageKey, bytes]
     ) -> None:
         self.position = position
-        self._stream = stream
-        self._messages = messages
+        # The stream's fields, copied: message() runs for every live update.
         self._at = position.__getitem__
+        self._symbols = stream.symbols
         self._single = len(stream.symbols) == 1
+        self._epoch = stream.epoch
+        self._request_id = stream.request_id
         self._closed_only = stream.closed_only
+        self._messages = messages
 
     def message(self, update: Update) -> bytes | None:
         """The response carrying ``update`` (the position moves past it), or
@@ -447,14 +459,13 @@ class _LivePhase:
         if seq <= position[symbol := update.series.symbol]:
             return None
         position[symbol] = seq
-        stream = self._stream
-        at: int | tuple[int, ...] = seq if self._single else tuple(map(self._at, stream.symbols))
-        key = (stream.epoch, stream.request_id, at)
+        at: int | tuple[int, ...] = seq if self._single else tuple(map(self._at, self._symbols))
+        key = (self._epoch, self._request_id, at)
         messages = self._messages
         message = messages.get(key)
         if message is None:
             vector = (at,) if isinstance(at, int) else at
-            token = live_token(stream.epoch, stream.request_id, vector).encode()
+            token = live_token(self._epoch, self._request_id, vector).encode()
             message = update.frame + field_bytes(15, token)
             if len(messages) >= _MESSAGES_MAX:
                 messages.clear()
@@ -474,11 +485,9 @@ class _LivePhase:
     def heartbeat(self, published: Mapping[str, int], watermarks: bytes) -> bytes:
         """A heartbeat; its token stands at what the hub published (nothing
         the stream was sent is newer, and nothing of its series is in between)."""
-        position, symbols = self.position, self._stream.symbols
+        position, symbols = self.position, self._symbols
         for symbol in symbols:
             position[symbol] = max(position[symbol], published.get(symbol, 0))
-        stream = self._stream
-        live = ResumeToken(
-            stream.epoch, stream.request_id, Phase.LIVE, tuple(map(self._at, symbols))
-        )
+        vector = tuple(map(self._at, symbols))
+        live = ResumeToken(self._epoch, self._request_id, Phase.LIVE, vector)
         return field_bytes(3, watermarks) + _token_field(live)
