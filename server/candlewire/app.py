@@ -138,7 +138,7 @@ class App:
                 await cancel_and_wait(running)
             raise
         finally:
-            started.cancel()
+            await cancel_and_wait(started)
         if running.done():
             running.result()  # raises why it stopped
             raise RuntimeError("the service stopped while starting")
