@@ -31,20 +31,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from candlewire.aggregate import AggregatorConfig
+from candlewire.api.auth import Authenticator, JwtVerifier
+from candlewire.api.gatekeeper import Gatekeeper, LimitSettings
+from candlewire.api.keys import KeyRing
+from candlewire.api.limits import Limiter, MemoryLimiter, RedisLimiter
 from candlewire.api.server import ApiServer
 from candlewire.api.servicer import Catalog, Limits, MarketDataServicer
+from candlewire.api.tls import CertificateFiles
 from candlewire.config import Settings, describe_settings, parse_listen
 from candlewire.domain import NANOS_PER_SECOND, SeriesKey, Source
-from candlewire.errors import StoreUnavailable
+from candlewire.errors import ConfigError, StoreUnavailable
 from candlewire.feeds.base import Feed, ReportsStatus
 from candlewire.feeds.registry import build_feed
 from candlewire.flow import Ingestor, LeasedIngestion, UpdateReader
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
+from candlewire.obs import Metrics, ServiceCollector, render
 from candlewire.readiness import Observed, ReadinessWatch
 from candlewire.retry import Backoff, Retry
 from candlewire.store import build_store
@@ -108,6 +119,15 @@ class App:
         self._instruments: list[str] = []
         self._source = Source.LIVE
         self._running: asyncio.Task[None] | None = None
+        self.metrics = Metrics()
+        self.metrics.watch(ServiceCollector(self._metric_parts))
+        self.gatekeeper: Gatekeeper | None = None
+        self.limiter: Limiter | None = None
+        self.tls: CertificateFiles | None = None
+        self._socket_dir: str | None = None
+        self._metrics_server: Any = None
+        self.started_callback: Callable[[], None] | None = None
+        """Called once the service serves (the CLI tells start-up failures apart by it)."""
 
     @property
     def port(self) -> int:
@@ -165,16 +185,24 @@ class App:
         """Serve until :meth:`stop`, then shut down in the documented order."""
         for line in describe_settings(self.settings):
             log.debug("setting %s", line)
-        api = await self._assemble()
+        try:
+            api = await self._assemble()
+        except BaseException:
+            await self._release()
+            raise
         await api.start()
         try:
             await self._start_gateway(api.port)
+            self._start_metrics_port()
             self.started.set()
+            if self.started_callback is not None:
+                self.started_callback()
             async with asyncio.TaskGroup() as tasks:
                 readiness = tasks.create_task(self.readiness.run(), name="readiness")
                 work = tasks.create_task(self._work(), name="work")
+                upkeep = tasks.create_task(self._limiter_upkeep(), name="limits")
                 await self._stopping.wait()
-                await self._shut_down(api, tasks, work, readiness)
+                await self._shut_down(api, tasks, work, readiness, upkeep)
             if self.leased is not None:
                 await self.leased.release()
         finally:
@@ -182,7 +210,24 @@ class App:
                 await self.gateway.stop()
             await api.stop(0)
             await self.store.close()
+            await self._release()
             log.info("stopped")
+
+    async def _limiter_upkeep(self) -> None:
+        if self.limiter is not None:
+            await self.limiter.run()
+
+    async def _release(self) -> None:
+        """Close what the security and metrics parts opened."""
+        if self._metrics_server is not None:
+            server, self._metrics_server = self._metrics_server, None
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
+        if self.limiter is not None:
+            await self.limiter.close()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
 
     async def _shut_down(
         self,
@@ -230,8 +275,108 @@ class App:
             catalog = Catalog(instruments, s.intervals)
             limits = Limits(stale_after=s.stale_after, heartbeat_interval=s.heartbeat_interval)
             servicer = MarketDataServicer(self.read_store(shared), self.hub, catalog, limits)
-        self.api = ApiServer(servicer, s.grpc_listen)
+        self.gatekeeper = self._new_gatekeeper()
+        if s.tls_cert_file:
+            self.tls = CertificateFiles(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
+        local_socket = None
+        if self.tls is not None and s.http_listen and serving:
+            # The gateway of this process reaches the TLS port's server over a
+            # private Unix socket (its directory is this user's only).
+            self._socket_dir = tempfile.mkdtemp(prefix="candlewire-")
+            local_socket = str(Path(self._socket_dir) / "grpc.sock")
+        self.api = ApiServer(
+            servicer,
+            s.grpc_listen,
+            gatekeeper=self.gatekeeper,
+            tls=self.tls,
+            local_socket=local_socket,
+        )
         return self.api
+
+    def _new_gatekeeper(self) -> Gatekeeper:
+        """The call policy of both faces (see :mod:`candlewire.api.gatekeeper`)."""
+        s = self.settings
+        keys = KeyRing(s.api_keys_file) if s.api_keys_file else None
+        jwt = (
+            JwtVerifier(
+                s.jwt_jwks_url,
+                issuer=s.jwt_issuer,
+                audience=s.jwt_audience,
+                scopes_claim=s.jwt_scopes_claim,
+            )
+            if s.jwt_jwks_url
+            else None
+        )
+        authenticator = Authenticator(
+            keys=keys,
+            jwt=jwt,
+            anonymous_scopes=s.anonymous_scopes,
+            key_rate=s.key_rate,
+            key_streams=s.key_streams,
+            anonymous_rate=s.anonymous_rate,
+            anonymous_streams=s.anonymous_streams,
+        )
+        if authenticator.enabled:
+            log.info(
+                "authentication on: %s%s; anonymous calls: %s",
+                f"{len(keys)} API keys" if keys is not None else "no API keys",
+                ", JWTs from " + s.jwt_jwks_url if jwt is not None else "",
+                ",".join(s.anonymous_scopes) or "refused",
+            )
+        else:
+            log.warning(
+                "AUTHENTICATION IS OFF: every caller may call every method. Set "
+                "CANDLEWIRE_API_KEYS_FILE (or CANDLEWIRE_JWT_JWKS_URL) before exposing it."
+            )
+        self.limiter = (
+            RedisLimiter(s.redis_url, prefix=s.redis_prefix) if s.redis_url else MemoryLimiter()
+        )
+        return Gatekeeper(
+            authenticator,
+            limiter=self.limiter,
+            limits=LimitSettings(
+                ip_rate=s.ip_rate,
+                ip_streams=s.ip_streams,
+                auth_failures_per_minute=s.auth_failures_per_minute,
+            ),
+            trusted_proxies=s.trusted_proxies,
+            metrics=self.metrics,
+            reflection_open=s.reflection_open,
+            access_log=s.access_log,
+        )
+
+    def _start_metrics_port(self) -> None:
+        s = self.settings
+        if not s.metrics_listen:
+            return
+        from prometheus_client import start_http_server
+
+        host, port = parse_listen(s.metrics_listen)
+        try:
+            server, _ = start_http_server(port, addr=host, registry=self.metrics.registry)
+        except OSError as error:
+            raise ConfigError(
+                f"metrics_listen (CANDLEWIRE_METRICS_LISTEN): cannot listen on "
+                f"{s.metrics_listen}: {error.strerror or error}"
+            ) from None
+        self._metrics_server = server
+        log.info("metrics on http://%s:%d/metrics", host, server.server_port)
+
+    @property
+    def metrics_port(self) -> int:
+        """The bound port of ``metrics_listen``."""
+        if self._metrics_server is None:
+            raise RuntimeError("no metrics port")
+        return int(self._metrics_server.server_port)
+
+    def _metric_parts(self) -> dict[str, Any]:
+        return {
+            "hub": self.hub if self._serving else None,
+            "ingestor": self.ingestor,
+            "feed": self.feed,
+            "candle_cache": self.candle_cache if self.reader is not None else None,
+            "quote_cache": self.quote_cache if self.reader is not None else None,
+        }
 
     def read_store(self, shared: SharedStore | None) -> Store:
         """The store the API reads: a shared store through this replica's caches
@@ -244,14 +389,27 @@ class App:
         s = self.settings
         if not s.http_listen or not self._serving:
             return
+        target = _local_target(s.grpc_listen, grpc_port)
+        if self._socket_dir is not None:
+            target = f"unix:{Path(self._socket_dir) / 'grpc.sock'}"
+        metrics = self.metrics
         self.gateway = Gateway(
-            _local_target(s.grpc_listen, grpc_port),
+            target,
             allowed_origins=s.http_allowed_origins,
             max_request_bytes=s.http_max_request_bytes,
             idle_timeout=s.http_idle_timeout,
             shutdown_grace=s.shutdown_grace,
+            ssl_context=self.tls.ssl_context() if self.tls is not None else None,
+            metrics=(lambda: render(metrics)) if s.http_metrics else None,
         )
-        await self.gateway.start(*parse_listen(s.http_listen))
+        try:
+            await self.gateway.start(*parse_listen(s.http_listen))
+        except OSError as error:
+            self.gateway = None
+            raise ConfigError(
+                f"http_listen (CANDLEWIRE_HTTP_LISTEN): cannot listen on {s.http_listen}: "
+                f"{error.strerror or error}"
+            ) from None
 
     def _new_ingestor(self, *, publish: bool) -> Ingestor:
         s = self.settings

@@ -150,6 +150,135 @@ class Settings(BaseSettings):
         1.0, ge=0, le=1_000_000, description="replay speed: 1 real time, 60 faster, 0 at once"
     )
 
+    api_keys_file: str = Field(
+        "",
+        description="JSON file of API keys (name, hash, scopes, limits; see `candlewire keys "
+        "create`), reloaded when it changes; set, it turns authentication on",
+    )
+    jwt_jwks_url: str = Field(
+        "", description="JWKS URL of the issuer of bearer JWTs; set, it turns authentication on"
+    )
+    jwt_issuer: str = Field("", description="required iss of bearer JWTs (empty: not checked)")
+    jwt_audience: str = Field("", description="required aud of bearer JWTs (empty: not checked)")
+    jwt_scopes_claim: str = Field(
+        "scope", description="claim holding a JWT's scopes (space-separated string or list)"
+    )
+    anonymous_scopes: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="scopes of calls without a credential while authentication is on (the web "
+        "page's read-only access, limited per client address), e.g. prices,candles,streams,"
+        "symbols (empty: a credential is required)",
+    )
+    reflection_open: bool = Field(
+        True, description="server reflection needs no credential (false: the read scope)"
+    )
+    key_rate: float = Field(
+        50.0, gt=0, description="unary requests per second per key or token (keys may override)"
+    )
+    key_streams: int = Field(
+        20, ge=0, description="concurrent streams per key or token (keys may override)"
+    )
+    anonymous_rate: float = Field(
+        10.0, gt=0, description="unary requests per second of anonymous calls, per client address"
+    )
+    anonymous_streams: int = Field(
+        4, ge=0, description="concurrent anonymous streams per client address"
+    )
+    ip_rate: float = Field(
+        0.0, ge=0, description="unary requests per second per client address (0: no limit)"
+    )
+    ip_streams: int = Field(
+        0, ge=0, description="concurrent streams per client address (0: no limit)"
+    )
+    auth_failures_per_minute: int = Field(
+        10,
+        ge=0,
+        description="failed authentications per client address and minute before it is refused "
+        "(0: no limit)",
+    )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("127.0.0.0/8", "::1/128"),
+        description="comma-separated networks of proxies whose x-forwarded-for names the client "
+        "(the embedded gateway connects from loopback)",
+    )
+    tls_cert_file: str = Field(
+        "", description="PEM certificate chain of both ports (set with the key: TLS on)"
+    )
+    tls_key_file: str = Field("", description="PEM private key of the certificate")
+    tls_client_ca_file: str = Field(
+        "", description="PEM CA that client certificates must chain to (set: mutual TLS)"
+    )
+    metrics_listen: str = Field(
+        "", description="host:port of a port serving only /metrics (empty: none)"
+    )
+    http_metrics: bool = Field(True, description="serve /metrics on the HTTP port too")
+    otlp_endpoint: str = Field(
+        "",
+        description="OTLP/gRPC endpoint for traces of RPCs, e.g. http://collector:4317 "
+        "(empty: no tracing)",
+    )
+    log_format: Literal["text", "json"] = Field("text", description="log format: text or json")
+    access_log: bool = Field(False, description="log one line per RPC (candlewire.access)")
+
+    @field_validator("anonymous_scopes", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("anonymous_scopes")
+    @classmethod
+    def _check_scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from candlewire.api.auth import SCOPES
+
+        unknown = [s for s in value if s not in SCOPES]
+        if unknown:
+            raise ValueError(f"unknown scope {unknown[0]!r} (known: {', '.join(sorted(SCOPES))})")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an address or network") from None
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parse_listen(value)
+        return value
+
+    @field_validator("jwt_jwks_url", "otlp_endpoint")
+    @classmethod
+    def _check_http_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        return value
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _check_tls_pair(cls, value: str, info: ValidationInfo) -> str:
+        if bool(value) != bool(info.data.get("tls_cert_file")):
+            raise ValueError("tls_cert_file and tls_key_file are set together")
+        return value
+
+    @field_validator("tls_client_ca_file")
+    @classmethod
+    def _check_client_ca(cls, value: str, info: ValidationInfo) -> str:
+        if value and not info.data.get("tls_cert_file"):
+            raise ValueError("mutual TLS needs tls_cert_file and tls_key_file")
+        return value
+
     @field_validator("symbols", mode="before")
     @classmethod
     def _split_symbols(cls, value: Any) -> Any:

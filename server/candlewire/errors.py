@@ -8,7 +8,9 @@
     ├── UnknownSymbol          the symbol is not served by this deployment
     ├── NoData                 the symbol is served but has no data yet
     ├── DataExpired            a resume position is older than what is retained
-    ├── LimitExceeded          a configured limit was hit (queue, streams)
+    ├── LimitExceeded          a configured limit was hit (queue, streams, request rate)
+    ├── Unauthenticated        a credential is missing, wrong or expired
+    ├── PermissionDenied       the credential lacks the scope a method needs
     ├── ShuttingDown           the service is stopping
     ├── LeaseLost              an ingestor wrote without holding its lease
     └── DependencyUnavailable  the store or the upstream cannot be reached
@@ -30,8 +32,10 @@ __all__ = [
     "LeaseLost",
     "LimitExceeded",
     "NoData",
+    "PermissionDenied",
     "ShuttingDown",
     "StoreUnavailable",
+    "Unauthenticated",
     "UnknownSymbol",
 ]
 
@@ -77,6 +81,25 @@ class LimitExceeded(CandlewireError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Unauthenticated(CandlewireError):
+    """No credential, or one that is not valid (unknown key, bad signature, expired).
+
+    The message never repeats the credential.
+    """
+
+    def __init__(self, message: str, reason: str = "CREDENTIAL_INVALID") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDenied(CandlewireError):
+    """The caller is known but lacks ``scope``."""
+
+    def __init__(self, message: str, scope: str) -> None:
+        super().__init__(message)
+        self.scope = scope
 
 
 class ShuttingDown(CandlewireError):

@@ -8,6 +8,7 @@ methods return pre-encoded bytes (the serializer passes them through).
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from candlewire.api.decoding import DecodeGuard
+from candlewire.api.gatekeeper import Gatekeeper
 from candlewire.api.reflection import enable_reflection
 from candlewire.api.servicer import Catalog, MarketDataServicer
+from candlewire.api.tls import CertificateFiles
+from candlewire.errors import ConfigError
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["SERVICE_NAME", "ApiServer", "Catalog", "server_options"]
@@ -76,13 +80,49 @@ def _handlers(servicer: MarketDataServicer) -> grpc.GenericRpcHandler:
     )
 
 
+def _check_free(address: str) -> None:
+    """Refuse an address in use before gRPC tries it (and logs its own error)."""
+    from candlewire.config import parse_listen
+
+    host, port = parse_listen(address)
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host or "0.0.0.0", port))
+        except OSError as error:
+            raise ConfigError(
+                f"grpc_listen (CANDLEWIRE_GRPC_LISTEN): cannot listen on {address}: "
+                f"{error.strerror or error}"
+            ) from None
+
+
 class ApiServer:
     """Owns the ``grpc.aio`` server, its health servicer and its port."""
 
-    def __init__(self, servicer: MarketDataServicer | None, address: str) -> None:
-        """Without a servicer (an ingest-only process) it serves health and reflection."""
+    def __init__(
+        self,
+        servicer: MarketDataServicer | None,
+        address: str,
+        *,
+        gatekeeper: Gatekeeper | None = None,
+        tls: CertificateFiles | None = None,
+        local_socket: str | None = None,
+    ) -> None:
+        """Without a servicer (an ingest-only process) it serves health and reflection.
+
+        ``gatekeeper`` checks every call (authentication, limits, metrics);
+        ``tls`` serves the port over TLS; ``local_socket`` (a Unix socket
+        path) is a second, plaintext listener for the gateway in this
+        process when the port is TLS.
+        """
         self.health = HealthServicer()
-        self._server = grpc.aio.server(options=server_options(), interceptors=(DecodeGuard(),))
+        interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (DecodeGuard(),)
+        if gatekeeper is not None:
+            interceptors = (gatekeeper, *interceptors)
+        self._server = grpc.aio.server(options=server_options(), interceptors=interceptors)
         if servicer is not None:
             self._server.add_generic_rpc_handlers((_handlers(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -93,15 +133,33 @@ class ApiServer:
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             ),
         )
-        self.port = self._server.add_insecure_port(address)
+        _check_free(address)
+        try:
+            if tls is not None:
+                self.port = self._server.add_secure_port(address, tls.grpc_credentials())
+            else:
+                self.port = self._server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise ConfigError(
+                f"grpc_listen (CANDLEWIRE_GRPC_LISTEN): cannot listen on {address} "
+                "(address in use, or not an address of this host)"
+            )
+        if local_socket is not None:
+            self._server.add_insecure_port(f"unix:{local_socket}")
         self._address = address
+        self.tls = tls is not None
 
     async def start(self) -> None:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
-        log.info("gRPC listening on %s (port %d)", self._address, self.port)
+        log.info(
+            "gRPC listening on %s (port %d, %s)",
+            self._address,
+            self.port,
+            "TLS" if self.tls else "plaintext",
+        )
 
     async def set_ready(self, ready: bool) -> None:
         status = (

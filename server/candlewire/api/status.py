@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import NoReturn, TypeVar
+from typing import NoReturn, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -24,11 +24,13 @@ from candlewire.errors import (
     InvalidArgument,
     LimitExceeded,
     NoData,
+    PermissionDenied,
     ShuttingDown,
+    Unauthenticated,
     UnknownSymbol,
 )
 
-__all__ = ["abort", "status_of", "translate_errors", "translate_stream_errors"]
+__all__ = ["ERROR_DOMAIN", "abort", "status_of", "translate_errors", "translate_stream_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,20 @@ _CODES: list[tuple[type[CandlewireError], int]] = [
     (NoData, code_pb2.UNAVAILABLE),
     (ShuttingDown, code_pb2.UNAVAILABLE),
     (DependencyUnavailable, code_pb2.UNAVAILABLE),
+    (Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (PermissionDenied, code_pb2.PERMISSION_DENIED),
 ]
 
+ERROR_DOMAIN = "candlewire"
+"""``google.rpc.ErrorInfo.domain`` of authentication and permission errors."""
 
-def _pack(message: error_details_pb2.BadRequest | error_details_pb2.RetryInfo) -> any_pb2.Any:
+
+_Detail: TypeAlias = (
+    error_details_pb2.BadRequest | error_details_pb2.RetryInfo | error_details_pb2.ErrorInfo
+)
+
+
+def _pack(message: _Detail) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
@@ -67,6 +79,14 @@ def status_of(error: CandlewireError) -> status_pb2.Status:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after * 1e9))
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    if isinstance(error, Unauthenticated):
+        status.details.append(
+            _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+        )
+    if isinstance(error, PermissionDenied):
+        info = error_details_pb2.ErrorInfo(reason="SCOPE_MISSING", domain=ERROR_DOMAIN)
+        info.metadata["scope"] = error.scope
+        status.details.append(_pack(info))
     return status
 
 

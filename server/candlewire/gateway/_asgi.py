@@ -159,6 +159,29 @@ def _unimplemented(path: str, method: Method | None) -> str:
     return f"{why}: {path}"
 
 
+METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+_Pairs = list[tuple[str, str | bytes]]
+
+
+def _forwarded(scope: Scope, metadata: _Pairs) -> _Pairs:
+    """``metadata`` with ``x-forwarded-for`` extended by this connection's peer.
+
+    The gRPC server takes the client's address from it only because the
+    gateway is a trusted proxy; what a browser wrote there stays to the left
+    of the peer address, so it cannot choose its own address.
+    """
+    forwarded = [str(v) for k, v in metadata if k == "x-forwarded-for"]
+    client = scope.get("client")
+    if client:
+        forwarded.append(str(client[0]))
+    kept = [(k, v) for k, v in metadata if k != "x-forwarded-for"]
+    if forwarded:
+        kept.append(("x-forwarded-for", ", ".join(forwarded)))
+    return kept
+
+
 def _metadata(value: Any) -> Metadata:
     return list(value) if value is not None else []
 
@@ -174,8 +197,10 @@ class GrpcWebApp:
         cors: CorsPolicy,
         static: StaticFiles | None,
         max_request_bytes: int,
+        metrics: Callable[[], bytes] | None = None,
     ) -> None:
         self._methods = methods
+        self._metrics = metrics
         self._cors = cors
         self._static = static
         self._max_request_bytes = max_request_bytes
@@ -275,6 +300,17 @@ class GrpcWebApp:
         await send({"type": "http.response.body", "body": b""})
 
     async def _file(self, scope: Scope, send: Send, *, head: bool) -> None:
+        if scope["path"] == "/metrics" and self._metrics is not None:
+            body = self._metrics()
+            headers = [
+                (b"content-type", METRICS_CONTENT_TYPE),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                *_COMMON,
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if head else body})
+            return
         found = await self._static.get(scope["path"]) if self._static is not None else None
         if found is None:
             await _plain(send, 404, "not found\n")
@@ -382,7 +418,7 @@ class GrpcWebApp:
             return
         try:
             request = decode_request(body, wire)
-            metadata = metadata_from_headers(scope["headers"])
+            metadata = _forwarded(scope, metadata_from_headers(scope["headers"]))
             timeout_header = _header(scope, b"grpc-timeout")
             timeout = parse_timeout(timeout_header) if timeout_header is not None else None
         except ProtocolError as error:

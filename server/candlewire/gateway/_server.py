@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterable
+import ssl
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import cast
 
@@ -59,6 +60,19 @@ def channel_options() -> list[tuple[str, int]]:
     ]
 
 
+class _Config(Config):
+    """Hypercorn's settings, with an SSL context made (and reloaded) by its owner."""
+
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self.ssl_context is not None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self.ssl_context
+
+
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -103,6 +117,9 @@ class Gateway:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         shutdown_grace: float = 5.0,
         idle_timeout: float = 20.0,
+        grpc_credentials: grpc.ChannelCredentials | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        metrics: Callable[[], bytes] | None = None,
     ) -> None:
         if idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
@@ -116,6 +133,9 @@ class Gateway:
         self.max_request_bytes = max_request_bytes
         self.shutdown_grace = shutdown_grace
         self.idle_timeout = idle_timeout
+        self.grpc_credentials = grpc_credentials
+        self.ssl_context = ssl_context
+        self.metrics = metrics
         self._port: int | None = None
         self._channel: grpc.aio.Channel | None = None
         self._app: GrpcWebApp | None = None
@@ -145,15 +165,22 @@ class Gateway:
         _h2fix.install()
         sock = _listen(host, port)
         self._port = sock.getsockname()[1]
-        self._channel = grpc.aio.insecure_channel(self.grpc_target, options=channel_options())
+        if self.grpc_credentials is not None:
+            self._channel = grpc.aio.secure_channel(
+                self.grpc_target, self.grpc_credentials, options=channel_options()
+            )
+        else:
+            self._channel = grpc.aio.insecure_channel(self.grpc_target, options=channel_options())
         self._app = GrpcWebApp(
             self._channel,
             methods=MethodTable(),
             cors=self.cors,
             static=self.static,
             max_request_bytes=self.max_request_bytes,
+            metrics=self.metrics,
         )
-        config = Config()
+        config = _Config()
+        config.ssl_context = self.ssl_context
         config.bind = [f"fd://{sock.detach()}"]
         config.accesslog = None
         config.errorlog = logging.getLogger("candlewire.gateway.http")
@@ -177,7 +204,8 @@ class Gateway:
             await self._channel.close()
             serving.result()  # raises what stopped Hypercorn
             raise RuntimeError("the HTTP server stopped at start-up")
-        log.info("grpc-web gateway on http://%s:%d -> %s", host, self._port, self.grpc_target)
+        scheme = "https" if self.ssl_context is not None else "http"
+        log.info("grpc-web gateway on %s://%s:%d -> %s", scheme, host, self._port, self.grpc_target)
 
     def close(self) -> None:
         """Stop accepting: refuse new calls now and close the listener."""

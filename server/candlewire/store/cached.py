@@ -32,6 +32,10 @@ class QuoteCache:
         self._ttl = ttl
         self._quotes: dict[str, tuple[Quote, float]] = {}
         self.connected = False
+        self.hits = 0
+        """Reads answered from the cache (the reader follows the store)."""
+        self.misses = 0
+        """Reads that went to the store (the reader is not following it)."""
         """True while the reader follows the price streams."""
 
     def put(self, quote: Quote) -> None:
@@ -94,7 +98,9 @@ class CandleCache:
         self._epoch: bytes | None = None
         self._live: set[str] = set()
         self.answered = 0
-        """How many reads the cache answered (the rest went to the store)."""
+        """How many reads the cache answered."""
+        self.missed = 0
+        """How many reads of followed series it could not answer (they went to the store)."""
 
     def seed(
         self, epoch: bytes, series: Sequence[SeriesKey], slices: Sequence[CandleSlice]
@@ -239,7 +245,9 @@ class CachedStore:
     async def get_quotes(self, symbols: Sequence[str]) -> list[Quote | None]:
         cache = self._cache
         if cache.connected:
+            cache.hits += 1
             return [cache.get(s) for s in symbols]
+        cache.misses += 1
         try:
             return await self._store.get_quotes(symbols)
         except StoreUnavailable:
@@ -258,6 +266,7 @@ class CachedStore:
             found = candles.get(series, self._store.epoch, start=start, end=end, limit=limit)
             if found is not None:
                 return found
+            candles.missed += 1
         return await self._store.get_candles(series, start=start, end=end, limit=limit)
 
     async def head(self, symbols: Sequence[str]) -> dict[str, int]:

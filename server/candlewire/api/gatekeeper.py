@@ -1,0 +1,422 @@
+"""The policy every call passes: authentication, scopes, rate limits, metrics, access log.
+
+:class:`Gatekeeper` is a ``grpc.aio`` server interceptor, the one place of
+this policy: the gRPC port uses it directly, and the grpc-web gateway
+forwards the browser's credentials as metadata to the same server, so it
+applies to both faces (an in-process dispatch from the gateway would call
+:meth:`Gatekeeper.admit` the same way). Each handler is wrapped once per
+method, as :mod:`candlewire.api.decoding` does.
+
+Per call, in order: the client address (:class:`ClientAddress`: the peer,
+or from ``x-forwarded-for`` when the peer is a trusted proxy such as the
+gateway), the failed-authentication limit of that address, the credential
+(:mod:`candlewire.api.auth`), the method's scope, the principal's rate (unary
+calls) or concurrent streams (server streams), and the address's own limits.
+Refusals are UNAUTHENTICATED, PERMISSION_DENIED or RESOURCE_EXHAUSTED with
+``google.rpc.RetryInfo``, chosen in :mod:`candlewire.api.status` like every
+other status of the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+
+from candlewire.api.auth import REFLECTION_PREFIXES, Authenticator, Principal, scope_of
+from candlewire.api.limits import Limiter, MemoryLimiter, Slot
+from candlewire.api.status import abort
+from candlewire.errors import CandlewireError, LimitExceeded, PermissionDenied, Unauthenticated
+from candlewire.obs import Metrics
+
+__all__ = ["ClientAddress", "Gatekeeper", "LimitSettings"]
+
+log = logging.getLogger(__name__)
+access = logging.getLogger("candlewire.access")
+
+if TYPE_CHECKING:
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ClientAddress:
+    """The client's address of a call.
+
+    The peer's address, unless the peer is a trusted proxy (a network of
+    ``trusted``, or a Unix socket): then the right-most address of
+    ``x-forwarded-for`` that is not itself a trusted proxy. Anything a client
+    writes into ``x-forwarded-for`` before the first trusted proxy is
+    ignored, so it cannot choose its own address.
+    """
+
+    def __init__(self, trusted: Iterable[str]) -> None:
+        self._trusted: list[_Network] = [ipaddress.ip_network(t, strict=False) for t in trusted]
+        self._cache: dict[str, bool] = {}
+
+    def trusted(self, address: str) -> bool:
+        found = self._cache.get(address)
+        if found is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                found = False
+            else:
+                found = any(ip in network for network in self._trusted)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[address] = found
+        return found
+
+    @staticmethod
+    def of_peer(peer: str) -> str | None:
+        """The address in a gRPC peer string (None for a Unix socket)."""
+        kind, _, rest = peer.partition(":")
+        if kind == "ipv4":
+            return rest.rpartition(":")[0]
+        if kind == "ipv6":
+            return rest.rpartition(":")[0].strip("[]")
+        return None
+
+    def resolve(self, peer: str, forwarded: str | None) -> str:
+        address = self.of_peer(peer)
+        if address is not None and not self.trusted(address):
+            return address
+        if forwarded:
+            hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+            for hop in reversed(hops):
+                if not self.trusted(hop):
+                    return hop[:64]
+            if hops:
+                return hops[0][:64]
+        return address if address is not None else "local"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Per-address limits (0 or None: none) and the failed-authentication limit."""
+
+    ip_rate: float = 0.0
+    ip_streams: int = 0
+    auth_failures_per_minute: int = 10
+    burst_seconds: float = 1.0
+
+
+def _credentials(metadata: Sequence[tuple[str, Any]]) -> tuple[str | None, str | None, str | None]:
+    api_key = bearer = forwarded = None
+    for key, value in metadata:
+        if key == "x-api-key":
+            api_key = str(value).strip()
+        elif key == "authorization":
+            scheme, _, token = str(value).strip().partition(" ")
+            # another scheme is not a credential we take: "" is refused
+            bearer = token.strip() if scheme.lower() == "bearer" else ""
+        elif key == "x-forwarded-for":
+            forwarded = str(value) if forwarded is None else f"{forwarded}, {value}"
+    return api_key or None, bearer, forwarded
+
+
+def _metadata_of(context: Context) -> Sequence[tuple[str, Any]]:
+    return tuple(context.invocation_metadata() or ())
+
+
+@dataclass(slots=True)
+class _Admitted:
+    principal: Principal
+    address: str
+    slots: list[Slot]
+
+
+class Gatekeeper(grpc.aio.ServerInterceptor):
+    """Authentication, scopes, limits, metrics and the access log of every call."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        limiter: Limiter | None = None,
+        limits: LimitSettings | None = None,
+        trusted_proxies: Iterable[str] = ("127.0.0.0/8", "::1/128"),
+        metrics: Metrics | None = None,
+        reflection_open: bool = True,
+        access_log: bool = False,
+    ) -> None:
+        self.authenticator = authenticator
+        self.limiter: Limiter = limiter or MemoryLimiter()
+        self.limits = limits or LimitSettings()
+        self.addresses = ClientAddress(trusted_proxies)
+        self.metrics = metrics
+        self.reflection_open = reflection_open
+        self.access_log = access_log
+        self._failures = MemoryLimiter()
+        self._blocked: dict[str, float] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    # --- the policy -----------------------------------------------------------------------
+
+    def _refuse_rate(self, what: str, retry_after: float) -> LimitExceeded:
+        if self.metrics is not None:
+            self.metrics.rejected.labels("rate_limited").inc()
+        return LimitExceeded(f"{what}: retry in {retry_after:.3f}s", retry_after=retry_after)
+
+    async def _failed(self, address: str, error: Unauthenticated) -> CandlewireError:
+        """Count a failed authentication of ``address``; the error to answer with."""
+        if self.metrics is not None:
+            self.metrics.rejected.labels("unauthenticated").inc()
+        per_minute = self.limits.auth_failures_per_minute
+        if per_minute <= 0:
+            return error
+        rate, burst = per_minute / 60.0, float(per_minute)
+        subject = "authfail:" + address
+        wait = max(
+            self._failures.hit_now(subject, rate, burst),
+            await self.limiter.hit(subject, rate, burst)
+            if not isinstance(self.limiter, MemoryLimiter)
+            else 0.0,
+        )
+        if wait > 0:
+            self._blocked[address] = time.monotonic() + wait
+            if len(self._blocked) > 10_000:
+                now = time.monotonic()
+                self._blocked = {a: t for a, t in self._blocked.items() if t > now}
+            return self._refuse_rate("too many failed authentications from this address", wait)
+        return error
+
+    async def admit(
+        self, method: str, metadata: Sequence[tuple[str, Any]], peer: str, *, stream: bool
+    ) -> _Admitted:
+        """Check one call; raise the CandlewireError to answer with."""
+        api_key, bearer, forwarded = _credentials(metadata)
+        address = self.addresses.resolve(peer, forwarded)
+        blocked = self._blocked.get(address)
+        if blocked is not None:
+            left = blocked - time.monotonic()
+            if left > 0:
+                raise self._refuse_rate("too many failed authentications from this address", left)
+            del self._blocked[address]
+        try:
+            if bearer == "":
+                raise Unauthenticated(
+                    "authorization must be 'Bearer <key or token>'", "CREDENTIAL_INVALID"
+                )
+            principal = await self.authenticator.authenticate(api_key, bearer)
+        except Unauthenticated as error:
+            raise await self._failed(address, error) from None
+        scope = scope_of(method)
+        if scope is not None:
+            try:
+                principal.check(method, scope)
+            except PermissionDenied:
+                if self.metrics is not None:
+                    self.metrics.rejected.labels("permission_denied").inc()
+                raise
+        subject = f"{principal.kind}:{principal.name}"
+        if principal.kind == "anonymous":
+            subject = "anonymous:" + address
+        slots: list[Slot] = []
+        limiter = self.limiter
+        try:
+            if stream:
+                if principal.streams is not None:
+                    slot = await limiter.acquire(subject, principal.streams)
+                    if slot is None:
+                        raise self._stream_limit(f"{principal.streams} streams per credential")
+                    slots.append(slot)
+                if self.limits.ip_streams > 0 and principal.kind != "anonymous":
+                    slot = await limiter.acquire("ip:" + address, self.limits.ip_streams)
+                    if slot is None:
+                        raise self._stream_limit(f"{self.limits.ip_streams} streams per address")
+                    slots.append(slot)
+            else:
+                burst = self.limits.burst_seconds
+                if principal.rate is not None:
+                    wait = await limiter.hit(
+                        subject, principal.rate, max(1.0, principal.rate * burst)
+                    )
+                    if wait > 0:
+                        raise self._refuse_rate(
+                            f"rate limit of {principal.rate:g} requests/s exceeded", wait
+                        )
+                if self.limits.ip_rate > 0 and principal.kind != "anonymous":
+                    rate = self.limits.ip_rate
+                    wait = await limiter.hit("ip:" + address, rate, max(1.0, rate * burst))
+                    if wait > 0:
+                        raise self._refuse_rate(
+                            f"rate limit of {rate:g} requests/s per address exceeded", wait
+                        )
+        except BaseException:
+            for slot in slots:
+                await limiter.release(slot)
+            raise
+        return _Admitted(principal, address, slots)
+
+    def _stream_limit(self, what: str) -> LimitExceeded:
+        if self.metrics is not None:
+            self.metrics.rejected.labels("stream_limit").inc()
+        return LimitExceeded(f"concurrent stream limit reached ({what})", retry_after=1.0)
+
+    # --- the interceptor ------------------------------------------------------------------
+
+    def _is_open(self, method: str) -> bool:
+        return scope_of(method) is None or (
+            self.reflection_open and method.startswith(REFLECTION_PREFIXES)
+        )
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if self._is_open(method):
+            return handler  # client streams: reflection, open unless configured otherwise
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._stream(method, handler.stream_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        assert handler.stream_unary is not None
+        return grpc.stream_unary_rpc_method_handler(
+            self._unary(method, handler.stream_unary),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    async def _admit_or_abort(
+        self, method: str, metadata: Sequence[tuple[str, Any]], context: Context, *, stream: bool
+    ) -> _Admitted:
+        try:
+            return await self.admit(method, metadata, context.peer(), stream=stream)
+        except CandlewireError as error:
+            await abort(context, error)
+
+    def _finish(
+        self,
+        method: str,
+        context: Context,
+        started: float,
+        error: BaseException | None,
+        admitted: _Admitted | None,
+    ) -> None:
+        found: Any = context.code()
+        if error is None:
+            code = found or grpc.StatusCode.OK
+        elif isinstance(error, asyncio.CancelledError) and found is None:
+            code = grpc.StatusCode.CANCELLED
+        else:
+            code = found or grpc.StatusCode.UNKNOWN
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        elapsed = time.perf_counter() - started
+        if self.metrics is not None:
+            counter, histogram = self.metrics.handled(method, name)
+            counter.inc()
+            histogram.observe(elapsed)
+            if name == "INVALID_ARGUMENT":
+                self.metrics.rejected.labels("invalid_argument").inc()
+        if self.access_log:
+            access.info(
+                "%s %s %.1fms",
+                method,
+                name,
+                elapsed * 1000,
+                extra={
+                    "rpc_method": method,
+                    "rpc_code": name,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "principal": None if admitted is None else admitted.principal.name,
+                    "client": None if admitted is None else admitted.address,
+                },
+            )
+
+    def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        open_method = self._is_open(method)
+        metrics_on = self.metrics is not None or self.access_log
+
+        async def unary(request: Any, context: Context) -> Any:
+            started = time.perf_counter()
+            admitted = None
+            try:
+                if not open_method:
+                    admitted = await self._admit_or_abort(
+                        method, _metadata_of(context), context, stream=False
+                    )
+                result = behavior(request, context)
+                if not isinstance(result, bytes) and hasattr(result, "__await__"):
+                    result = await result
+            except BaseException as error:
+                if metrics_on:
+                    self._finish(method, context, started, error, admitted)
+                raise
+            if metrics_on:
+                self._finish(method, context, started, None, admitted)
+            return result
+
+        return unary
+
+    def _stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        open_method = self._is_open(method)
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            admitted = None
+            gauge = messages = None
+            if self.metrics is not None:
+                gauge, messages = self.metrics.stream(method)
+            error: BaseException | None = None
+            try:
+                if not open_method:
+                    admitted = await self._admit_or_abort(
+                        method, _metadata_of(context), context, stream=True
+                    )
+                if gauge is not None:
+                    gauge.inc()
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                        if messages is not None:
+                            messages.inc()
+                finally:
+                    if gauge is not None:
+                        gauge.dec()
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                if admitted is not None:
+                    for slot in admitted.slots:
+                        await self.limiter.release(slot)
+                if self.metrics is not None or self.access_log:
+                    self._finish(method, context, started, error, admitted)
+
+        return stream

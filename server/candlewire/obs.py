@@ -1,0 +1,214 @@
+"""Metrics: the one module that names every metric of the service.
+
+Each :class:`Metrics` has its own ``prometheus_client`` registry (a process
+may run several services in tests). Label sets are bounded: methods are the
+registered ones, codes gRPC's, symbols the configured ones, caches and store
+operations fixed names; no key, token or client address is ever a label.
+
+Instruments on the request path (:class:`Metrics` attributes) are updated as
+things happen; what the service already counts (the hub's queues, the
+ingestor's candles, the feed's connections) is read at scrape time by
+:class:`ServiceCollector`, so the hot paths pay nothing for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE", "Metrics", "ServiceCollector", "render"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+_STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0)
+
+
+class Metrics:
+    """The service's instruments, in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.rpc_handled = Counter(
+            "candlewire_rpc_handled",
+            "RPCs completed, by method and gRPC status code",
+            ["method", "code"],
+            registry=r,
+        )
+        self.rpc_duration = Histogram(
+            "candlewire_rpc_duration_seconds",
+            "RPC latency (streams: their whole life), by method and gRPC status code",
+            ["method", "code"],
+            buckets=_RPC_BUCKETS,
+            registry=r,
+        )
+        self.streams_open = Gauge(
+            "candlewire_streams_open", "server streams open, by method", ["method"], registry=r
+        )
+        self.stream_messages = Counter(
+            "candlewire_stream_messages_sent",
+            "messages sent on server streams, by method",
+            ["method"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "candlewire_rejected_requests",
+            "requests refused before their method ran, or for invalid input, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.store_duration = Histogram(
+            "candlewire_store_operation_seconds",
+            "store (and database) operation latency, by store and operation",
+            ["store", "operation"],
+            buckets=_STORE_BUCKETS,
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "candlewire_store_errors",
+            "store (and database) operations that failed, by store and operation",
+            ["store", "operation"],
+            registry=r,
+        )
+        self.limiter_errors = Counter(
+            "candlewire_rate_limiter_errors",
+            "rate-limit checks that could not reach the shared limiter (let through)",
+            registry=r,
+        )
+        self._handled: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._streams: dict[str, tuple[Any, Any]] = {}
+
+    def handled(self, method: str, code: str) -> tuple[Any, Any]:
+        """(counter, histogram) children of ``method`` and ``code``, resolved once."""
+        key = (method, code)
+        found = self._handled.get(key)
+        if found is None:
+            found = self._handled[key] = (
+                self.rpc_handled.labels(method, code),
+                self.rpc_duration.labels(method, code),
+            )
+        return found
+
+    def stream(self, method: str) -> tuple[Any, Any]:
+        """(open gauge, messages counter) children of ``method``."""
+        found = self._streams.get(method)
+        if found is None:
+            found = self._streams[method] = (
+                self.streams_open.labels(method),
+                self.stream_messages.labels(method),
+            )
+        return found
+
+    def watch(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+
+def render(metrics: Metrics) -> bytes:
+    """The text exposition of ``metrics``."""
+    return generate_latest(metrics.registry)
+
+
+class ServiceCollector(Collector):
+    """Reads the service's own counters at scrape time.
+
+    ``source`` returns the parts to read (any may be None): ``hub``,
+    ``ingestor``, ``feed``, ``candle_cache``, ``quote_cache``, ``limiter``.
+    """
+
+    def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
+        self._source = source
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+    def collect(self) -> Iterator[Any]:
+        parts = self._source()
+        hub = parts.get("hub")
+        if hub is not None:
+            subscriptions = list(getattr(hub, "_subscriptions", ()))
+            depths = [len(getattr(s, "_pending", ())) for s in subscriptions]
+            yield GaugeMetricFamily(
+                "candlewire_stream_queue_depth_max",
+                "updates queued for the most backed-up stream",
+                value=max(depths, default=0),
+            )
+            yield GaugeMetricFamily(
+                "candlewire_stream_queued_updates",
+                "updates queued over every stream",
+                value=sum(depths),
+            )
+            yield GaugeMetricFamily(
+                "candlewire_subscriptions", "live-update subscriptions", value=len(hub)
+            )
+            yield CounterMetricFamily(
+                "candlewire_slow_consumer_terminations",
+                "streams ended because they fell too far behind",
+                value=hub.overflowed,
+            )
+            lag = GaugeMetricFamily(
+                "candlewire_feed_lag_seconds",
+                "now minus the newest upstream event time, per symbol",
+                labels=["symbol"],
+            )
+            now = time.time_ns()
+            for symbol, event_time in sorted(hub.event_times.items()):
+                lag.add_metric([symbol], max(0, now - event_time) / 1e9)
+            yield lag
+        ingestor = parts.get("ingestor")
+        if ingestor is not None:
+            yield CounterMetricFamily(
+                "candlewire_candles_written",
+                "candle versions written to the store",
+                value=ingestor.candles_out,
+            )
+            yield CounterMetricFamily(
+                "candlewire_trades_received", "upstream trades received", value=ingestor.trades_in
+            )
+            yield CounterMetricFamily(
+                "candlewire_ingest_store_errors",
+                "store writes of the ingestor that failed (kept and retried)",
+                value=ingestor.store_errors,
+            )
+            yield CounterMetricFamily(
+                "candlewire_rejected_inputs",
+                "upstream events refused (late trades beyond the allowed lateness)",
+                value=ingestor.dropped_late,
+            )
+        feed = parts.get("feed")
+        if feed is not None:
+            websocket = getattr(feed, "websocket", None) or getattr(feed, "_websocket", None)
+            connections = getattr(websocket, "connections", None)
+            if isinstance(connections, int):
+                yield CounterMetricFamily(
+                    "candlewire_upstream_reconnects",
+                    "upstream connections opened after the first",
+                    value=max(0, connections - 1),
+                )
+            limiter = getattr(feed, "limiter", None)
+            used = getattr(limiter, "_used", None)
+            if isinstance(used, int):
+                yield GaugeMetricFamily(
+                    "candlewire_upstream_request_weight",
+                    "upstream request weight used in the current minute",
+                    value=used,
+                )
+        caches = CounterMetricFamily(
+            "candlewire_cache_requests",
+            "reads a process-local cache answered (hit) or passed on (miss)",
+            labels=["cache", "result"],
+        )
+        candle_cache = parts.get("candle_cache")
+        if candle_cache is not None:
+            caches.add_metric(["candles", "hit"], candle_cache.answered)
+            caches.add_metric(["candles", "miss"], getattr(candle_cache, "missed", 0))
+        quote_cache = parts.get("quote_cache")
+        if quote_cache is not None:
+            caches.add_metric(["quotes", "hit"], getattr(quote_cache, "hits", 0))
+            caches.add_metric(["quotes", "miss"], getattr(quote_cache, "misses", 0))
+        yield caches
