@@ -61,6 +61,7 @@ from candlewire.retry import Backoff, Retry
 from candlewire.store import build_store
 from candlewire.store.base import Connects, SharedStore, Store
 from candlewire.store.cached import CachedStore, CandleCache, QuoteCache
+from candlewire.store.timed import TimedStore
 from candlewire.tasks import cancel_and_wait, checkpoint
 
 __all__ = ["App"]
@@ -382,8 +383,9 @@ class App:
         """The store the API reads: a shared store through this replica's caches
         (:mod:`candlewire.store.cached`), else the store itself."""
         if shared is None:
-            return self.store
-        return CachedStore(shared, self.quote_cache, self.candle_cache)
+            return TimedStore(self.store, self.metrics, "memory")
+        timed = TimedStore(shared, self.metrics, "redis")
+        return CachedStore(timed, self.quote_cache, self.candle_cache)
 
     async def _start_gateway(self, grpc_port: int) -> None:
         s = self.settings
@@ -413,8 +415,9 @@ class App:
 
     def _new_ingestor(self, *, publish: bool) -> Ingestor:
         s = self.settings
+        kind = "memory" if _shared(self.store) is None else "redis"
         return Ingestor(
-            self.store,
+            TimedStore(self.store, self.metrics, kind),
             self.hub,
             self._instruments,
             AggregatorConfig(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from candlewire.api.auth import METHOD_SCOPES, SCOPES
 from candlewire.api.keys import add_key
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
-from tests.store.conftest import redis_server_in, shared_redis  # noqa: F401 - fixtures
+from tests.store.conftest import RedisServer, redis_server_in
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MarketDataService"]
 METHODS = {f"/{SERVICE.full_name}/{m.name}": m for m in SERVICE.methods}
@@ -117,3 +117,10 @@ class Keys:
 @pytest.fixture
 def keys(tmp_path: Path) -> Keys:
     return Keys(tmp_path / "keys.json")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of this test alone."""
+    with redis_server_in(tmp_path) as server:
+        yield server
