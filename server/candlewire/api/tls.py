@@ -59,7 +59,7 @@ class CertificateFiles:
         self.client_ca_file = Path(client_ca_file) if client_ca_file else None
         self.check_interval = check_interval
         self._lock = threading.Lock()
-        self._next_check = 0.0
+        self._checked = -float("inf")
         self.reloads = 0
         self._identities = self._stat()
         self.cert, self.key, self.client_ca = self._read(initial=True)
@@ -115,9 +115,9 @@ class CertificateFiles:
         """Re-read the files if they changed; whether the certificates changed."""
         now = time.monotonic()
         with self._lock:
-            if now < self._next_check:
+            if now - self._checked < self.check_interval:
                 return False
-            self._next_check = now + self.check_interval
+            self._checked = now
             identities = self._stat()
             if identities == self._identities:
                 return False
