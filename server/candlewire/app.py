@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from candlewire.aggregate import AggregatorConfig
 from candlewire.api.auth import Authenticator, JwtVerifier
@@ -63,6 +63,9 @@ from candlewire.store.base import Connects, SharedStore, Store
 from candlewire.store.cached import CachedStore, CandleCache, QuoteCache
 from candlewire.store.timed import TimedStore
 from candlewire.tasks import cancel_and_wait, checkpoint
+
+if TYPE_CHECKING:
+    from candlewire.tracing import Tracing
 
 __all__ = ["App"]
 
@@ -125,6 +128,7 @@ class App:
         self.gatekeeper: Gatekeeper | None = None
         self.limiter: Limiter | None = None
         self.tls: CertificateFiles | None = None
+        self.tracing: Tracing | None = None
         self._socket_dir: str | None = None
         self._metrics_server: Any = None
         self.started_callback: Callable[[], None] | None = None
@@ -226,6 +230,8 @@ class App:
             server.server_close()
         if self.limiter is not None:
             await self.limiter.close()
+        if self.tracing is not None:
+            await self.tracing.close()
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
@@ -285,12 +291,17 @@ class App:
             # private Unix socket (its directory is this user's only).
             self._socket_dir = tempfile.mkdtemp(prefix="candlewire-")
             local_socket = str(Path(self._socket_dir) / "grpc.sock")
+        if s.otlp_endpoint:
+            from candlewire.tracing import Tracing
+
+            self.tracing = Tracing(s.otlp_endpoint)
         self.api = ApiServer(
             servicer,
             s.grpc_listen,
             gatekeeper=self.gatekeeper,
             tls=self.tls,
             local_socket=local_socket,
+            tracing=self.tracing.interceptor if self.tracing is not None else None,
         )
         return self.api
 

@@ -110,6 +110,7 @@ class ApiServer:
         gatekeeper: Gatekeeper | None = None,
         tls: CertificateFiles | None = None,
         local_socket: str | None = None,
+        tracing: grpc.aio.ServerInterceptor | None = None,
     ) -> None:
         """Without a servicer (an ingest-only process) it serves health and reflection.
 
@@ -122,6 +123,8 @@ class ApiServer:
         interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (DecodeGuard(),)
         if gatekeeper is not None:
             interceptors = (gatekeeper, *interceptors)
+        if tracing is not None:  # outermost: refused calls are traced too
+            interceptors = (tracing, *interceptors)
         self._server = grpc.aio.server(options=server_options(), interceptors=interceptors)
         if servicer is not None:
             self._server.add_generic_rpc_handlers((_handlers(servicer),))
