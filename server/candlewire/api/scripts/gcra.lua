@@ -17,5 +17,6 @@ if now < allowed_at then
   return allowed_at - now
 end
 local new_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+local ttl = math.ceil((new_tat - now) / 1000) + 1
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl)
 return 0
