@@ -88,18 +88,31 @@ async def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--history", type=int, default=1440, help="sim history minutes")
     parser.add_argument("--loop", choices=LOOPS, default="asyncio", help="event loop")
+    parser.add_argument("--keys-file", default="", help="API keys file: authentication on")
+    parser.add_argument("--ip-rate", type=float, default=0.0, help="requests/s per address")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="no call policy at all: no authentication, limits nor RPC metrics",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     symbols = SYMBOLS[: args.symbols]
     settings = load(
         grpc_listen=f"127.0.0.1:{args.port}",
+        http_listen="",  # gRPC only (and no fixed port shared by servers of one run)
         symbols=symbols,
         sim_history=args.history,
         log_level="WARNING",
         shutdown_grace=0.5,
+        api_keys_file=args.keys_file,
+        ip_rate=args.ip_rate,
+        key_rate=1e9,  # limits are checked on every call, never refused
     )
     feed = InjectFeed(symbols, symbols[: args.inject], args.rate) if args.feed == "inject" else None
     app = App(settings, feed=feed)
+    if args.bare:
+        app._new_gatekeeper = lambda: None  # type: ignore[assignment,method-assign,return-value]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

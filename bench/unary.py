@@ -99,6 +99,7 @@ def h2load(
     core: int | None,
     conns: int,
     streams: int,
+    headers: tuple[str, ...] = (),
 ) -> H2Result:
     argv = pinned(
         core,
@@ -111,6 +112,7 @@ def h2load(
             f"--data={body}",
             "--header=content-type: application/grpc",
             "--header=te: trailers",
+            *(f"--header={h}" for h in headers),
             f"http://127.0.0.1:{port}/{SERVICE_NAME}/{method}",
         ],
     )

@@ -394,7 +394,7 @@ class App:
         """The store the API reads: a shared store through this replica's caches
         (:mod:`candlewire.store.cached`), else the store itself."""
         if shared is None:
-            return TimedStore(self.store, self.metrics, "memory")
+            return self.store  # in-process memory: nothing worth timing
         timed = TimedStore(shared, self.metrics, "redis")
         return CachedStore(timed, self.quote_cache, self.candle_cache)
 
@@ -426,9 +426,9 @@ class App:
 
     def _new_ingestor(self, *, publish: bool) -> Ingestor:
         s = self.settings
-        kind = "memory" if _shared(self.store) is None else "redis"
+        shared = _shared(self.store)
         return Ingestor(
-            TimedStore(self.store, self.metrics, kind),
+            self.store if shared is None else TimedStore(shared, self.metrics, "redis"),
             self.hub,
             self._instruments,
             AggregatorConfig(

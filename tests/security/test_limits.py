@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from candlewire.app import App
+from candlewire.obs import render
 from tests.scripted import ScriptedFeed, running, sec
 from tests.security.conftest import Keys, call, grpc_web_frame, request_for, retry_delay
 from tests.store.conftest import RedisServer
@@ -145,6 +147,15 @@ async def test_limits_are_shared_by_replicas_through_redis(
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert await _until_released(b, keys.one_stream) == grpc.StatusCode.OK
         assert one.limiter is not None and one.limiter.errors == 0
+        # The Redis store's operations are timed into the metrics.
+        families = text_string_to_metric_families(render(one.metrics).decode())
+        timed = {
+            (s.labels["store"], s.labels["operation"])
+            for f in families
+            for s in f.samples
+            if s.name == "candlewire_store_operation_seconds_count" and s.value > 0
+        }
+        assert ("redis", "write_candles") in timed or ("redis", "snapshot") in timed, timed
 
 
 async def _wait_serving(app: App) -> None:

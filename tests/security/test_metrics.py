@@ -68,11 +68,6 @@ async def test_metrics_move_with_calls_and_never_name_keys_or_addresses(keys: Ke
         "candlewire_stream_queue_depth_max",
     ):
         assert any(n == name for n, _ in after)
-    timed = (
-        "candlewire_store_operation_seconds_count",
-        (("operation", "get_quotes"), ("store", "memory")),
-    )
-    assert after.get(timed, 0) >= 3
     # The port of its own serves the same registry.
     assert _value(own_port, "candlewire_rpc_handled_total", method=GET_PRICE, code="OK") == 3
     # Bounded labels: no key, key name or client address anywhere.

@@ -96,6 +96,11 @@ class Principal:
     rate: float | None
     streams: int | None
 
+    @property
+    def subject(self) -> str:
+        """What its limits are counted against."""
+        return f"{self.kind}:{self.name}"
+
     def allows(self, scope: str) -> bool:
         if self.kind == "open" or scope in self.scopes:
             return True
@@ -255,11 +260,26 @@ class Authenticator:
         """The principal of a call; raises Unauthenticated."""
         if not self.enabled:
             return OPEN
+        if (
+            api_key is None
+            and bearer
+            and self.jwt is not None
+            and not bearer.startswith(KEY_PREFIX)
+        ):
+            principal = await self.jwt.verify(bearer)
+            return Principal(
+                "jwt", principal.name, principal.scopes, self.key_rate, self.key_streams
+            )
+        return self.authenticate_now(api_key, bearer)
+
+    def authenticate_now(self, api_key: str | None, bearer: str | None) -> Principal:
+        """:meth:`authenticate` of an API key (or none), which needs no waiting."""
+        if not self.enabled:
+            return OPEN
         if api_key is None and bearer is not None:
-            if self.jwt is not None and not bearer.startswith(KEY_PREFIX):
-                principal = await self.jwt.verify(bearer)
-                return Principal(
-                    "jwt", principal.name, principal.scopes, self.key_rate, self.key_streams
+            if bearer == "":
+                raise Unauthenticated(
+                    "authorization must be 'Bearer <key or token>'", "CREDENTIAL_INVALID"
                 )
             api_key = bearer
         if api_key is None:

@@ -20,6 +20,7 @@ other status of the API.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ipaddress
 import logging
 import time
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 
 from candlewire.api.auth import REFLECTION_PREFIXES, Authenticator, Principal, scope_of
+from candlewire.api.decoding import guard
 from candlewire.api.limits import Limiter, MemoryLimiter, Slot
 from candlewire.api.status import abort
 from candlewire.errors import CandlewireError, LimitExceeded, PermissionDenied, Unauthenticated
@@ -124,7 +126,8 @@ def _credentials(metadata: Sequence[tuple[str, Any]]) -> tuple[str | None, str |
 
 
 def _metadata_of(context: Context) -> Sequence[tuple[str, Any]]:
-    return tuple(context.invocation_metadata() or ())
+    found: Any = context.invocation_metadata()
+    return found or ()
 
 
 @dataclass(slots=True)
@@ -156,6 +159,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
         self.reflection_open = reflection_open
         self.access_log = access_log
         self._failures = MemoryLimiter()
+        self._memory = self.limiter if isinstance(self.limiter, MemoryLimiter) else None
         self._blocked: dict[str, float] = {}
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
@@ -202,10 +206,6 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
                 raise self._refuse_rate("too many failed authentications from this address", left)
             del self._blocked[address]
         try:
-            if bearer == "":
-                raise Unauthenticated(
-                    "authorization must be 'Bearer <key or token>'", "CREDENTIAL_INVALID"
-                )
             principal = await self.authenticator.authenticate(api_key, bearer)
         except Unauthenticated as error:
             raise await self._failed(address, error) from None
@@ -217,7 +217,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
                 if self.metrics is not None:
                     self.metrics.rejected.labels("permission_denied").inc()
                 raise
-        subject = f"{principal.kind}:{principal.name}"
+        subject = principal.subject
         if principal.kind == "anonymous":
             subject = "anonymous:" + address
         slots: list[Slot] = []
@@ -257,6 +257,46 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
             raise
         return _Admitted(principal, address, slots)
 
+    def admit_now(
+        self, method: str, metadata: Sequence[tuple[str, Any]], peer: str
+    ) -> _Admitted | None:
+        """:meth:`admit` of a unary call without awaiting, when nothing needs to
+        (an API key or none, limits in memory): the common case, at the cost of
+        no coroutine. None: take :meth:`admit` (a JWT, shared limits, a failure).
+        """
+        if self._memory is None:
+            return None
+        api_key, bearer, forwarded = _credentials(metadata)
+        if bearer is not None and (api_key is not None or self.authenticator.jwt is not None):
+            return None
+        address = self.addresses.resolve(peer, forwarded)
+        if address in self._blocked:
+            return None
+        try:
+            principal = self.authenticator.authenticate_now(api_key, bearer)
+        except Unauthenticated:
+            return None  # counted and answered by admit()
+        scope = scope_of(method)
+        if scope is not None and not principal.allows(scope):
+            return None
+        burst = self.limits.burst_seconds
+        hit = self._memory.hit_now
+        subject = "anonymous:" + address if principal.kind == "anonymous" else principal.subject
+        if principal.rate is not None:
+            wait = hit(subject, principal.rate, max(1.0, principal.rate * burst))
+            if wait > 0:
+                raise self._refuse_rate(
+                    f"rate limit of {principal.rate:g} requests/s exceeded", wait
+                )
+        rate = self.limits.ip_rate
+        if rate > 0 and principal.kind != "anonymous":
+            wait = hit("ip:" + address, rate, max(1.0, rate * burst))
+            if wait > 0:
+                raise self._refuse_rate(
+                    f"rate limit of {rate:g} requests/s per address exceeded", wait
+                )
+        return _Admitted(principal, address, [])
+
     def _stream_limit(self, what: str) -> LimitExceeded:
         if self.metrics is not None:
             self.metrics.rejected.labels("stream_limit").inc()
@@ -286,6 +326,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, method: str, handler: Handler) -> Handler:
+        handler = guard(handler)  # undecodable requests: INVALID_ARGUMENT (api.decoding)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
@@ -294,7 +335,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream),
+                self._streaming(method, handler.unary_stream),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
@@ -302,7 +343,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
             return handler  # client streams: reflection, open unless configured otherwise
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(method, handler.stream_stream),
+                self._streaming(method, handler.stream_stream),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
@@ -312,6 +353,13 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
             handler.request_deserializer,
             handler.response_serializer,
         )
+
+    def _streaming(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        """A streaming behavior: an async generator, or a coroutine that writes
+        to its context (as the health service's Watch)."""
+        if inspect.isasyncgenfunction(behavior):
+            return self._stream(method, behavior)
+        return self._unary(method, behavior)
 
     async def _admit_or_abort(
         self, method: str, metadata: Sequence[tuple[str, Any]], context: Context, *, stream: bool
@@ -368,9 +416,15 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
             admitted = None
             try:
                 if not open_method:
-                    admitted = await self._admit_or_abort(
-                        method, _metadata_of(context), context, stream=False
-                    )
+                    metadata = _metadata_of(context)
+                    try:
+                        admitted = self.admit_now(method, metadata, context.peer())
+                    except CandlewireError as error:
+                        await abort(context, error)
+                    if admitted is None:
+                        admitted = await self._admit_or_abort(
+                            method, metadata, context, stream=False
+                        )
                 result = behavior(request, context)
                 if not isinstance(result, bytes) and hasattr(result, "__await__"):
                     result = await result

@@ -120,9 +120,10 @@ class ApiServer:
         process when the port is TLS.
         """
         self.health = HealthServicer()
-        interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (DecodeGuard(),)
-        if gatekeeper is not None:
-            interceptors = (gatekeeper, *interceptors)
+        # The gatekeeper guards decoding itself (one wrapper per method, not two).
+        interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (
+            (gatekeeper,) if gatekeeper is not None else (DecodeGuard(),)
+        )
         if tracing is not None:  # outermost: refused calls are traced too
             interceptors = (tracing, *interceptors)
         self._server = grpc.aio.server(options=server_options(), interceptors=interceptors)
