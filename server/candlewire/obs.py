@@ -14,14 +14,15 @@ ingestor's candles, the feed's connections) is read at scrape time by
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "Metrics", "ServiceCollector", "render"]
+__all__ = ["CONTENT_TYPE", "Metrics", "RpcStats", "ServiceCollector", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -35,19 +36,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.rpc_handled = Counter(
-            "candlewire_rpc_handled",
-            "RPCs completed, by method and gRPC status code",
-            ["method", "code"],
-            registry=r,
-        )
-        self.rpc_duration = Histogram(
-            "candlewire_rpc_duration_seconds",
-            "RPC latency (streams: their whole life), by method and gRPC status code",
-            ["method", "code"],
-            buckets=_RPC_BUCKETS,
-            registry=r,
-        )
+        self.rpc = RpcStats()
+        r.register(self.rpc)
         self.streams_open = Gauge(
             "candlewire_streams_open", "server streams open, by method", ["method"], registry=r
         )
@@ -81,19 +71,7 @@ class Metrics:
             "rate-limit checks that could not reach the shared limiter (let through)",
             registry=r,
         )
-        self._handled: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._streams: dict[str, tuple[Any, Any]] = {}
-
-    def handled(self, method: str, code: str) -> tuple[Any, Any]:
-        """(counter, histogram) children of ``method`` and ``code``, resolved once."""
-        key = (method, code)
-        found = self._handled.get(key)
-        if found is None:
-            found = self._handled[key] = (
-                self.rpc_handled.labels(method, code),
-                self.rpc_duration.labels(method, code),
-            )
-        return found
 
     def stream(self, method: str) -> tuple[Any, Any]:
         """(open gauge, messages counter) children of ``method``."""
@@ -107,6 +85,50 @@ class Metrics:
 
     def watch(self, collector: Collector) -> None:
         self.registry.register(collector)
+
+
+class RpcStats(Collector):
+    """``candlewire_rpc_handled_total`` and ``candlewire_rpc_duration_seconds``.
+
+    Every call adds to plain numbers on the event loop's thread (no lock, no
+    label look-up in ``prometheus_client``: this runs once per RPC); a scrape
+    turns them into the two families.
+    """
+
+    def __init__(self) -> None:
+        self._stats: dict[tuple[str, str], list[Any]] = {}
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        entry = self._stats.get((method, code))
+        if entry is None:
+            entry = self._stats[(method, code)] = [0, 0.0, [0] * (len(_RPC_BUCKETS) + 1)]
+        entry[0] += 1
+        entry[1] += seconds
+        entry[2][bisect_left(_RPC_BUCKETS, seconds)] += 1
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+    def collect(self) -> Iterator[Any]:
+        handled = CounterMetricFamily(
+            "candlewire_rpc_handled",
+            "RPCs completed, by method and gRPC status code",
+            labels=["method", "code"],
+        )
+        duration = HistogramMetricFamily(
+            "candlewire_rpc_duration_seconds",
+            "RPC latency (streams: their whole life), by method and gRPC status code",
+            labels=["method", "code"],
+        )
+        for (method, code), (count, total, buckets) in sorted(self._stats.items()):
+            handled.add_metric([method, code], count)
+            cumulative, running = [], 0
+            for bound, n in zip((*_RPC_BUCKETS, float("inf")), list(buckets), strict=True):
+                running += n
+                cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+            duration.add_metric([method, code], cumulative, total)
+        yield handled
+        yield duration
 
 
 def render(metrics: Metrics) -> bytes:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 
-__all__ = ["DecodeGuard", "Undecodable"]
+__all__ = ["DecodeGuard", "Undecodable", "guard", "guarded", "refuse"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ class Undecodable:
         self.description = description
 
 
-def _guarded(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def guarded(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """``deserializer``, returning :class:`Undecodable` instead of raising."""
     owner = getattr(deserializer, "__self__", None)
     descriptor = getattr(owner, "DESCRIPTOR", None)
     name = getattr(descriptor, "full_name", "the request message")
@@ -54,7 +55,8 @@ def _guarded(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return decode
 
 
-async def _refuse(context: Context, request: Undecodable) -> None:
+async def refuse(context: Context, request: Undecodable) -> None:
+    """End the call with INVALID_ARGUMENT naming the message type."""
     log.debug("refused an undecodable request: %s", request.description)
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.description)
 
@@ -64,7 +66,7 @@ def _unary_request(behavior: Callable[..., Any], streaming: bool) -> Callable[..
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             if isinstance(request, Undecodable):
-                await _refuse(context, request)
+                await refuse(context, request)
             async for response in behavior(request, context):
                 yield response
 
@@ -72,7 +74,7 @@ def _unary_request(behavior: Callable[..., Any], streaming: bool) -> Callable[..
 
     async def unary(request: Any, context: Context) -> Any:
         if isinstance(request, Undecodable):
-            await _refuse(context, request)
+            await refuse(context, request)
         result = behavior(request, context)
         return await result if inspect.isawaitable(result) else result
 
@@ -83,7 +85,7 @@ def _stream_request(behavior: Callable[..., Any]) -> Callable[..., Any]:
     async def checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
         async for request in requests:
             if isinstance(request, Undecodable):
-                await _refuse(context, request)
+                await refuse(context, request)
             yield request
 
     if inspect.isasyncgenfunction(behavior):
@@ -106,7 +108,7 @@ def guard(handler: Handler) -> Handler:
     deserializer = handler.request_deserializer
     if deserializer is None:
         return handler
-    decode = _guarded(deserializer)
+    decode = guarded(deserializer)
     serialize = handler.response_serializer
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(

@@ -150,6 +150,8 @@ class KeyRing:
                 f"{_reason(error)}"
             ) from None
         self._by_digest = {k.digest: k for k in keys}
+        self._known: dict[str, ApiKey] = {}
+        """Keys presented recently and found: the hash is computed once per key."""
         self._checked = time.monotonic()
         self.reloads = 0
         self.reload_errors = 0
@@ -168,7 +170,14 @@ class KeyRing:
         if now - self._checked >= self.reload_interval:
             self._checked = now
             self.check()
-        return self._by_digest.get(hash_key(key))
+        found = self._known.get(key)
+        if found is None:
+            found = self._by_digest.get(hash_key(key))
+            if found is not None:  # only valid keys: a guessing client cannot grow it
+                if len(self._known) >= 1024:
+                    self._known.clear()
+                self._known[key] = found
+        return found
 
     def check(self) -> bool:
         """Reload the file if it changed; whether the keys were replaced."""
@@ -188,6 +197,7 @@ class KeyRing:
             )
             return False
         self._by_digest = {k.digest: k for k in keys}
+        self._known = {}
         self.reloads += 1
         log.info("API keys: %d loaded from %s (changed)", len(keys), self.path)
         return True
