@@ -204,13 +204,13 @@ class ServiceCollector(Collector):
             )
         feed = parts.get("feed")
         if feed is not None:
-            websocket = getattr(feed, "websocket", None) or getattr(feed, "_websocket", None)
-            connections = getattr(websocket, "connections", None)
-            if isinstance(connections, int):
+            streams = getattr(feed, "_streams", None)  # Binance: its combined streams
+            if isinstance(streams, list) and streams:
+                opened = sum(int(getattr(s, "connections", 0)) for s in streams)
                 yield CounterMetricFamily(
                     "candlewire_upstream_reconnects",
-                    "upstream connections opened after the first",
-                    value=max(0, connections - 1),
+                    "upstream connections opened after each stream's first",
+                    value=max(0, opened - len(streams)),
                 )
             limiter = getattr(feed, "limiter", None)
             used = getattr(limiter, "_used", None)

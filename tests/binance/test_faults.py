@@ -19,10 +19,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from candlewire.app import App
 from candlewire.domain import Interval
 from candlewire.feeds.binance import BinanceConfig, BinanceFeed
+from candlewire.obs import render
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 from tests.binance.exchange import (
@@ -147,6 +149,11 @@ async def test_connection_dropped_mid_candle() -> None:
         await run.check()
         assert run.feed.failures >= 1
         assert run.backfilled(T0 + 31_000, T0 + 41_000), "the lost seconds came from REST"
+        # The reconnect and the request weight show in the metrics.
+        families = text_string_to_metric_families(render(run.app.metrics).decode())
+        values = {s.name: s.value for f in families for s in f.samples}
+        assert values["candlewire_upstream_reconnects_total"] >= 1
+        assert "candlewire_upstream_request_weight" in values
 
 
 async def test_withheld_klines_are_fetched_before_the_next_live_candle() -> None:

@@ -15,8 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from candlewire.api.auth import METHOD_SCOPES
 from tests.scripted import ScriptedFeed, running
-from tests.security.conftest import Keys, call, error_reason
+from tests.security.conftest import METHODS, Keys, call, error_reason
 
 LIST = "/marketdata.v1.MarketDataService/ListSymbols"
 CANDLES = "/marketdata.v1.MarketDataService/GetCandles"
@@ -143,3 +144,36 @@ async def test_jwts_are_verified_and_carry_their_scopes(jwks: Jwks, keys: Keys) 
         assert jwks.requests == 2
         # API keys keep working beside JWTs.
         assert (await call(channel, LIST, [("x-api-key", keys.reader)]))[0] == grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("path", sorted(METHODS))
+async def test_each_method_refuses_expired_and_forged_tokens(jwks: Jwks, path: str) -> None:
+    settings = {"jwt_jwks_url": jwks.url, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
+    async with (
+        running(ScriptedFeed(), **settings) as app,
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+    ):
+        expired = jwks.token("one", exp=int(time.time()) - 120, scope="read")
+        forged = jwks.token("one", key=_other_key(), scope="read")
+        for token in (expired, forged):
+            assert (await call(channel, path, _bearer(token)))[0] == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+        unscoped = jwks.token("one", scope="nothing")
+        assert (await call(channel, path, _bearer(unscoped)))[0] == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        good = jwks.token("one", scope=METHOD_SCOPES[path])
+        assert (await call(channel, path, _bearer(good)))[0] not in (
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.PERMISSION_DENIED,
+        )
+
+
+_OTHER: list[rsa.RSAPrivateKey] = []
+
+
+def _other_key() -> rsa.RSAPrivateKey:
+    if not _OTHER:
+        _OTHER.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return _OTHER[0]
