@@ -159,7 +159,7 @@ class ApiServer:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         log.info(
-            "gRPC listening on %s (port %d, %s)",
+            "gRPC listening on %s (port %d), %s",
             self._address,
             self.port,
             "TLS" if self.tls else "plaintext",
