@@ -23,10 +23,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from candlewire.api.keys import KEY_PREFIX, KeyRing
+from candlewire.api.keys import KEY_PREFIX, ApiKey, KeyRing
 from candlewire.errors import PermissionDenied, Unauthenticated
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
@@ -95,11 +95,12 @@ class Principal:
     scopes: frozenset[str]
     rate: float | None
     streams: int | None
+    subject: str = field(default="", compare=False)
+    """What its limits are counted against: ``<kind>:<name>``."""
 
-    @property
-    def subject(self) -> str:
-        """What its limits are counted against."""
-        return f"{self.kind}:{self.name}"
+    def __post_init__(self) -> None:
+        if not self.subject:
+            object.__setattr__(self, "subject", f"{self.kind}:{self.name}")
 
     def allows(self, scope: str) -> bool:
         if self.kind == "open" or scope in self.scopes:
@@ -247,6 +248,7 @@ class Authenticator:
         self.keys = keys
         self.jwt = jwt
         self.enabled = keys is not None or jwt is not None
+        self._principals: dict[ApiKey, Principal] = {}
         self.key_rate = key_rate
         self.key_streams = key_streams
         scopes = frozenset(anonymous_scopes)
@@ -293,10 +295,15 @@ class Authenticator:
         entry = self.keys.lookup(api_key) if self.keys is not None else None
         if entry is None:
             raise Unauthenticated("the API key is not valid", "API_KEY_INVALID")
-        return Principal(
-            "key",
-            entry.name,
-            entry.scopes,
-            entry.rate if entry.rate is not None else self.key_rate,
-            entry.streams if entry.streams is not None else self.key_streams,
-        )
+        principal = self._principals.get(entry)
+        if principal is None:
+            if len(self._principals) > 4096:
+                self._principals.clear()
+            principal = self._principals[entry] = Principal(
+                "key",
+                entry.name,
+                entry.scopes,
+                entry.rate if entry.rate is not None else self.key_rate,
+                entry.streams if entry.streams is not None else self.key_streams,
+            )
+        return principal

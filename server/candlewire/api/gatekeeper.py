@@ -64,7 +64,7 @@ class ClientAddress:
     def __init__(self, trusted: Iterable[str]) -> None:
         self._trusted: list[_Network] = [ipaddress.ip_network(t, strict=False) for t in trusted]
         self._cache: dict[str, bool] = {}
-        self._resolved: dict[tuple[str, str | None], str] = {}
+        self._resolved: dict[str | tuple[str, str], tuple[str, str]] = {}
 
     def trusted(self, address: str) -> bool:
         found = self._cache.get(address)
@@ -91,12 +91,17 @@ class ClientAddress:
         return None
 
     def resolve(self, peer: str, forwarded: str | None) -> str:
-        key = (peer, forwarded)
-        found = self._resolved.get(key)
+        return self.resolve_pair(peer, forwarded)[0]
+
+    def resolve_pair(self, peer: str, forwarded: str | None) -> tuple[str, str]:
+        """The address, and its limits' subject (``ip:<address>``); cached per connection."""
+        found = self._resolved.get(peer if forwarded is None else (peer, forwarded))
         if found is None:
             if len(self._resolved) > 10_000:
                 self._resolved.clear()
-            found = self._resolved[key] = self._resolve(peer, forwarded)
+            address = self._resolve(peer, forwarded)
+            found = (address, "ip:" + address)
+            self._resolved[peer if forwarded is None else (peer, forwarded)] = found
         return found
 
     def _resolve(self, peer: str, forwarded: str | None) -> str:
@@ -146,7 +151,7 @@ def _metadata_of(context: Context) -> Sequence[tuple[str, Any]]:
 class _Admitted:
     principal: Principal
     address: str
-    slots: list[Slot]
+    slots: Sequence[Slot]
 
 
 class Gatekeeper(grpc.aio.ServerInterceptor):
@@ -270,7 +275,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
         return _Admitted(principal, address, slots)
 
     def admit_now(
-        self, method: str, metadata: Sequence[tuple[str, Any]], peer: str
+        self, method: str, metadata: Sequence[tuple[str, Any]], peer: str, scope: str | None = ""
     ) -> _Admitted | None:
         """:meth:`admit` of a unary call without awaiting, when nothing needs to
         (an API key or none, limits in memory): the common case, at the cost of
@@ -281,14 +286,15 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
         api_key, bearer, forwarded = _credentials(metadata)
         if bearer is not None and (api_key is not None or self.authenticator.jwt is not None):
             return None
-        address = self.addresses.resolve(peer, forwarded)
-        if address in self._blocked:
+        address, ip_subject = self.addresses.resolve_pair(peer, forwarded)
+        if self._blocked and address in self._blocked:
             return None
         try:
             principal = self.authenticator.authenticate_now(api_key, bearer)
         except Unauthenticated:
             return None  # counted and answered by admit()
-        scope = scope_of(method)
+        if scope == "":
+            scope = scope_of(method)
         if scope is not None and not principal.allows(scope):
             return None
         burst = self.limits.burst_seconds
@@ -302,12 +308,12 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
                 )
         rate = self.limits.ip_rate
         if rate > 0 and principal.kind != "anonymous":
-            wait = hit("ip:" + address, rate, max(1.0, rate * burst))
+            wait = hit(ip_subject, rate, max(1.0, rate * burst))
             if wait > 0:
                 raise self._refuse_rate(
                     f"rate limit of {rate:g} requests/s per address exceeded", wait
                 )
-        return _Admitted(principal, address, [])
+        return _Admitted(principal, address, ())
 
     def _stream_limit(self, what: str) -> LimitExceeded:
         if self.metrics is not None:
@@ -430,6 +436,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
         self, method: str, behavior: Callable[..., Any], checks: bool = False
     ) -> Callable[..., Any]:
         open_method = self._is_open(method)
+        scope = scope_of(method)
         metrics_on = self.metrics is not None or self.access_log
 
         async def unary(request: Any, context: Context) -> Any:
@@ -439,7 +446,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
                 if not open_method:
                     metadata = _metadata_of(context)
                     try:
-                        admitted = self.admit_now(method, metadata, context.peer())
+                        admitted = self.admit_now(method, metadata, context.peer(), scope)
                     except CandlewireError as error:
                         await abort(context, error)
                     if admitted is None:
