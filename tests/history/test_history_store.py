@@ -69,7 +69,9 @@ async def test_range_reads_match_a_reference(history: HistoryStore) -> None:
         if window:
             assert isinstance(found.frames, FrameRun)
             assert found.frames.data == b"".join(frames[i] for i in window)
-    other = await history.get_candles(SeriesKey("ETHUSDT", Interval.M1), start=None, end=None, limit=9)
+    other = await history.get_candles(
+        SeriesKey("ETHUSDT", Interval.M1), start=None, end=None, limit=9
+    )
     assert len(other) == 0
 
 
@@ -165,7 +167,7 @@ async def test_bad_password_and_url_name_the_setting(pg_server: PostgresServer) 
     assert "CANDLEWIRE_POSTGRES_URL" in message
     assert "password authentication failed" in message
     assert "not-the-password" not in message
-    with pytest.raises(ConfigError, match="CANDLEWIRE_POSTGRES_URL.*does not exist"):
+    with pytest.raises(ConfigError, match=r"CANDLEWIRE_POSTGRES_URL.*does not exist"):
         await HistoryStore(pg_server.url_for("no_such_db")).connect()
     with pytest.raises(ConfigError, match="CANDLEWIRE_POSTGRES_URL"):
         await HistoryStore("postgresql://u:pw@127.0.0.1:1/x", timeout=1).connect()
