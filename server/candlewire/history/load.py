@@ -13,8 +13,9 @@
   What is stored is never fetched again, so a second run resumes.
 - :func:`derive` rolls stored candles of a finer interval up into a coarser
   one, only for buckets whose finer candles are all stored: open of the
-  first, close of the last, high and low, sums of volume, quote volume and
-  trades, in exact decimals, which is how Binance builds its own klines.
+  first that traded, close of the last, high and low of those that traded,
+  sums of volume, quote volume and trades, in exact decimals, which is how
+  Binance builds its own klines from the same trades.
 """
 
 from __future__ import annotations
@@ -33,10 +34,16 @@ from typing import TYPE_CHECKING, TextIO
 from candlewire.aggregate import AggregatorConfig, SymbolAggregator, _nests
 from candlewire.codec import candle_frame, frame_to_candle, kline_frame
 from candlewire.domain import NANOS_PER_MILLI, Candle, Interval, SeriesKey, Source, Trade
-from candlewire.errors import CandlewireError, ConfigError
+from candlewire.errors import (
+    CandlewireError,
+    ConfigError,
+    DependencyUnavailable,
+    HistoryUnavailable,
+)
 from candlewire.feeds.replay import ReplayFile, _events, _open_text, _unit
 from candlewire.history.postgres import HistoryRow, HistoryStore
 from candlewire.intervals import bucket_end, bucket_start, buckets, fixed_length
+from candlewire.retry import Backoff, Retry
 
 if TYPE_CHECKING:  # the REST client is imported where it is used
     from candlewire.feeds.binance.http import BinanceHttp
@@ -322,16 +329,19 @@ def roll_up(
         expected = sum(1 for _ in buckets(group[0].interval, current, end))
         if len(group) != expected:
             return  # not all of it is stored: never fabricate
+        # Prices come from the candles that traded (an empty candle sits at the
+        # previous close, outside this bucket's trades); all empty: an empty one.
+        traded = [c for c in group if c.trade_count] or group[:1]
         out.append(
             Candle(
                 symbol=group[0].symbol,
                 interval=coarse,
                 open_time=current,
                 close_time=end,
-                open=group[0].open,
-                high=max(c.high for c in group),
-                low=min(c.low for c in group),
-                close=group[-1].close,
+                open=traded[0].open,
+                high=max(c.high for c in traded),
+                low=min(c.low for c in traded),
+                close=traded[-1].close,
                 volume=sum((c.volume for c in group), Decimal(0)),
                 quote_volume=sum((c.quote_volume for c in group), Decimal(0)),
                 trade_count=sum(c.trade_count for c in group),
@@ -391,7 +401,10 @@ async def derive(
     ``[start, end)`` that history is missing; returns the candles written."""
     key = SeriesKey(symbol, coarse)
     written = 0
-    for lo, hi in await history.missing(key, bucket_start(coarse, start), end):
+    holes = await history.missing(key, bucket_start(coarse, start), end)
+    if progress is not None:
+        progress.add_total(sum(_count(coarse, lo, hi) for lo, hi in holes))
+    for lo, hi in holes:
         cursor = lo
         while cursor < hi:
             # About 100,000 finer candles a step, cut at a coarse boundary.
@@ -410,7 +423,7 @@ async def derive(
             )
             written += len(rolled)
             if progress is not None:
-                progress.advance(len(rolled))
+                progress.advance(_count(coarse, cursor, step_end))
             cursor = step_end
     return written
 
@@ -432,8 +445,17 @@ async def backfill(
 ) -> LoadReport:
     """Fetch the closed klines of ``intervals`` in ``[since, until)`` that history
     lacks, then derive ``derived`` intervals from the finest nesting fetched one."""
-    from candlewire.feeds.binance.schemas import row_candle
+    from candlewire.feeds.binance.errors import BinanceError
+    from candlewire.feeds.binance.schemas import row_candle, weight_limit
 
+    try:
+        info = await http.exchange_info(list(symbols))
+    except BinanceError as error:
+        raise ConfigError(f"symbols: {error}") from None
+    limit = weight_limit(info)
+    if limit:
+        http.limiter.set_limit(limit)
+    retry = Retry(Backoff(initial=0.5, maximum=30.0), name="backfill")
     report = LoadReport()
     started = time.perf_counter()
     now = clock()
@@ -450,17 +472,22 @@ async def backfill(
                 plan.append((key, lo, hi))
                 if progress is not None:
                     progress.add_total(_count(interval, lo, hi))
-    limit = http.klines_limit
+    page = http.klines_limit
     for key, lo, hi in plan:
         cursor = lo
         while cursor < hi:
-            rows = await http.klines(
-                key.symbol,
-                key.interval.label,
-                start_ms=cursor // NANOS_PER_MILLI,
-                end_ms=hi // NANOS_PER_MILLI - 1,
-                limit=limit,
-            )
+            try:
+                rows = await http.klines(
+                    key.symbol,
+                    key.interval.label,
+                    start_ms=cursor // NANOS_PER_MILLI,
+                    end_ms=hi // NANOS_PER_MILLI - 1,
+                    limit=page,
+                )
+            except DependencyUnavailable as error:  # the network, Binance 5xx
+                await retry.wait(error)
+                continue
+            retry.succeeded()
             report.requests += 1
             candles = [
                 row_candle(
@@ -470,12 +497,17 @@ async def backfill(
                 for row in rows
             ]  # fmt: skip
             candles = [c for c in candles if cursor <= c.open_time < hi and c.close_time <= now]
-            await history.write(
-                [HistoryRow(c.symbol, c.interval, c.open_time, 0, candle_frame(c)) for c in candles]
+            await _write_retrying(
+                history,
+                [
+                    HistoryRow(c.symbol, c.interval, c.open_time, 0, candle_frame(c))
+                    for c in candles
+                ],
+                retry,
             )
             report.candles += len(candles)
             reached = bucket_end(key.interval, candles[-1].open_time) if candles else hi
-            if len(rows) < limit:
+            if len(rows) < page:
                 reached = hi  # the venue has nothing more in this range
             if progress is not None:
                 progress.advance(_count(key.interval, cursor, min(reached, hi)))
@@ -496,6 +528,16 @@ async def backfill(
                 )
     report.seconds = time.perf_counter() - started
     return report
+
+
+async def _write_retrying(history: HistoryStore, rows: list[HistoryRow], retry: Retry) -> None:
+    while True:
+        try:
+            await history.write(rows)
+        except HistoryUnavailable as error:
+            await retry.wait(error)
+        else:
+            return
 
 
 def _count(interval: Interval, lo: int, hi: int) -> int:
