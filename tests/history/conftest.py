@@ -4,6 +4,7 @@ store connected to it."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
 
@@ -34,3 +35,17 @@ async def history(pg_url: str) -> AsyncIterator[HistoryStore]:
         yield store
     finally:
         await store.close()
+
+
+async def until_writable(store: HistoryStore, within: float = 30.0) -> None:
+    """Wait until the store's write path reaches PostgreSQL again (after a
+    restart its pool reconnects on its own backoff)."""
+    from candlewire.errors import HistoryUnavailable
+
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                await store.checkpoints()
+                return
+            except HistoryUnavailable:
+                await asyncio.sleep(0.1)  # polling a condition, with a deadline

@@ -72,7 +72,10 @@ def _run_as() -> tuple[list[str], int, int]:
 class PostgresServer:
     """A throwaway cluster; :meth:`start` / :meth:`stop` may be called again."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """``durable``: fsync and synchronous commits as in production (benchmarks);
+        the tests turn them off."""
+        self.durable = durable
         self._tmp = tempfile.mkdtemp(prefix="cw-pg-")
         self.directory = Path(self._tmp)
         self.data = self.directory / "data"
@@ -103,9 +106,10 @@ class PostgresServer:
         assert not self.running
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self._tmp} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=200 -c shared_buffers=128MB"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run(
             [*self._prefix, pg_bin("pg_ctl"), "-D", str(self.data), "-l",
              str(self.directory / "log"), "-o", options, "-w", "-t", str(int(START_WITHIN)),
@@ -143,8 +147,8 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
+def postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+    server = PostgresServer(durable=durable)
     try:
         server.start()
         yield server

@@ -18,6 +18,7 @@ from candlewire.store.memory import MemoryStore
 from candlewire.store.redis import RedisStore
 from candlewire.tasks import cancel_and_wait
 from tests.history.candles import make_candle
+from tests.history.conftest import until_writable
 from tests.history.pg import PostgresServer, postgres
 from tests.store.conftest import RedisServer, redis_server_in
 
@@ -95,6 +96,7 @@ async def test_log_archiver_survives_outages_and_restarts(
         later += _batch(50, 20, final)
         await redis.write_candles(later[len(later) // 2 :])
         own_pg.start()
+        await until_writable(own_history)
         # A new process (after a crash or a fail-over) continues from the checkpoint.
         successor = LogArchiver(redis, own_history, SERIES)
         written = await successor.archive_once()

@@ -24,12 +24,16 @@ import asyncio
 import csv
 import io
 import logging
+import math
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from candlewire.aggregate import AggregatorConfig, SymbolAggregator, _nests
 from candlewire.codec import candle_frame, frame_to_candle, kline_frame
@@ -41,7 +45,7 @@ from candlewire.errors import (
     HistoryUnavailable,
 )
 from candlewire.feeds.replay import ReplayFile, _events, _open_text, _unit
-from candlewire.history.postgres import HistoryRow, HistoryStore
+from candlewire.history.postgres import HistoryRow, HistoryStore, encode_copy
 from candlewire.intervals import bucket_end, bucket_start, buckets, fixed_length
 from candlewire.retry import Backoff, Retry
 
@@ -152,11 +156,22 @@ def _failed(file: ReplayFile | Path, line: int | None, reason: str) -> ImportFai
     return ImportFailed(f"{where}: {reason}; nothing of this file was imported")
 
 
+def _split_rows(data: str) -> Iterable[list[str]]:
+    """CSV rows; Binance's files quote nothing, so a plain split does unless they do."""
+    if '"' in data:
+        yield from csv.reader(io.StringIO(data))
+        return
+    for line in data.splitlines():
+        yield line.split(",") if line else []
+
+
 def kline_file_rows(file: ReplayFile, source: Source = Source.BACKFILL) -> list[HistoryRow]:
     """Every row of a klines file as a history row (raises ImportFailed naming the line)."""
     assert file.interval is not None
     symbol, interval = file.symbol, file.interval
     code, kind = int(interval), int(source)
+    length = fixed_length(interval)
+    offset = bucket_start(interval, 0) % length if length is not None else 0
     rows: list[HistoryRow] = []
     append = rows.append
     try:
@@ -165,24 +180,29 @@ def kline_file_rows(file: ReplayFile, source: Source = Source.BACKFILL) -> list[
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise _failed(file, None, str(error)) from None
     line = 0
+    isfinite = math.isfinite
     try:
-        for line, row in enumerate(csv.reader(io.StringIO(data)), start=1):
+        for line, row in enumerate(_split_rows(data), start=1):
             if not row:
                 continue
             if line == 1 and not row[0].strip().isdigit():
                 continue  # a header (futures files)
             raw = int(row[0])
-            unit = _unit(raw)
+            unit = _unit(raw)  # milliseconds, or microseconds in spot files from 2025 on
             open_time = raw * unit
             close_time = (int(row[6]) + 1) * unit
             prices = (float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5]))
-            if not all(p == p and abs(p) != float("inf") for p in prices):
+            if not isfinite(sum(prices)):
                 raise ValueError("not a finite number")
-            if close_time <= open_time or bucket_start(interval, open_time) != open_time:
+            aligned = (
+                open_time % length == offset
+                if length is not None
+                else bucket_start(interval, open_time) == open_time
+            )
+            if close_time <= open_time or not aligned:
                 raise ValueError(f"open time {raw} is not the start of a {interval.label} candle")
-            count = int(row[8])
             frame = kline_frame(
-                symbol, code, open_time, close_time, prices, float(row[7]), count, kind
+                symbol, code, open_time, close_time, prices, float(row[7]), int(row[8]), kind
             )
             append(HistoryRow(symbol, interval, open_time, 0, frame))
     except (IndexError, ValueError) as error:
@@ -253,14 +273,41 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-def _parse(path: Path, intervals: Sequence[Interval]) -> list[HistoryRow]:
+class ParsedFile(NamedTuple):
+    """A file ready for ``COPY``: its rows in binary COPY format and the
+    (symbol, interval, first, last open time) of each series in it."""
+
+    path: str
+    data: bytes
+    rows: int
+    spans: tuple[tuple[str, int, int, int], ...]
+
+
+def parse_file(path: str, intervals: tuple[int, ...]) -> ParsedFile:
+    """Parse one file whole (runs in a worker process; raises ImportFailed)."""
+    where = Path(path)
     try:
-        file = ReplayFile.parse(path)
+        file = ReplayFile.parse(where)
     except ConfigError as error:
-        raise _failed(path, None, str(error).split(": ", 1)[-1]) from None
+        raise _failed(where, None, str(error).split(": ", 1)[-1]) from None
     if file.kind == "klines":
-        return kline_file_rows(file)
-    return trade_file_rows(file, intervals)
+        rows = kline_file_rows(file)
+    else:
+        rows = trade_file_rows(file, [Interval(i) for i in intervals])
+    spans: dict[tuple[str, int], list[int]] = {}
+    for row in rows:
+        span = spans.get((row.symbol, row.interval))
+        if span is None:
+            spans[(row.symbol, row.interval)] = [row.open_time, row.open_time]
+        else:
+            span[0] = min(span[0], row.open_time)
+            span[1] = max(span[1], row.open_time)
+    return ParsedFile(
+        path,
+        encode_copy(rows),
+        len(rows),
+        tuple((sym, iv, lo, hi) for (sym, iv), (lo, hi) in spans.items()),
+    )
 
 
 async def import_files(
@@ -269,40 +316,62 @@ async def import_files(
     *,
     intervals: Sequence[Interval] = tuple(Interval),
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> LoadReport:
-    """Import every file; the next file is parsed (in a thread) while the
-    previous one is written. Stops at the first malformed file, which leaves
-    nothing behind (the files before it are imported)."""
-    files = _expand(paths)
+    """Import every file. Files are parsed in ``workers`` processes (one per
+    core by default, none for a single file) while earlier ones are written,
+    in order. Stops at the first malformed file, which leaves nothing behind
+    (the files before it are imported)."""
+    files = [str(p) for p in _expand(paths)]
     report = LoadReport()
     started = time.perf_counter()
-    pending: asyncio.Task[None] | None = None
+    codes = tuple(int(i) for i in intervals)
+    count = workers if workers is not None else min(len(files), os.cpu_count() or 1)
+    loop = asyncio.get_running_loop()
+    pool = (
+        ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
+        if count > 1
+        else None
+    )
     try:
-        for path in files:
-            rows = await asyncio.to_thread(_parse, path, intervals)
-            if pending is not None:
-                await pending
-            if progress is not None:
-                progress.add_total(len(rows))
-            pending = asyncio.create_task(_write_file(history, rows, report, progress))
-        if pending is not None:
-            await pending
-            pending = None
+        ahead = max(2, count + 1)
+        parsing: list[asyncio.Future[ParsedFile]] = []
+        queue = iter(files)
+
+        def refill() -> None:
+            while len(parsing) < ahead:
+                path = next(queue, None)
+                if path is None:
+                    return
+                if pool is not None:
+                    parsing.append(loop.run_in_executor(pool, parse_file, path, codes))
+                else:
+                    parsing.append(
+                        asyncio.ensure_future(asyncio.to_thread(parse_file, path, codes))
+                    )
+
+        refill()
+        try:
+            while parsing:
+                parsed = await parsing.pop(0)
+                refill()
+                if progress is not None:
+                    progress.add_total(parsed.rows)
+                await history.write_copy(parsed.data, parsed.spans)
+                report.files += 1
+                report.candles += parsed.rows
+                if progress is not None:
+                    progress.advance(parsed.rows)
+        finally:
+            for future in parsing:
+                future.cancel()
+            if parsing:
+                await asyncio.gather(*parsing, return_exceptions=True)
     finally:
-        if pending is not None:
-            await pending
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     report.seconds = time.perf_counter() - started
     return report
-
-
-async def _write_file(
-    history: HistoryStore, rows: list[HistoryRow], report: LoadReport, progress: Progress | None
-) -> None:
-    await history.write(rows)
-    report.files += 1
-    report.candles += len(rows)
-    if progress is not None:
-        progress.advance(len(rows))
 
 
 # -- roll-ups ----------------------------------------------------------------------

@@ -162,18 +162,21 @@ _CHECKPOINT = (
     "ON CONFLICT (symbol) DO UPDATE SET epoch = EXCLUDED.epoch, seq = EXCLUDED.seq, "
     "updated_at = now()"
 )
+# The subqueries hand rows over in open-time order and the aggregates keep
+# it (an ORDER BY inside each aggregate would sort three times over).
 _AGG = (
-    "SELECT coalesce(string_agg(frame, ''::bytea ORDER BY open_time), ''::bytea),"
-    " coalesce(string_agg(int8send(open_time), ''::bytea ORDER BY open_time), ''::bytea),"
-    " coalesce(string_agg(int4send(length(frame)), ''::bytea ORDER BY open_time), ''::bytea)"
+    "SELECT coalesce(string_agg(frame, ''::bytea), ''::bytea),"
+    " coalesce(string_agg(int8send(open_time), ''::bytea), ''::bytea),"
+    " coalesce(string_agg(int4send(length(frame)), ''::bytea), ''::bytea)"
 )
 _FIRST = (
     _AGG + " FROM (SELECT open_time, frame FROM candles WHERE symbol = %s AND interval = %s::int2"
     " AND open_time >= %s AND open_time < %s ORDER BY open_time LIMIT %s) AS t"
 )
 _LAST = (
-    _AGG + " FROM (SELECT open_time, frame FROM candles WHERE symbol = %s AND interval = %s::int2"
-    " AND open_time >= %s AND open_time < %s ORDER BY open_time DESC LIMIT %s) AS t"
+    _AGG + " FROM (SELECT open_time, frame FROM (SELECT open_time, frame FROM candles"
+    " WHERE symbol = %s AND interval = %s::int2 AND open_time >= %s AND open_time < %s"
+    " ORDER BY open_time DESC LIMIT %s) AS d ORDER BY open_time) AS t"
 )
 _TIMES = (
     "SELECT coalesce(string_agg(int8send(open_time), ''::bytea ORDER BY open_time), ''::bytea)"
@@ -211,6 +214,13 @@ def _int32s(data: bytes) -> array[int]:
 async def _stage(conn: AsyncConnection[Any]) -> None:
     await conn.execute(_STAGE)
     await conn.commit()
+
+
+async def _generic_plans(conn: AsyncConnection[Any]) -> None:
+    # Reads are prepared statements over partitioned tables: a custom plan
+    # would be planned again at every call (about a millisecond with the
+    # partitions of a year), a generic one prunes partitions when it runs.
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
 
 
 class HistoryStore:
@@ -307,7 +317,11 @@ class HistoryStore:
             max_size=self._pool_size,
             open=False,
             timeout=self._timeout,
-            check=psycopg_pool.AsyncConnectionPool.check_connection,
+            # Autocommit: a read is one round trip, no transaction to end when
+            # the connection goes back. No check on checkout either: a read
+            # that finds its connection broken retries once (see _one).
+            kwargs={"autocommit": True},
+            configure=_generic_plans,
             name="history-reader",
         )
         try:
@@ -410,6 +424,65 @@ class HistoryStore:
             raise HistoryUnavailable(self._describe(e)) from None
         self._partitions.update(needed)
 
+    async def write_copy(self, data: bytes, spans: Sequence[tuple[str, int, int, int]]) -> None:
+        """Load rows already in binary COPY format (:func:`encode_copy`), in one
+        transaction. ``spans`` names each series in them with its first and last
+        open time. Into a range that holds nothing yet the rows are copied
+        straight into the table; otherwise through the staging table and the
+        upsert (newest revision wins), as :meth:`write`."""
+        if not spans:
+            return
+        needed: dict[str, Period] = {}
+        for _, code, lo, hi in spans:
+            interval = Interval(code)
+            period = period_of(interval, lo)
+            while True:
+                if period.name not in self._partitions:
+                    needed[period.name] = period
+                if period.upper > hi:
+                    break
+                period = period_of(interval, period.upper)
+        try:
+            async with self._pool(True).connection() as conn:
+                direct = await self._empty(conn, spans)
+                while True:
+                    try:
+                        async with conn.transaction():
+                            if needed:
+                                await self._create_partitions(conn, needed.values())
+                            target = "candles" if direct else "candle_stage"
+                            async with conn.cursor().copy(
+                                f"COPY {target} FROM STDIN (FORMAT BINARY)".encode()
+                            ) as copy:
+                                await copy.write(data)
+                            if not direct:
+                                await conn.execute(_UPSERT)
+                        break
+                    except psycopg.errors.UniqueViolation:
+                        if not direct:
+                            raise
+                        direct = False  # written meanwhile, or repeated in the file: upsert
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as e:
+            self._last_period.clear()
+            raise HistoryUnavailable(self._describe(e)) from None
+        self._partitions.update(needed)
+
+    @staticmethod
+    async def _empty(
+        conn: AsyncConnection[Any], spans: Sequence[tuple[str, int, int, int]]
+    ) -> bool:
+        for symbol, code, lo, hi in spans:
+            cur = await conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM candles WHERE symbol = %s AND interval = %s::int2"
+                " AND open_time >= %s AND open_time <= %s)",
+                (symbol, code, lo, hi),
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0]:
+                return False
+        await conn.commit()
+        return True
+
     async def checkpoints(self) -> dict[str, tuple[bytes, int]]:
         """Symbol -> (epoch, sequence number) archived through."""
         try:
@@ -447,12 +520,22 @@ class HistoryStore:
     # -- reads -------------------------------------------------------------
 
     async def _one(self, query: str, params: Sequence[Any] | Mapping[str, Any]) -> tuple[Any, ...]:
-        try:
-            async with self._pool(False).connection() as conn:
-                cur = await conn.execute(query, params, binary=True)
-                row = await cur.fetchone()
-        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as e:
-            raise HistoryUnavailable(self._describe(e)) from None
+        pool = self._pool(False)
+        for attempt in (1, 2):
+            conn: AsyncConnection[Any] | None = None
+            try:
+                async with pool.connection() as conn:
+                    cur = await conn.execute(query, params, binary=True)
+                    row = await cur.fetchone()
+                break
+            except psycopg_pool.PoolTimeout as e:
+                raise HistoryUnavailable(self._describe(e)) from None
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                # A connection broken since its last use (a server restart) is
+                # dropped by the pool; the read is tried once more on another.
+                if attempt == 2 or conn is None or not (conn.closed or conn.broken):
+                    raise HistoryUnavailable(self._describe(e)) from None
+                await pool.check()
         assert row is not None
         return tuple(row)
 
