@@ -38,14 +38,15 @@ async def history(pg_url: str) -> AsyncIterator[HistoryStore]:
 
 
 async def until_writable(store: HistoryStore, within: float = 30.0) -> None:
-    """Wait until the store's write path reaches PostgreSQL again (after a
-    restart its pool reconnects on its own backoff)."""
+    """Wait until both of the store's connection pools reach PostgreSQL again
+    (after a restart they reconnect on their own backoff)."""
     from candlewire.errors import HistoryUnavailable
 
     async with asyncio.timeout(within):
         while True:
             try:
                 await store.checkpoints()
+                await store.ping()
                 return
             except HistoryUnavailable:
                 await asyncio.sleep(0.1)  # polling a condition, with a deadline

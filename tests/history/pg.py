@@ -127,6 +127,11 @@ class PostgresServer:
                     raise
                 time.sleep(0.05)
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's process id (its backends are its children)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def stop(self, mode: str = "fast") -> None:
         if not self.running:
             return

@@ -16,6 +16,7 @@ from candlewire.history.postgres import gaps, rows_from_candles
 from candlewire.history.schema import MIGRATIONS, apply_migrations, period_of
 from candlewire.intervals import bucket_start
 from tests.history.candles import DAY, make_candle, series_of
+from tests.history.conftest import until_writable
 from tests.history.pg import PASSWORD, PostgresServer
 
 M = 60 * 10**9
@@ -191,6 +192,7 @@ async def test_unreachable_while_running_is_history_unavailable(
             with pytest.raises(HistoryUnavailable):
                 await store.ping()
             own.start()
+            await until_writable(store)  # the pools reconnect by themselves
             await store.write(rows_from_candles(series_of(T0 + 5 * M, 5)))
             found = await store.get_candles(BTC_1M, start=None, end=None, limit=100)
             assert len(found) == 10

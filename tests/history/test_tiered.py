@@ -25,6 +25,7 @@ from candlewire.tasks import cancel_and_wait
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 from tests.history.candles import make_candle
+from tests.history.conftest import until_writable
 from tests.history.pg import postgres
 
 M = 60 * 10**9
@@ -169,9 +170,7 @@ async def test_subscribe_history_equals_the_reference(world: World) -> None:
 async def test_missing_ranges_across_tiers(world: World, history: HistoryStore) -> None:
     assert await world.tiered.missing(KEY, T0 - 10 * M, T0 + TOTAL * M) == [(T0 - 10 * M, T0)]
     assert (await world.tiered.earliest([KEY]))[KEY] == T0
-    async with history._pool(True).connection() as conn:  # a hole in history only
-        await conn.execute("DELETE FROM candles WHERE open_time >= %s AND open_time < %s",
-                           (T0 + 5 * M, T0 + 8 * M))  # fmt: skip
+    assert await history.delete(KEY, T0 + 5 * M, T0 + 8 * M) == 3  # a hole in history only
     assert await world.tiered.missing(KEY, T0, T0 + TOTAL * M) == [(T0 + 5 * M, T0 + 8 * M)]
 
 
@@ -196,6 +195,7 @@ async def test_history_down_fails_only_what_needs_it() -> None:
             with pytest.raises(HistoryUnavailable):
                 await tiered.get_candles(KEY, start=None, end=None, limit=HOT + 1)
             own.start()
+            await until_writable(history)
             older = await tiered.get_candles(KEY, start=T0, end=None, limit=10)
             assert list(older.open_times) == [T0 + i * M for i in range(10)]
         finally:

@@ -45,7 +45,8 @@ from candlewire.errors import (
     HistoryUnavailable,
 )
 from candlewire.feeds.replay import ReplayFile, _events, _open_text, _unit
-from candlewire.history.postgres import HistoryRow, HistoryStore, encode_copy
+from candlewire.history.blocks import Block, encode_blocks
+from candlewire.history.postgres import HistoryRow, HistoryStore, group_rows
 from candlewire.intervals import bucket_end, bucket_start, buckets, fixed_length
 from candlewire.retry import Backoff, Retry
 
@@ -274,13 +275,11 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
 
 
 class ParsedFile(NamedTuple):
-    """A file ready for ``COPY``: its rows in binary COPY format and the
-    (symbol, interval, first, last open time) of each series in it."""
+    """A file ready for ``COPY``: its candles as blocks in binary COPY format."""
 
     path: str
     data: bytes
     rows: int
-    spans: tuple[tuple[str, int, int, int], ...]
 
 
 def parse_file(path: str, intervals: tuple[int, ...]) -> ParsedFile:
@@ -294,20 +293,13 @@ def parse_file(path: str, intervals: tuple[int, ...]) -> ParsedFile:
         rows = kline_file_rows(file)
     else:
         rows = trade_file_rows(file, [Interval(i) for i in intervals])
-    spans: dict[tuple[str, int], list[int]] = {}
-    for row in rows:
-        span = spans.get((row.symbol, row.interval))
-        if span is None:
-            spans[(row.symbol, row.interval)] = [row.open_time, row.open_time]
-        else:
-            span[0] = min(span[0], row.open_time)
-            span[1] = max(span[1], row.open_time)
-    return ParsedFile(
-        path,
-        encode_copy(rows),
-        len(rows),
-        tuple((sym, iv, lo, hi) for (sym, iv), (lo, hi) in spans.items()),
-    )
+    groups = group_rows(rows)
+    blocks = []
+    for key, entries in groups.items():
+        block = Block.empty().merged(entries)
+        assert block is not None
+        blocks.append((*key, block))
+    return ParsedFile(path, encode_blocks(blocks), sum(map(len, groups.values())))
 
 
 async def import_files(
@@ -357,7 +349,7 @@ async def import_files(
                 refill()
                 if progress is not None:
                     progress.add_total(parsed.rows)
-                await history.write_copy(parsed.data, parsed.spans)
+                await history.write_blocks(parsed.data)
                 report.files += 1
                 report.candles += parsed.rows
                 if progress is not None:

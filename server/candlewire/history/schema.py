@@ -6,13 +6,14 @@ transaction together with the row recording it in ``candlewire_migrations``.
 processes starting at once apply each migration exactly once (the others
 wait, then find nothing left to do).
 
-``candles`` holds closed candles keyed by (symbol, interval, open_time). It is
-partitioned twice, natively: by ``interval`` (one partition per interval,
-``candles_m1`` ...), and each of those by ``open_time`` ranges (a day of 1s
-candles, a month of 1m to 30m candles, a year of anything longer), created on
-demand by the writer. Retention drops whole time partitions. ``frame`` is the
-candle encoded once at write time, exactly as the hot stores keep it
-(:mod:`candlewire.codec`), so a read concatenates bytes in the database.
+``candles`` holds closed candles in blocks (:mod:`candlewire.history.blocks`)
+keyed by (symbol, interval, block_start). It is partitioned twice, natively:
+by ``interval`` (one partition per interval, ``candles_m1`` ...), and each of
+those by ``block_start`` ranges (a day of 1s candles, a month of 1m to 30m
+candles, a year of anything longer), created on demand by the writer; a block
+never crosses one. Retention drops whole time partitions. Frames are the
+candles encoded once at write time, exactly as the hot stores keep them
+(:mod:`candlewire.codec`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ LOCK_KEY = 0x63776869  # "cwhi": the advisory lock of migrations and partition c
 def _interval_partitions() -> str:
     return "\n".join(
         f"CREATE TABLE candles_{i.name.lower()} PARTITION OF candles "
-        f"FOR VALUES IN ({i.value}) PARTITION BY RANGE (open_time);"
+        f"FOR VALUES IN ({i.value}) PARTITION BY RANGE (block_start);"
         for i in Interval
     )
 
@@ -52,12 +53,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE candles (
         symbol text COLLATE "C" NOT NULL,
         interval smallint NOT NULL,
-        open_time bigint NOT NULL,
-        revision integer NOT NULL,
-        frame bytea NOT NULL,
-        PRIMARY KEY (symbol, interval, open_time)
+        block_start bigint NOT NULL,
+        count integer NOT NULL,
+        times bytea NOT NULL,
+        revisions bytea NOT NULL,
+        lengths bytea NOT NULL,
+        frames bytea NOT NULL,
+        PRIMARY KEY (symbol, interval, block_start)
     ) PARTITION BY LIST (interval);
-    ALTER TABLE candles ALTER COLUMN frame SET STORAGE MAIN;
     {_interval_partitions()}
     CREATE TABLE candle_partitions (
         name text PRIMARY KEY,
