@@ -362,10 +362,12 @@ class HistoryStore:
     @staticmethod
     async def _lock(conn: AsyncConnection[Any], keys: Iterable[BlockKey]) -> None:
         """Serialise writers of the same series until the transaction ends."""
-        for symbol, code in sorted({(k[0], k[1]) for k in keys}):
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(%s), %s::int4)", (symbol, code)
-            )
+        series = sorted({(k[0], k[1]) for k in keys})
+        await conn.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtext(s), i)) FROM"
+            " (SELECT * FROM unnest(%s::text[], %s::int4[]) AS u(s, i) ORDER BY s, i) AS t",
+            ([s for s, _ in series], [i for _, i in series]),
+        )
 
     @staticmethod
     async def _existing(
