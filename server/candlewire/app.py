@@ -33,6 +33,7 @@ import contextlib
 import logging
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from candlewire.aggregate import AggregatorConfig
 from candlewire.api.server import ApiServer
@@ -51,6 +52,9 @@ from candlewire.store import build_store
 from candlewire.store.base import Connects, SharedStore, Store
 from candlewire.store.cached import CachedStore, CandleCache, QuoteCache
 from candlewire.tasks import cancel_and_wait, checkpoint
+
+if TYPE_CHECKING:  # PostgreSQL's driver is loaded only with a history tier
+    from candlewire.history.tier import HistoryTier
 
 __all__ = ["App"]
 
@@ -89,6 +93,22 @@ class App:
             queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
         )
         self.feed: Feed = feed or build_feed(settings)
+        self.history: HistoryTier | None = None
+        """The PostgreSQL history tier, with ``settings.postgres_url``."""
+        if settings.postgres_url:
+            from candlewire.history.options import parse_retention
+            from candlewire.history.tier import HistoryTier
+
+            self.history = HistoryTier(
+                settings.postgres_url,
+                read_url=settings.postgres_read_url,
+                retention=parse_retention(settings.history_retention),
+                queue_size=settings.history_queue,
+                hot_retention=settings.retention,
+            )
+        self._write_store: Store = self.store
+        """What the ingestor writes to (with a history tier and the memory
+        store: the store, with closed candles queued for PostgreSQL)."""
         self.api: ApiServer | None = None
         self.gateway: Gateway | None = None
         self.ingestor: Ingestor | None = None
@@ -99,7 +119,7 @@ class App:
         self.started = asyncio.Event()
         """Set once the gRPC server is bound (and the gateway, when configured)."""
         self.readiness = ReadinessWatch(
-            self.store, self._observe, self._publish_ready, store_answered=self._flush_buffered
+            self.store, self._observe, self._publish_ready, store_answered=self._store_answered
         )
         self._stopping = asyncio.Event()
         self._backfilled = False
@@ -182,6 +202,8 @@ class App:
                 await self.gateway.stop()
             await api.stop(0)
             await self.store.close()
+            if self.history is not None:
+                await self.history.close()
             log.info("stopped")
 
     async def _shut_down(
@@ -207,6 +229,9 @@ class App:
     async def _assemble(self) -> ApiServer:
         """Build the parts the settings and the store call for; return the gRPC server."""
         s = self.settings
+        if self.history is not None:
+            # A wrong URL or password stops the start here, naming the setting.
+            await self.history.connect()
         instruments = dict(await self.feed.instruments())
         self._instruments = list(instruments)
         self._source = next(iter(instruments.values())).source if instruments else Source.LIVE
@@ -214,6 +239,8 @@ class App:
         serving = self._serving = shared is None or s.role != "ingest"
         self._ingesting = shared is None or s.role != "api"
         if shared is None:
+            if self.history is not None:
+                self._write_store = self.history.ingest_store(self.store)
             self.ingestor = self._new_ingestor(publish=True)
         else:
             series = [SeriesKey(sym, i) for sym in instruments for i in s.intervals]
@@ -235,10 +262,16 @@ class App:
 
     def read_store(self, shared: SharedStore | None) -> Store:
         """The store the API reads: a shared store through this replica's caches
-        (:mod:`candlewire.store.cached`), else the store itself."""
-        if shared is None:
-            return self.store
-        return CachedStore(shared, self.quote_cache, self.candle_cache)
+        (:mod:`candlewire.store.cached`), else the store itself; with a history
+        tier, that in front of PostgreSQL (:mod:`candlewire.history.tiered`)."""
+        hot: Store = (
+            self.store
+            if shared is None
+            else CachedStore(shared, self.quote_cache, self.candle_cache)
+        )
+        if self.history is not None:
+            return self.history.api_store(hot)
+        return hot
 
     async def _start_gateway(self, grpc_port: int) -> None:
         s = self.settings
@@ -256,7 +289,7 @@ class App:
     def _new_ingestor(self, *, publish: bool) -> Ingestor:
         s = self.settings
         return Ingestor(
-            self.store,
+            self._write_store,
             self.hub,
             self._instruments,
             AggregatorConfig(
@@ -277,8 +310,14 @@ class App:
     async def _work(self) -> None:
         """The feed (a store of this process), or the connection, follower and
         lease (a shared store)."""
+        history = self.history
         if not isinstance(self.store, Connects):
-            await self._feed()
+            if history is None:
+                await self._feed()
+                return
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(history.run_writer(self.store, ()), name="history-writer")
+                tasks.create_task(self._feed(), name="feed")
             return
         await self._connect(self.store)
         async with asyncio.TaskGroup() as tasks:
@@ -286,6 +325,17 @@ class App:
                 tasks.create_task(self.reader.run(), name="store-follower")
             if self.leased is not None:
                 tasks.create_task(self.leased.run(), name="lease")
+                if history is not None:
+                    leased = self.leased
+                    series = [
+                        SeriesKey(sym, i)
+                        for sym in self._instruments
+                        for i in self.settings.intervals
+                    ]
+                    tasks.create_task(
+                        history.run_writer(self.store, series, holding=lambda: leased.holding),
+                        name="history-archiver",
+                    )
 
     async def _connect(self, store: Connects) -> None:
         retry = Retry(Backoff(initial=0.1, maximum=5.0), name="store connection")
@@ -358,13 +408,17 @@ class App:
             backfilled=self._backfilled and ingestor is not None,
             last_receive=None if ingestor is None else ingestor.last_receive,
             stale_after=self.settings.feed_stale_after,
+            history_error=None if self.history is None else self.history.problem,
         )
 
     async def _publish_ready(self, ready: bool) -> None:
         if self.api is not None and not self._stopping.is_set():
             await self.api.set_ready(ready)
 
-    async def _flush_buffered(self) -> None:
-        """The store answered: write what the ingestor buffered while it was away."""
+    async def _store_answered(self) -> None:
+        """The store answered: write what the ingestor buffered while it was
+        away, and see whether PostgreSQL answers too."""
         if self.ingestor is not None and self.ingestor.buffered:
             await self.ingestor.flush()
+        if self.history is not None:
+            await self.history.check()

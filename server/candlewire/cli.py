@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from candlewire import __version__
 from candlewire.config import Settings, add_arguments, load
 from candlewire.errors import ConfigError
+from candlewire.history import commands as history_commands
 from candlewire_client.cli import add_commands, run
 
 __all__ = ["main"]
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_arguments(ingest)
     add_commands(commands)  # the client: price, candles, watch, symbols, health
+    history_commands.add_commands(commands)  # db upgrade, import, backfill
     return parser
 
 
@@ -47,6 +49,8 @@ async def _serve(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in history_commands.COMMANDS:
+        return history_commands.run(args)
     if args.command not in ("serve", "ingest"):
         return run(args)
     if args.command == "ingest":

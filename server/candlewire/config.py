@@ -102,6 +102,27 @@ class Settings(BaseSettings):
     update_log_size: int = Field(
         4096, ge=16, le=1_000_000, description="updates kept per series for resume tokens"
     )
+    postgres_url: str = Field(
+        "",
+        description="PostgreSQL URL of the history tier (postgresql://user:password@host/db; "
+        "empty: no history beyond the hot store's retention)",
+    )
+    postgres_read_url: str = Field(
+        "",
+        description="PostgreSQL URL for history reads (a read replica; empty: postgres_url)",
+    )
+    history_retention: str = Field(
+        "1s=7d",
+        description="history kept per interval, comma-separated interval=span (7d, 12h, 52w "
+        "or forever); intervals not named are kept forever",
+    )
+    history_queue: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="closed candles queued for PostgreSQL with the in-memory store "
+        "(what does not fit while PostgreSQL is slow or away is counted and dropped)",
+    )
     lateness: float = Field(
         2.0, ge=0, le=3600, description="seconds a late trade may still correct a closed candle"
     )
@@ -244,6 +265,25 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("postgres_url", "postgres_read_url")
+    @classmethod
+    def _check_postgres_url(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            # The value is not repeated: it may hold a password.
+            raise ValueError("must start with postgresql:// or postgres://")
+        if value and info.field_name == "postgres_read_url" and not info.data.get("postgres_url"):
+            raise ValueError("needs postgres_url (CANDLEWIRE_POSTGRES_URL) as well")
+        return value
+
+    @field_validator("history_retention")
+    @classmethod
+    def _check_history_retention(cls, value: str) -> str:
+        from candlewire.history.options import parse_retention
+
+        parse_retention(value)
+        return value
+
     @field_validator("redis_prefix", "ingest_shard")
     @classmethod
     def _check_key_part(cls, value: str) -> str:
@@ -319,5 +359,12 @@ def _describe(exc: ValidationError) -> str:
 
 
 def describe_settings(settings: Settings) -> Sequence[str]:
-    """The settings as ``name=value`` lines, for the start-up log."""
-    return [f"{name}={_show(getattr(settings, name))}" for name in Settings.model_fields]
+    """The settings as ``name=value`` lines, for the start-up log (URLs
+    without their passwords)."""
+    from candlewire.history.options import redact_url
+
+    return [
+        f"{name}={redact_url(value) if name.endswith('_url') else value}"
+        for name in Settings.model_fields
+        for value in (_show(getattr(settings, name)),)
+    ]

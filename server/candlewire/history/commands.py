@@ -19,7 +19,6 @@ from typing import Any
 
 from candlewire.domain import Interval
 from candlewire.errors import CandlewireError, ConfigError
-from candlewire.history.postgres import HistoryStore
 
 __all__ = ["COMMANDS", "add_commands", "parse_time", "run"]
 
@@ -128,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from candlewire.history.load import Progress, backfill, import_files
+    from candlewire.history.postgres import HistoryStore
 
     store = HistoryStore(_url(args))
     if args.command == "db":
@@ -158,9 +158,7 @@ async def _run(args: argparse.Namespace) -> int:
         await store.close()
 
 
-async def _backfill(
-    args: argparse.Namespace, store: HistoryStore, progress: Any, backfill: Any
-) -> int:
+async def _backfill(args: argparse.Namespace, store: Any, progress: Any, backfill: Any) -> int:
     from candlewire.feeds.binance.http import BinanceHttp
 
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]

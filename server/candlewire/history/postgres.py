@@ -30,7 +30,6 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import psycopg_pool
@@ -47,6 +46,7 @@ from candlewire.history.blocks import (
     encode_blocks,
     unpack,
 )
+from candlewire.history.options import redact_url, scrub
 from candlewire.history.schema import (
     LOCK_KEY,
     Period,
@@ -94,28 +94,6 @@ def rows_from_candles(candles: Iterable[Any]) -> list[HistoryRow]:
             )
         )
     return rows
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password (for logs and error messages)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable URL>"
-    if password:
-        return url.replace(":" + password + "@", ":***@", 1)
-    return url
-
-
-def _scrub(text: str, url: str) -> str:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    if password:
-        text = text.replace(password, "***")
-    return text
 
 
 _STAGE = (
@@ -230,7 +208,7 @@ class HistoryStore:
                 url, autocommit=True, connect_timeout=max(1, int(self._timeout))
             )
         except (psycopg.Error, ValueError) as error:
-            reason = _scrub(str(error).strip().splitlines()[-1] if str(error) else "", url)
+            reason = scrub(str(error).strip().splitlines()[-1] if str(error) else "", url)
             raise ConfigError(
                 f"{setting} ({flag} / {env}): cannot connect to PostgreSQL at "
                 f"{redact_url(url)}: {reason or type(error).__name__}"
@@ -242,9 +220,7 @@ class HistoryStore:
         try:
             applied = await apply_migrations(conn)
         except psycopg.Error as error:
-            raise HistoryUnavailable(
-                f"migrations failed: {_scrub(str(error), self._url)}"
-            ) from None
+            raise HistoryUnavailable(f"migrations failed: {scrub(str(error), self._url)}") from None
         finally:
             await conn.close()
         for version in applied:
@@ -319,7 +295,7 @@ class HistoryStore:
 
     def _describe(self, error: BaseException) -> str:
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return "PostgreSQL: " + _scrub(text, self._url)
+        return "PostgreSQL: " + scrub(text, self._url)
 
     # -- partitions --------------------------------------------------------
 

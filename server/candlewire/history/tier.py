@@ -10,17 +10,16 @@ knows which part of the history work a process does:
   with Redis :meth:`run_writer` follows the update logs while this process
   holds the ingestion lease; either way it also applies the retention.
 
-:meth:`status` is what readiness reports about PostgreSQL.
+:attr:`problem` is what readiness reports about PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 
-from candlewire.domain import NANOS_PER_SECOND, Interval, SeriesKey
+from candlewire.domain import Interval, SeriesKey
 from candlewire.errors import CandlewireError, HistoryUnavailable
 from candlewire.history.archive import ArchivingStore, LogArchiver, QueueArchiver
 from candlewire.history.postgres import HistoryStore
@@ -29,40 +28,11 @@ from candlewire.retry import Backoff, Retry
 from candlewire.store.base import Store
 from candlewire.tasks import cancel_and_wait
 
-__all__ = ["DEFAULT_RETENTION", "HistoryTier", "format_retention", "parse_retention"]
+__all__ = ["HistoryTier"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RETENTION = "1s=7d"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
-_SPAN = re.compile(r"^(\d+)([smhdw])$")
 _RETENTION_EVERY = 3600.0  # seconds between retention passes
-
-
-def parse_retention(text: str) -> dict[Interval, int]:
-    """``1s=7d,1m=365d`` -> interval -> nanoseconds kept; ``forever`` keeps all
-    (the default for intervals not named)."""
-    kept: dict[Interval, int] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        name, sep, span = part.partition("=")
-        if not sep:
-            raise ValueError(f"{part!r} is not interval=span (for example 1s=7d)")
-        interval = Interval.parse(name.strip())
-        span = span.strip()
-        if span == "forever":
-            kept.pop(interval, None)
-            continue
-        match = _SPAN.match(span)
-        if match is None or int(match[1]) == 0:
-            raise ValueError(f"{span!r} is not a span like 7d, 12h, 52w or forever")
-        kept[interval] = int(match[1]) * _UNITS[match[2]] * NANOS_PER_SECOND
-    return kept
-
-
-def format_retention(kept: Mapping[Interval, int]) -> str:
-    return ",".join(f"{i.label}={n // NANOS_PER_SECOND}s" for i, n in sorted(kept.items()))
 
 
 class HistoryTier:
@@ -109,13 +79,15 @@ class HistoryTier:
         else:
             self._problem = None
 
-    def status(self) -> tuple[bool, str]:
+    @property
+    def problem(self) -> str | None:
+        """Why PostgreSQL cannot be used now (None: it can), for readiness."""
         if self._problem is not None:
-            return False, f"history store (PostgreSQL) unavailable: {self._problem}"
+            return self._problem
         writer = self.queue or self.archiver
         if writer is not None and writer.failing:
-            return False, "history store (PostgreSQL) unavailable: writes are failing"
-        return True, "ok"
+            return "writes are failing"
+        return None
 
     async def run_writer(
         self,
