@@ -23,12 +23,15 @@ from candlewire.domain import Instrument, Interval, Quote, SeriesKey
 from candlewire.errors import (
     CandlewireError,
     DataExpired,
+    DependencyUnavailable,
     InvalidArgument,
     NoData,
     UnknownSymbol,
 )
 from candlewire.hub import Hub
-from candlewire.store.base import Snapshot, Store, Update
+from candlewire.intervals import bucket_end, bucket_start
+from candlewire.store.base import CandleSlice, Snapshot, Store, Update
+from candlewire.store.coverage import coverage_of
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["Catalog", "Limits", "MarketDataServicer"]
@@ -238,16 +241,65 @@ class MarketDataServicer:
         )
         frames = found.frames
         body = _joined(frames, size)
+        following = None
         if len(frames) > size:
-            token = PageToken(request_id, found.open_times[size]).encode()
+            following = found.open_times[size]
+            token = PageToken(request_id, following).encode()
             body += field_bytes(2, token.encode())
+        if request.include_missing:
+            body += await self._missing(SeriesKey(symbol, interval), found, start, end, following)
         return body
+
+    async def _missing(
+        self,
+        series: SeriesKey,
+        found: CandleSlice,
+        start: int | None,
+        end: int | None,
+        following: int | None,
+    ) -> bytes:
+        """``missing_ranges`` of a GetCandles page (see the proto for its span)."""
+        times = found.open_times
+        if start is not None:
+            first = bucket_start(series.interval, start)
+            start = first if first == start else bucket_end(series.interval, first)
+        elif len(times):
+            start = times[0]
+        else:
+            return b""
+        if following is not None:
+            stop = following
+        else:
+            newest = await self._store.get_candles(series, start=None, end=None, limit=1)
+            if not len(newest):
+                return b""
+            stop = bucket_end(series.interval, newest.open_times[0])
+            if end is not None:
+                stop = min(stop, end)
+        if stop <= start:
+            return b""
+        holes = await coverage_of(self._store).missing(series, start, stop)
+        return b"".join(
+            field_bytes(
+                30,
+                pb.TimeRange(start_time=timestamp(lo), end_time=timestamp(hi)).SerializeToString(),
+            )
+            for lo, hi in holes
+        )
 
     @translate_errors
     async def ListSymbols(
         self, request: pb.ListSymbolsRequest, context: Context
     ) -> pb.ListSymbolsResponse:
-        intervals = [i.value for i in self._catalog.intervals]
+        served = self._catalog.intervals
+        intervals = [i.value for i in served]
+        instruments = self._catalog.instruments
+        try:
+            earliest = await coverage_of(self._store).earliest(
+                [SeriesKey(symbol, i) for symbol in instruments for i in served]
+            )
+        except DependencyUnavailable:
+            earliest = {}  # coverage unknown while the history tier is away; the rest holds
         return pb.ListSymbolsResponse(
             symbols=[
                 pb.SymbolInfo(
@@ -258,8 +310,16 @@ class MarketDataServicer:
                     source=i.source.value,  # type: ignore[arg-type]
                     base_asset=i.base_asset,
                     quote_asset=i.quote_asset,
+                    coverage=[
+                        pb.SeriesCoverage(
+                            interval=interval.value,  # type: ignore[arg-type]
+                            earliest_open_time=timestamp(earliest[key]),
+                        )
+                        for interval in served
+                        if (key := SeriesKey(i.symbol, interval)) in earliest
+                    ],
                 )
-                for i in self._catalog.instruments.values()
+                for i in instruments.values()
             ]
         )
 

@@ -26,17 +26,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emarketdata/v1/marketdata.proto\x12\rmarketdata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x02\n\x06\x43\x61ndle\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12)\n\x08interval\x18\x02 \x01(\x0e\x32\x17.marketdata.v1.Interval\x12-\n\topen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x05 \x01(\x01\x12\x0c\n\x04high\x18\x06 \x01(\x01\x12\x0b\n\x03low\x18\x07 \x01(\x01\x12\r\n\x05\x63lose\x18\x08 \x01(\x01\x12\x0e\n\x06volume\x18\t \x01(\x01\x12\x13\n\x0btrade_count\x18\n \x01(\x04\x12\x0e\n\x06\x63losed\x18\x0b \x01(\x08\x12\x10\n\x08revision\x18\x0c \x01(\r\x12%\n\x06source\x18\r \x01(\x0e\x32\x15.marketdata.v1.Source\x12\x14\n\x0cquote_volume\x18\x0e \x01(\x01\"\x98\x02\n\x05Price\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0b\n\x03\x62id\x18\x02 \x01(\x01\x12\x0b\n\x03\x61sk\x18\x03 \x01(\x01\x12\x0b\n\x03mid\x18\x04 \x01(\x01\x12\x0e\n\x06spread\x18\x05 \x01(\x01\x12\x0c\n\x04last\x18\x06 \x01(\x01\x12\x10\n\x08\x62id_size\x18\x07 \x01(\x01\x12\x10\n\x08\x61sk_size\x18\x08 \x01(\x01\x12.\n\nevent_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creceive_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05stale\x18\x0b \x01(\x08\x12%\n\x06source\x18\x0c \x01(\x0e\x32\x15.marketdata.v1.Source\"!\n\x0fGetPriceRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"7\n\x10GetPriceResponse\x12#\n\x05price\x18\x01 \x01(\x0b\x32\x14.marketdata.v1.Price\"(\n\x15\x42\x61tchGetPricesRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\">\n\x16\x42\x61tchGetPricesResponse\x12$\n\x06prices\x18\x01 \x03(\x0b\x32\x14.marketdata.v1.Price\"\xd3\x01\n\x11GetCandlesRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12)\n\x08interval\x18\x02 \x01(\x0e\x32\x17.marketdata.v1.Interval\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"U\n\x12GetCandlesResponse\x12&\n\x07\x63\x61ndles\x18\x01 \x03(\x0b\x32\x15.marketdata.v1.Candle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x06Series\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12)\n\x08interval\x18\x02 \x01(\x0e\x32\x17.marketdata.v1.Interval\"\xac\x01\n\x17SubscribeCandlesRequest\x12%\n\x06series\x18\x01 \x03(\x0b\x32\x15.marketdata.v1.Series\x12\x0f\n\x07history\x18\x02 \x01(\r\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63losed_only\x18\x04 \x01(\x08\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\"\r\n\x0bSnapshotEnd\"m\n\x0fSeriesWatermark\x12%\n\x06series\x18\x01 \x01(\x0b\x32\x15.marketdata.v1.Series\x12\x33\n\x0flast_event_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\tHeartbeat\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\nwatermarks\x18\x02 \x03(\x0b\x32\x1e.marketdata.v1.SeriesWatermark\"\xc5\x01\n\x18SubscribeCandlesResponse\x12\'\n\x06\x63\x61ndle\x18\x01 \x01(\x0b\x32\x15.marketdata.v1.CandleH\x00\x12\x32\n\x0csnapshot_end\x18\x02 \x01(\x0b\x32\x1a.marketdata.v1.SnapshotEndH\x00\x12-\n\theartbeat\x18\x03 \x01(\x0b\x32\x18.marketdata.v1.HeartbeatH\x00\x12\x14\n\x0cresume_token\x18\x0f \x01(\tB\x07\n\x05\x65vent\"\x14\n\x12ListSymbolsRequest\"\xcd\x01\n\nSymbolInfo\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x17\n\x0fprice_precision\x18\x02 \x01(\r\x12\x1a\n\x12quantity_precision\x18\x03 \x01(\r\x12*\n\tintervals\x18\x04 \x03(\x0e\x32\x17.marketdata.v1.Interval\x12%\n\x06source\x18\x05 \x01(\x0e\x32\x15.marketdata.v1.Source\x12\x12\n\nbase_asset\x18\x06 \x01(\t\x12\x13\n\x0bquote_asset\x18\x07 \x01(\t\"A\n\x13ListSymbolsResponse\x12*\n\x07symbols\x18\x01 \x03(\x0b\x32\x19.marketdata.v1.SymbolInfo*\xb8\x02\n\x08Interval\x12\x18\n\x14INTERVAL_UNSPECIFIED\x10\x00\x12\x0f\n\x0bINTERVAL_1S\x10\x01\x12\x0f\n\x0bINTERVAL_1M\x10\x02\x12\x0f\n\x0bINTERVAL_3M\x10\x03\x12\x0f\n\x0bINTERVAL_5M\x10\x04\x12\x10\n\x0cINTERVAL_15M\x10\x05\x12\x10\n\x0cINTERVAL_30M\x10\x06\x12\x0f\n\x0bINTERVAL_1H\x10\x07\x12\x0f\n\x0bINTERVAL_2H\x10\x08\x12\x0f\n\x0bINTERVAL_4H\x10\t\x12\x0f\n\x0bINTERVAL_6H\x10\n\x12\x0f\n\x0bINTERVAL_8H\x10\x0b\x12\x10\n\x0cINTERVAL_12H\x10\x0c\x12\x0f\n\x0bINTERVAL_1D\x10\r\x12\x0f\n\x0bINTERVAL_3D\x10\x0e\x12\x0f\n\x0bINTERVAL_1W\x10\x0f\x12\x10\n\x0cINTERVAL_1MO\x10\x10*o\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSOURCE_LIVE\x10\x01\x12\x13\n\x0fSOURCE_BACKFILL\x10\x02\x12\x14\n\x10SOURCE_SIMULATED\x10\x03\x12\x11\n\rSOURCE_REPLAY\x10\x04\x32\xcf\x03\n\x11MarketDataService\x12K\n\x08GetPrice\x12\x1e.marketdata.v1.GetPriceRequest\x1a\x1f.marketdata.v1.GetPriceResponse\x12]\n\x0e\x42\x61tchGetPrices\x12$.marketdata.v1.BatchGetPricesRequest\x1a%.marketdata.v1.BatchGetPricesResponse\x12Q\n\nGetCandles\x12 .marketdata.v1.GetCandlesRequest\x1a!.marketdata.v1.GetCandlesResponse\x12\x65\n\x10SubscribeCandles\x12&.marketdata.v1.SubscribeCandlesRequest\x1a\'.marketdata.v1.SubscribeCandlesResponse0\x01\x12T\n\x0bListSymbols\x12!.marketdata.v1.ListSymbolsRequest\x1a\".marketdata.v1.ListSymbolsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emarketdata/v1/marketdata.proto\x12\rmarketdata.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x02\n\x06\x43\x61ndle\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12)\n\x08interval\x18\x02 \x01(\x0e\x32\x17.marketdata.v1.Interval\x12-\n\topen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x05 \x01(\x01\x12\x0c\n\x04high\x18\x06 \x01(\x01\x12\x0b\n\x03low\x18\x07 \x01(\x01\x12\r\n\x05\x63lose\x18\x08 \x01(\x01\x12\x0e\n\x06volume\x18\t \x01(\x01\x12\x13\n\x0btrade_count\x18\n \x01(\x04\x12\x0e\n\x06\x63losed\x18\x0b \x01(\x08\x12\x10\n\x08revision\x18\x0c \x01(\r\x12%\n\x06source\x18\r \x01(\x0e\x32\x15.marketdata.v1.Source\x12\x14\n\x0cquote_volume\x18\x0e \x01(\x01\"\x98\x02\n\x05Price\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0b\n\x03\x62id\x18\x02 \x01(\x01\x12\x0b\n\x03\x61sk\x18\x03 \x01(\x01\x12\x0b\n\x03mid\x18\x04 \x01(\x01\x12\x0e\n\x06spread\x18\x05 \x01(\x01\x12\x0c\n\x04last\x18\x06 \x01(\x01\x12\x10\n\x08\x62id_size\x18\x07 \x01(\x01\x12\x10\n\x08\x61sk_size\x18\x08 \x01(\x01\x12.\n\nevent_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0creceive_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05stale\x18\x0b \x01(\x08\x12%\n\x06source\x18\x0c \x01(\x0e\x32\x15.marketdata.v1.Source\"!\n\x0fGetPriceRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"7\n\x10GetPriceResponse\x12#\n\x05price\x18\x01 \x01(\x0b\x32\x14.marketdata.v1.Price\"(\n\x15\x42\x61tchGetPricesRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\">\n\x16\x42\x61tchGetPricesResponse\x12$\n\x06prices\x18\x01 \x03(\x0b\x32\x14.marketdata.v1.Price\"\xec\x01\n\x11GetCandlesRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12)\n\x08interval\x18\x02 \x01(\x0e\x32\x17.marketdata.v1.Interval\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x17\n\x0finclude_missing\x18\x1e \x01(\x08\"\x87\x01\n\x12GetCandlesResponse\x12&\n\x07\x63\x61ndles\x18\x01 \x03(\x0b\x32\x15.marketdata.v1.Candle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x30\n\x0emissing_ranges\x18\x1e \x03(\x0b\x32\x18.marketdata.v1.TimeRange\"i\n\tTimeRange\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x06Series\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12)\n\x08interval\x18\x02 \x01(\x0e\x32\x17.marketdata.v1.Interval\"\xac\x01\n\x17SubscribeCandlesRequest\x12%\n\x06series\x18\x01 \x03(\x0b\x32\x15.marketdata.v1.Series\x12\x0f\n\x07history\x18\x02 \x01(\r\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63losed_only\x18\x04 \x01(\x08\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\"\r\n\x0bSnapshotEnd\"m\n\x0fSeriesWatermark\x12%\n\x06series\x18\x01 \x01(\x0b\x32\x15.marketdata.v1.Series\x12\x33\n\x0flast_event_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\tHeartbeat\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\nwatermarks\x18\x02 \x03(\x0b\x32\x1e.marketdata.v1.SeriesWatermark\"\xc5\x01\n\x18SubscribeCandlesResponse\x12\'\n\x06\x63\x61ndle\x18\x01 \x01(\x0b\x32\x15.marketdata.v1.CandleH\x00\x12\x32\n\x0csnapshot_end\x18\x02 \x01(\x0b\x32\x1a.marketdata.v1.SnapshotEndH\x00\x12-\n\theartbeat\x18\x03 \x01(\x0b\x32\x18.marketdata.v1.HeartbeatH\x00\x12\x14\n\x0cresume_token\x18\x0f \x01(\tB\x07\n\x05\x65vent\"\x14\n\x12ListSymbolsRequest\"\xfe\x01\n\nSymbolInfo\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x17\n\x0fprice_precision\x18\x02 \x01(\r\x12\x1a\n\x12quantity_precision\x18\x03 \x01(\r\x12*\n\tintervals\x18\x04 \x03(\x0e\x32\x17.marketdata.v1.Interval\x12%\n\x06source\x18\x05 \x01(\x0e\x32\x15.marketdata.v1.Source\x12\x12\n\nbase_asset\x18\x06 \x01(\t\x12\x13\n\x0bquote_asset\x18\x07 \x01(\t\x12/\n\x08\x63overage\x18\x1e \x03(\x0b\x32\x1d.marketdata.v1.SeriesCoverage\"s\n\x0eSeriesCoverage\x12)\n\x08interval\x18\x01 \x01(\x0e\x32\x17.marketdata.v1.Interval\x12\x36\n\x12\x65\x61rliest_open_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x13ListSymbolsResponse\x12*\n\x07symbols\x18\x01 \x03(\x0b\x32\x19.marketdata.v1.SymbolInfo*\xb8\x02\n\x08Interval\x12\x18\n\x14INTERVAL_UNSPECIFIED\x10\x00\x12\x0f\n\x0bINTERVAL_1S\x10\x01\x12\x0f\n\x0bINTERVAL_1M\x10\x02\x12\x0f\n\x0bINTERVAL_3M\x10\x03\x12\x0f\n\x0bINTERVAL_5M\x10\x04\x12\x10\n\x0cINTERVAL_15M\x10\x05\x12\x10\n\x0cINTERVAL_30M\x10\x06\x12\x0f\n\x0bINTERVAL_1H\x10\x07\x12\x0f\n\x0bINTERVAL_2H\x10\x08\x12\x0f\n\x0bINTERVAL_4H\x10\t\x12\x0f\n\x0bINTERVAL_6H\x10\n\x12\x0f\n\x0bINTERVAL_8H\x10\x0b\x12\x10\n\x0cINTERVAL_12H\x10\x0c\x12\x0f\n\x0bINTERVAL_1D\x10\r\x12\x0f\n\x0bINTERVAL_3D\x10\x0e\x12\x0f\n\x0bINTERVAL_1W\x10\x0f\x12\x10\n\x0cINTERVAL_1MO\x10\x10*o\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSOURCE_LIVE\x10\x01\x12\x13\n\x0fSOURCE_BACKFILL\x10\x02\x12\x14\n\x10SOURCE_SIMULATED\x10\x03\x12\x11\n\rSOURCE_REPLAY\x10\x04\x32\xcf\x03\n\x11MarketDataService\x12K\n\x08GetPrice\x12\x1e.marketdata.v1.GetPriceRequest\x1a\x1f.marketdata.v1.GetPriceResponse\x12]\n\x0e\x42\x61tchGetPrices\x12$.marketdata.v1.BatchGetPricesRequest\x1a%.marketdata.v1.BatchGetPricesResponse\x12Q\n\nGetCandles\x12 .marketdata.v1.GetCandlesRequest\x1a!.marketdata.v1.GetCandlesResponse\x12\x65\n\x10SubscribeCandles\x12&.marketdata.v1.SubscribeCandlesRequest\x1a\'.marketdata.v1.SubscribeCandlesResponse0\x01\x12T\n\x0bListSymbols\x12!.marketdata.v1.ListSymbolsRequest\x1a\".marketdata.v1.ListSymbolsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'marketdata.v1.marketdata_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INTERVAL']._serialized_start=2199
-  _globals['_INTERVAL']._serialized_end=2511
-  _globals['_SOURCE']._serialized_start=2513
-  _globals['_SOURCE']._serialized_end=2624
+  _globals['_INTERVAL']._serialized_start=2548
+  _globals['_INTERVAL']._serialized_end=2860
+  _globals['_SOURCE']._serialized_start=2862
+  _globals['_SOURCE']._serialized_end=2973
   _globals['_CANDLE']._serialized_start=83
   _globals['_CANDLE']._serialized_end=433
   _globals['_PRICE']._serialized_start=436
@@ -50,27 +50,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHGETPRICESRESPONSE']._serialized_start=852
   _globals['_BATCHGETPRICESRESPONSE']._serialized_end=914
   _globals['_GETCANDLESREQUEST']._serialized_start=917
-  _globals['_GETCANDLESREQUEST']._serialized_end=1128
-  _globals['_GETCANDLESRESPONSE']._serialized_start=1130
-  _globals['_GETCANDLESRESPONSE']._serialized_end=1215
-  _globals['_SERIES']._serialized_start=1217
-  _globals['_SERIES']._serialized_end=1284
-  _globals['_SUBSCRIBECANDLESREQUEST']._serialized_start=1287
-  _globals['_SUBSCRIBECANDLESREQUEST']._serialized_end=1459
-  _globals['_SNAPSHOTEND']._serialized_start=1461
-  _globals['_SNAPSHOTEND']._serialized_end=1474
-  _globals['_SERIESWATERMARK']._serialized_start=1476
-  _globals['_SERIESWATERMARK']._serialized_end=1585
-  _globals['_HEARTBEAT']._serialized_start=1587
-  _globals['_HEARTBEAT']._serialized_end=1699
-  _globals['_SUBSCRIBECANDLESRESPONSE']._serialized_start=1702
-  _globals['_SUBSCRIBECANDLESRESPONSE']._serialized_end=1899
-  _globals['_LISTSYMBOLSREQUEST']._serialized_start=1901
-  _globals['_LISTSYMBOLSREQUEST']._serialized_end=1921
-  _globals['_SYMBOLINFO']._serialized_start=1924
-  _globals['_SYMBOLINFO']._serialized_end=2129
-  _globals['_LISTSYMBOLSRESPONSE']._serialized_start=2131
-  _globals['_LISTSYMBOLSRESPONSE']._serialized_end=2196
-  _globals['_MARKETDATASERVICE']._serialized_start=2627
-  _globals['_MARKETDATASERVICE']._serialized_end=3090
+  _globals['_GETCANDLESREQUEST']._serialized_end=1153
+  _globals['_GETCANDLESRESPONSE']._serialized_start=1156
+  _globals['_GETCANDLESRESPONSE']._serialized_end=1291
+  _globals['_TIMERANGE']._serialized_start=1293
+  _globals['_TIMERANGE']._serialized_end=1398
+  _globals['_SERIES']._serialized_start=1400
+  _globals['_SERIES']._serialized_end=1467
+  _globals['_SUBSCRIBECANDLESREQUEST']._serialized_start=1470
+  _globals['_SUBSCRIBECANDLESREQUEST']._serialized_end=1642
+  _globals['_SNAPSHOTEND']._serialized_start=1644
+  _globals['_SNAPSHOTEND']._serialized_end=1657
+  _globals['_SERIESWATERMARK']._serialized_start=1659
+  _globals['_SERIESWATERMARK']._serialized_end=1768
+  _globals['_HEARTBEAT']._serialized_start=1770
+  _globals['_HEARTBEAT']._serialized_end=1882
+  _globals['_SUBSCRIBECANDLESRESPONSE']._serialized_start=1885
+  _globals['_SUBSCRIBECANDLESRESPONSE']._serialized_end=2082
+  _globals['_LISTSYMBOLSREQUEST']._serialized_start=2084
+  _globals['_LISTSYMBOLSREQUEST']._serialized_end=2104
+  _globals['_SYMBOLINFO']._serialized_start=2107
+  _globals['_SYMBOLINFO']._serialized_end=2361
+  _globals['_SERIESCOVERAGE']._serialized_start=2363
+  _globals['_SERIESCOVERAGE']._serialized_end=2478
+  _globals['_LISTSYMBOLSRESPONSE']._serialized_start=2480
+  _globals['_LISTSYMBOLSRESPONSE']._serialized_end=2545
+  _globals['_MARKETDATASERVICE']._serialized_start=2976
+  _globals['_MARKETDATASERVICE']._serialized_end=3439
 # @@protoc_insertion_point(module_scope)

@@ -336,12 +336,17 @@ class GetCandlesRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_MISSING_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     interval: Global___Interval.ValueType
     page_size: _builtins.int
     """Candles per page: default 500, values above 1000 are treated as 1000."""
     page_token: _builtins.str
     """next_page_token of a previous response with the same request fields."""
+    include_missing: _builtins.bool
+    """Also list the ranges of this page's span that hold no candle
+    (missing_ranges). Costs a little more; off by default.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Inclusive lower bound on open_time. Optional."""
@@ -359,10 +364,11 @@ class GetCandlesRequest(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        include_missing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "interval", b"interval", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "include_missing", b"include_missing", "interval", b"interval", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -374,6 +380,7 @@ class GetCandlesResponse(_message.Message):
 
     CANDLES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MISSING_RANGES_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty when there are no more candles in the range."""
     @_builtins.property
@@ -382,19 +389,57 @@ class GetCandlesResponse(_message.Message):
         end_time (or now) are returned and there is no next page.
         """
 
+    @_builtins.property
+    def missing_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeRange]:
+        """With include_missing: the ranges of open times in this page's span for
+        which the service holds no candle, ascending. The span runs from
+        start_time (or the page token's position; without start_time, the first
+        candle returned) to the next page's start, or else to end_time, or else
+        to the end of the series' newest candle. A missing range is data never
+        loaded (or lost), never a quiet market: an interval without trades is a
+        zero-volume candle.
+        """
+
     def __init__(
         self,
         *,
         candles: _abc.Iterable[Global___Candle] | None = ...,
         next_page_token: _builtins.str = ...,
+        missing_ranges: _abc.Iterable[Global___TimeRange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candles", b"candles", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candles", b"candles", "missing_ranges", b"missing_ranges", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCandlesResponse: _TypeAlias = GetCandlesResponse  # noqa: Y015
+
+@_typing.final
+class TimeRange(_message.Message):
+    """TimeRange is a half-open range of candle open times [start_time, end_time)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeRange: _TypeAlias = TimeRange  # noqa: Y015
 
 @_typing.final
 class Series(_message.Message):
@@ -597,6 +642,7 @@ class SymbolInfo(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     BASE_ASSET_FIELD_NUMBER: _builtins.int
     QUOTE_ASSET_FIELD_NUMBER: _builtins.int
+    COVERAGE_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     price_precision: _builtins.int
     """Decimal places of prices."""
@@ -607,6 +653,12 @@ class SymbolInfo(_message.Message):
     quote_asset: _builtins.str
     @_builtins.property
     def intervals(self) -> _containers.RepeatedScalarFieldContainer[Global___Interval.ValueType]: ...
+    @_builtins.property
+    def coverage(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesCoverage]:
+        """Per served interval, the oldest candle the service holds (hot store and
+        history tier together); an interval with no candle yet is left out.
+        """
+
     def __init__(
         self,
         *,
@@ -617,14 +669,44 @@ class SymbolInfo(_message.Message):
         source: Global___Source.ValueType = ...,
         base_asset: _builtins.str = ...,
         quote_asset: _builtins.str = ...,
+        coverage: _abc.Iterable[Global___SeriesCoverage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_asset", b"base_asset", "intervals", b"intervals", "price_precision", b"price_precision", "quantity_precision", b"quantity_precision", "quote_asset", b"quote_asset", "source", b"source", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_asset", b"base_asset", "coverage", b"coverage", "intervals", b"intervals", "price_precision", b"price_precision", "quantity_precision", b"quantity_precision", "quote_asset", b"quote_asset", "source", b"source", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SymbolInfo: _TypeAlias = SymbolInfo  # noqa: Y015
+
+@_typing.final
+class SeriesCoverage(_message.Message):
+    """SeriesCoverage tells how far back one interval of a symbol goes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    EARLIEST_OPEN_TIME_FIELD_NUMBER: _builtins.int
+    interval: Global___Interval.ValueType
+    @_builtins.property
+    def earliest_open_time(self) -> _timestamp_pb2.Timestamp:
+        """open_time of the oldest candle held. Later ranges may still have holes:
+        GetCandles with include_missing lists them.
+        """
+
+    def __init__(
+        self,
+        *,
+        interval: Global___Interval.ValueType = ...,
+        earliest_open_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["earliest_open_time", b"earliest_open_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["earliest_open_time", b"earliest_open_time", "interval", b"interval"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeriesCoverage: _TypeAlias = SeriesCoverage  # noqa: Y015
 
 @_typing.final
 class ListSymbolsResponse(_message.Message):
