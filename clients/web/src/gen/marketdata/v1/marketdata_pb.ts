@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file marketdata/v1/marketdata.proto.
  */
 export const file_marketdata_v1_marketdata: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tYXJrZXRkYXRhL3YxL21hcmtldGRhdGEucHJvdG8SDW1hcmtldGRhdGEudjEi3gIKBkNhbmRsZRIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi0KCW9wZW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEb3BlbhgFIAEoARIMCgRoaWdoGAYgASgBEgsKA2xvdxgHIAEoARINCgVjbG9zZRgIIAEoARIOCgZ2b2x1bWUYCSABKAESEwoLdHJhZGVfY291bnQYCiABKAQSDgoGY2xvc2VkGAsgASgIEhAKCHJldmlzaW9uGAwgASgNEiUKBnNvdXJjZRgNIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhQKDHF1b3RlX3ZvbHVtZRgOIAEoASKYAgoFUHJpY2USDgoGc3ltYm9sGAEgASgJEgsKA2JpZBgCIAEoARILCgNhc2sYAyABKAESCwoDbWlkGAQgASgBEg4KBnNwcmVhZBgFIAEoARIMCgRsYXN0GAYgASgBEhAKCGJpZF9zaXplGAcgASgBEhAKCGFza19zaXplGAggASgBEi4KCmV2ZW50X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFc3RhbGUYCyABKAgSJQoGc291cmNlGAwgASgOMhUubWFya2V0ZGF0YS52MS5Tb3VyY2UiIQoPR2V0UHJpY2VSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCSI3ChBHZXRQcmljZVJlc3BvbnNlEiMKBXByaWNlGAEgASgLMhQubWFya2V0ZGF0YS52MS5QcmljZSIoChVCYXRjaEdldFByaWNlc1JlcXVlc3QSDwoHc3ltYm9scxgBIAMoCSI+ChZCYXRjaEdldFByaWNlc1Jlc3BvbnNlEiQKBnByaWNlcxgBIAMoCzIULm1hcmtldGRhdGEudjEuUHJpY2Ui0wEKEUdldENhbmRsZXNSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRIpCghpbnRlcnZhbBgCIAEoDjIXLm1hcmtldGRhdGEudjEuSW50ZXJ2YWwSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIlUKEkdldENhbmRsZXNSZXNwb25zZRImCgdjYW5kbGVzGAEgAygLMhUubWFya2V0ZGF0YS52MS5DYW5kbGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkMKBlNlcmllcxIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsIqwBChdTdWJzY3JpYmVDYW5kbGVzUmVxdWVzdBIlCgZzZXJpZXMYASADKAsyFS5tYXJrZXRkYXRhLnYxLlNlcmllcxIPCgdoaXN0b3J5GAIgASgNEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Nsb3NlZF9vbmx5GAQgASgIEhQKDHJlc3VtZV90b2tlbhgFIAEoCSINCgtTbmFwc2hvdEVuZCJtCg9TZXJpZXNXYXRlcm1hcmsSJQoGc2VyaWVzGAEgASgLMhUubWFya2V0ZGF0YS52MS5TZXJpZXMSMwoPbGFzdF9ldmVudF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJwCglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCndhdGVybWFya3MYAiADKAsyHi5tYXJrZXRkYXRhLnYxLlNlcmllc1dhdGVybWFyayLFAQoYU3Vic2NyaWJlQ2FuZGxlc1Jlc3BvbnNlEicKBmNhbmRsZRgBIAEoCzIVLm1hcmtldGRhdGEudjEuQ2FuZGxlSAASMgoMc25hcHNob3RfZW5kGAIgASgLMhoubWFya2V0ZGF0YS52MS5TbmFwc2hvdEVuZEgAEi0KCWhlYXJ0YmVhdBgDIAEoCzIYLm1hcmtldGRhdGEudjEuSGVhcnRiZWF0SAASFAoMcmVzdW1lX3Rva2VuGA8gASgJQgcKBWV2ZW50IhQKEkxpc3RTeW1ib2xzUmVxdWVzdCLNAQoKU3ltYm9sSW5mbxIOCgZzeW1ib2wYASABKAkSFwoPcHJpY2VfcHJlY2lzaW9uGAIgASgNEhoKEnF1YW50aXR5X3ByZWNpc2lvbhgDIAEoDRIqCglpbnRlcnZhbHMYBCADKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEiUKBnNvdXJjZRgFIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhIKCmJhc2VfYXNzZXQYBiABKAkSEwoLcXVvdGVfYXNzZXQYByABKAkiQQoTTGlzdFN5bWJvbHNSZXNwb25zZRIqCgdzeW1ib2xzGAEgAygLMhkubWFya2V0ZGF0YS52MS5TeW1ib2xJbmZvKrgCCghJbnRlcnZhbBIYChRJTlRFUlZBTF9VTlNQRUNJRklFRBAAEg8KC0lOVEVSVkFMXzFTEAESDwoLSU5URVJWQUxfMU0QAhIPCgtJTlRFUlZBTF8zTRADEg8KC0lOVEVSVkFMXzVNEAQSEAoMSU5URVJWQUxfMTVNEAUSEAoMSU5URVJWQUxfMzBNEAYSDwoLSU5URVJWQUxfMUgQBxIPCgtJTlRFUlZBTF8ySBAIEg8KC0lOVEVSVkFMXzRIEAkSDwoLSU5URVJWQUxfNkgQChIPCgtJTlRFUlZBTF84SBALEhAKDElOVEVSVkFMXzEySBAMEg8KC0lOVEVSVkFMXzFEEA0SDwoLSU5URVJWQUxfM0QQDhIPCgtJTlRFUlZBTF8xVxAPEhAKDElOVEVSVkFMXzFNTxAQKm8KBlNvdXJjZRIWChJTT1VSQ0VfVU5TUEVDSUZJRUQQABIPCgtTT1VSQ0VfTElWRRABEhMKD1NPVVJDRV9CQUNLRklMTBACEhQKEFNPVVJDRV9TSU1VTEFURUQQAxIRCg1TT1VSQ0VfUkVQTEFZEAQyzwMKEU1hcmtldERhdGFTZXJ2aWNlEksKCEdldFByaWNlEh4ubWFya2V0ZGF0YS52MS5HZXRQcmljZVJlcXVlc3QaHy5tYXJrZXRkYXRhLnYxLkdldFByaWNlUmVzcG9uc2USXQoOQmF0Y2hHZXRQcmljZXMSJC5tYXJrZXRkYXRhLnYxLkJhdGNoR2V0UHJpY2VzUmVxdWVzdBolLm1hcmtldGRhdGEudjEuQmF0Y2hHZXRQcmljZXNSZXNwb25zZRJRCgpHZXRDYW5kbGVzEiAubWFya2V0ZGF0YS52MS5HZXRDYW5kbGVzUmVxdWVzdBohLm1hcmtldGRhdGEudjEuR2V0Q2FuZGxlc1Jlc3BvbnNlEmUKEFN1YnNjcmliZUNhbmRsZXMSJi5tYXJrZXRkYXRhLnYxLlN1YnNjcmliZUNhbmRsZXNSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVDYW5kbGVzUmVzcG9uc2UwARJUCgtMaXN0U3ltYm9scxIhLm1hcmtldGRhdGEudjEuTGlzdFN5bWJvbHNSZXF1ZXN0GiIubWFya2V0ZGF0YS52MS5MaXN0U3ltYm9sc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5tYXJrZXRkYXRhL3YxL21hcmtldGRhdGEucHJvdG8SDW1hcmtldGRhdGEudjEi3gIKBkNhbmRsZRIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi0KCW9wZW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEb3BlbhgFIAEoARIMCgRoaWdoGAYgASgBEgsKA2xvdxgHIAEoARINCgVjbG9zZRgIIAEoARIOCgZ2b2x1bWUYCSABKAESEwoLdHJhZGVfY291bnQYCiABKAQSDgoGY2xvc2VkGAsgASgIEhAKCHJldmlzaW9uGAwgASgNEiUKBnNvdXJjZRgNIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhQKDHF1b3RlX3ZvbHVtZRgOIAEoASKYAgoFUHJpY2USDgoGc3ltYm9sGAEgASgJEgsKA2JpZBgCIAEoARILCgNhc2sYAyABKAESCwoDbWlkGAQgASgBEg4KBnNwcmVhZBgFIAEoARIMCgRsYXN0GAYgASgBEhAKCGJpZF9zaXplGAcgASgBEhAKCGFza19zaXplGAggASgBEi4KCmV2ZW50X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFc3RhbGUYCyABKAgSJQoGc291cmNlGAwgASgOMhUubWFya2V0ZGF0YS52MS5Tb3VyY2UiIQoPR2V0UHJpY2VSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCSI3ChBHZXRQcmljZVJlc3BvbnNlEiMKBXByaWNlGAEgASgLMhQubWFya2V0ZGF0YS52MS5QcmljZSIoChVCYXRjaEdldFByaWNlc1JlcXVlc3QSDwoHc3ltYm9scxgBIAMoCSI+ChZCYXRjaEdldFByaWNlc1Jlc3BvbnNlEiQKBnByaWNlcxgBIAMoCzIULm1hcmtldGRhdGEudjEuUHJpY2Ui7AEKEUdldENhbmRsZXNSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRIpCghpbnRlcnZhbBgCIAEoDjIXLm1hcmtldGRhdGEudjEuSW50ZXJ2YWwSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJEhcKD2luY2x1ZGVfbWlzc2luZxgeIAEoCCKHAQoSR2V0Q2FuZGxlc1Jlc3BvbnNlEiYKB2NhbmRsZXMYASADKAsyFS5tYXJrZXRkYXRhLnYxLkNhbmRsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSMAoObWlzc2luZ19yYW5nZXMYHiADKAsyGC5tYXJrZXRkYXRhLnYxLlRpbWVSYW5nZSJpCglUaW1lUmFuZ2USLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkMKBlNlcmllcxIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsIqwBChdTdWJzY3JpYmVDYW5kbGVzUmVxdWVzdBIlCgZzZXJpZXMYASADKAsyFS5tYXJrZXRkYXRhLnYxLlNlcmllcxIPCgdoaXN0b3J5GAIgASgNEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Nsb3NlZF9vbmx5GAQgASgIEhQKDHJlc3VtZV90b2tlbhgFIAEoCSINCgtTbmFwc2hvdEVuZCJtCg9TZXJpZXNXYXRlcm1hcmsSJQoGc2VyaWVzGAEgASgLMhUubWFya2V0ZGF0YS52MS5TZXJpZXMSMwoPbGFzdF9ldmVudF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJwCglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCndhdGVybWFya3MYAiADKAsyHi5tYXJrZXRkYXRhLnYxLlNlcmllc1dhdGVybWFyayLFAQoYU3Vic2NyaWJlQ2FuZGxlc1Jlc3BvbnNlEicKBmNhbmRsZRgBIAEoCzIVLm1hcmtldGRhdGEudjEuQ2FuZGxlSAASMgoMc25hcHNob3RfZW5kGAIgASgLMhoubWFya2V0ZGF0YS52MS5TbmFwc2hvdEVuZEgAEi0KCWhlYXJ0YmVhdBgDIAEoCzIYLm1hcmtldGRhdGEudjEuSGVhcnRiZWF0SAASFAoMcmVzdW1lX3Rva2VuGA8gASgJQgcKBWV2ZW50IhQKEkxpc3RTeW1ib2xzUmVxdWVzdCL+AQoKU3ltYm9sSW5mbxIOCgZzeW1ib2wYASABKAkSFwoPcHJpY2VfcHJlY2lzaW9uGAIgASgNEhoKEnF1YW50aXR5X3ByZWNpc2lvbhgDIAEoDRIqCglpbnRlcnZhbHMYBCADKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEiUKBnNvdXJjZRgFIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhIKCmJhc2VfYXNzZXQYBiABKAkSEwoLcXVvdGVfYXNzZXQYByABKAkSLwoIY292ZXJhZ2UYHiADKAsyHS5tYXJrZXRkYXRhLnYxLlNlcmllc0NvdmVyYWdlInMKDlNlcmllc0NvdmVyYWdlEikKCGludGVydmFsGAEgASgOMhcubWFya2V0ZGF0YS52MS5JbnRlcnZhbBI2ChJlYXJsaWVzdF9vcGVuX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkEKE0xpc3RTeW1ib2xzUmVzcG9uc2USKgoHc3ltYm9scxgBIAMoCzIZLm1hcmtldGRhdGEudjEuU3ltYm9sSW5mbyq4AgoISW50ZXJ2YWwSGAoUSU5URVJWQUxfVU5TUEVDSUZJRUQQABIPCgtJTlRFUlZBTF8xUxABEg8KC0lOVEVSVkFMXzFNEAISDwoLSU5URVJWQUxfM00QAxIPCgtJTlRFUlZBTF81TRAEEhAKDElOVEVSVkFMXzE1TRAFEhAKDElOVEVSVkFMXzMwTRAGEg8KC0lOVEVSVkFMXzFIEAcSDwoLSU5URVJWQUxfMkgQCBIPCgtJTlRFUlZBTF80SBAJEg8KC0lOVEVSVkFMXzZIEAoSDwoLSU5URVJWQUxfOEgQCxIQCgxJTlRFUlZBTF8xMkgQDBIPCgtJTlRFUlZBTF8xRBANEg8KC0lOVEVSVkFMXzNEEA4SDwoLSU5URVJWQUxfMVcQDxIQCgxJTlRFUlZBTF8xTU8QECpvCgZTb3VyY2USFgoSU09VUkNFX1VOU1BFQ0lGSUVEEAASDwoLU09VUkNFX0xJVkUQARITCg9TT1VSQ0VfQkFDS0ZJTEwQAhIUChBTT1VSQ0VfU0lNVUxBVEVEEAMSEQoNU09VUkNFX1JFUExBWRAEMs8DChFNYXJrZXREYXRhU2VydmljZRJLCghHZXRQcmljZRIeLm1hcmtldGRhdGEudjEuR2V0UHJpY2VSZXF1ZXN0Gh8ubWFya2V0ZGF0YS52MS5HZXRQcmljZVJlc3BvbnNlEl0KDkJhdGNoR2V0UHJpY2VzEiQubWFya2V0ZGF0YS52MS5CYXRjaEdldFByaWNlc1JlcXVlc3QaJS5tYXJrZXRkYXRhLnYxLkJhdGNoR2V0UHJpY2VzUmVzcG9uc2USUQoKR2V0Q2FuZGxlcxIgLm1hcmtldGRhdGEudjEuR2V0Q2FuZGxlc1JlcXVlc3QaIS5tYXJrZXRkYXRhLnYxLkdldENhbmRsZXNSZXNwb25zZRJlChBTdWJzY3JpYmVDYW5kbGVzEiYubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVDYW5kbGVzUmVxdWVzdBonLm1hcmtldGRhdGEudjEuU3Vic2NyaWJlQ2FuZGxlc1Jlc3BvbnNlMAESVAoLTGlzdFN5bWJvbHMSIS5tYXJrZXRkYXRhLnYxLkxpc3RTeW1ib2xzUmVxdWVzdBoiLm1hcmtldGRhdGEudjEuTGlzdFN5bWJvbHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Candle is one OHLCV bar. Prices and volume are exact decimals in the
@@ -314,6 +314,14 @@ export type GetCandlesRequest = Message<"marketdata.v1.GetCandlesRequest"> & {
    * @generated from field: string page_token = 6;
    */
   pageToken: string;
+
+  /**
+   * Also list the ranges of this page's span that hold no candle
+   * (missing_ranges). Costs a little more; off by default.
+   *
+   * @generated from field: bool include_missing = 30;
+   */
+  includeMissing: boolean;
 };
 
 /**
@@ -341,6 +349,19 @@ export type GetCandlesResponse = Message<"marketdata.v1.GetCandlesResponse"> & {
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * With include_missing: the ranges of open times in this page's span for
+   * which the service holds no candle, ascending. The span runs from
+   * start_time (or the page token's position; without start_time, the first
+   * candle returned) to the next page's start, or else to end_time, or else
+   * to the end of the series' newest candle. A missing range is data never
+   * loaded (or lost), never a quiet market: an interval without trades is a
+   * zero-volume candle.
+   *
+   * @generated from field: repeated marketdata.v1.TimeRange missing_ranges = 30;
+   */
+  missingRanges: TimeRange[];
 };
 
 /**
@@ -349,6 +370,30 @@ export type GetCandlesResponse = Message<"marketdata.v1.GetCandlesResponse"> & {
  */
 export const GetCandlesResponseSchema: GenMessage<GetCandlesResponse> = /*@__PURE__*/
   messageDesc(file_marketdata_v1_marketdata, 7);
+
+/**
+ * TimeRange is a half-open range of candle open times [start_time, end_time).
+ *
+ * @generated from message marketdata.v1.TimeRange
+ */
+export type TimeRange = Message<"marketdata.v1.TimeRange"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 2;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message marketdata.v1.TimeRange.
+ * Use `create(TimeRangeSchema)` to create a new message.
+ */
+export const TimeRangeSchema: GenMessage<TimeRange> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 8);
 
 /**
  * Series names one candle series.
@@ -372,7 +417,7 @@ export type Series = Message<"marketdata.v1.Series"> & {
  * Use `create(SeriesSchema)` to create a new message.
  */
 export const SeriesSchema: GenMessage<Series> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 8);
+  messageDesc(file_marketdata_v1_marketdata, 9);
 
 /**
  * @generated from message marketdata.v1.SubscribeCandlesRequest
@@ -420,7 +465,7 @@ export type SubscribeCandlesRequest = Message<"marketdata.v1.SubscribeCandlesReq
  * Use `create(SubscribeCandlesRequestSchema)` to create a new message.
  */
 export const SubscribeCandlesRequestSchema: GenMessage<SubscribeCandlesRequest> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 9);
+  messageDesc(file_marketdata_v1_marketdata, 10);
 
 /**
  * SnapshotEnd marks that history is complete for every series; live updates follow.
@@ -435,7 +480,7 @@ export type SnapshotEnd = Message<"marketdata.v1.SnapshotEnd"> & {
  * Use `create(SnapshotEndSchema)` to create a new message.
  */
 export const SnapshotEndSchema: GenMessage<SnapshotEnd> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 10);
+  messageDesc(file_marketdata_v1_marketdata, 11);
 
 /**
  * SeriesWatermark is how far the upstream of a series has progressed.
@@ -461,7 +506,7 @@ export type SeriesWatermark = Message<"marketdata.v1.SeriesWatermark"> & {
  * Use `create(SeriesWatermarkSchema)` to create a new message.
  */
 export const SeriesWatermarkSchema: GenMessage<SeriesWatermark> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 11);
+  messageDesc(file_marketdata_v1_marketdata, 12);
 
 /**
  * Heartbeat is sent when nothing else was sent for a heartbeat interval.
@@ -485,7 +530,7 @@ export type Heartbeat = Message<"marketdata.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 12);
+  messageDesc(file_marketdata_v1_marketdata, 13);
 
 /**
  * @generated from message marketdata.v1.SubscribeCandlesResponse
@@ -529,7 +574,7 @@ export type SubscribeCandlesResponse = Message<"marketdata.v1.SubscribeCandlesRe
  * Use `create(SubscribeCandlesResponseSchema)` to create a new message.
  */
 export const SubscribeCandlesResponseSchema: GenMessage<SubscribeCandlesResponse> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 13);
+  messageDesc(file_marketdata_v1_marketdata, 14);
 
 /**
  * @generated from message marketdata.v1.ListSymbolsRequest
@@ -542,7 +587,7 @@ export type ListSymbolsRequest = Message<"marketdata.v1.ListSymbolsRequest"> & {
  * Use `create(ListSymbolsRequestSchema)` to create a new message.
  */
 export const ListSymbolsRequestSchema: GenMessage<ListSymbolsRequest> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 14);
+  messageDesc(file_marketdata_v1_marketdata, 15);
 
 /**
  * SymbolInfo describes one served symbol.
@@ -588,6 +633,14 @@ export type SymbolInfo = Message<"marketdata.v1.SymbolInfo"> & {
    * @generated from field: string quote_asset = 7;
    */
   quoteAsset: string;
+
+  /**
+   * Per served interval, the oldest candle the service holds (hot store and
+   * history tier together); an interval with no candle yet is left out.
+   *
+   * @generated from field: repeated marketdata.v1.SeriesCoverage coverage = 30;
+   */
+  coverage: SeriesCoverage[];
 };
 
 /**
@@ -595,7 +648,34 @@ export type SymbolInfo = Message<"marketdata.v1.SymbolInfo"> & {
  * Use `create(SymbolInfoSchema)` to create a new message.
  */
 export const SymbolInfoSchema: GenMessage<SymbolInfo> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 15);
+  messageDesc(file_marketdata_v1_marketdata, 16);
+
+/**
+ * SeriesCoverage tells how far back one interval of a symbol goes.
+ *
+ * @generated from message marketdata.v1.SeriesCoverage
+ */
+export type SeriesCoverage = Message<"marketdata.v1.SeriesCoverage"> & {
+  /**
+   * @generated from field: marketdata.v1.Interval interval = 1;
+   */
+  interval: Interval;
+
+  /**
+   * open_time of the oldest candle held. Later ranges may still have holes:
+   * GetCandles with include_missing lists them.
+   *
+   * @generated from field: google.protobuf.Timestamp earliest_open_time = 2;
+   */
+  earliestOpenTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message marketdata.v1.SeriesCoverage.
+ * Use `create(SeriesCoverageSchema)` to create a new message.
+ */
+export const SeriesCoverageSchema: GenMessage<SeriesCoverage> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 17);
 
 /**
  * @generated from message marketdata.v1.ListSymbolsResponse
@@ -612,7 +692,7 @@ export type ListSymbolsResponse = Message<"marketdata.v1.ListSymbolsResponse"> &
  * Use `create(ListSymbolsResponseSchema)` to create a new message.
  */
 export const ListSymbolsResponseSchema: GenMessage<ListSymbolsResponse> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 16);
+  messageDesc(file_marketdata_v1_marketdata, 18);
 
 /**
  * Interval is a candle length. Boundaries are in UTC; weeks start on Monday
