@@ -48,6 +48,16 @@ def timestamp_ns(ts: Timestamp) -> int:
 
 
 def _varint(value: int) -> bytes:
+    if 1 << 28 <= value < 1 << 35:  # seconds since the epoch, in timestamps: five bytes
+        return bytes(
+            (
+                value & 0x7F | 0x80,
+                value >> 7 & 0x7F | 0x80,
+                value >> 14 & 0x7F | 0x80,
+                value >> 21 & 0x7F | 0x80,
+                value >> 28,
+            )
+        )
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)

@@ -1,4 +1,4 @@
-"""Fixtures of the history tests: one real PostgreSQL server for the session
+"""Fixtures of the history tests: one real PostgreSQL server for the whole run
 (see :mod:`tests.history.pg`), a fresh database per test, and the history
 store connected to it."""
 

@@ -154,3 +154,17 @@ def test_roll_up_needs_every_finer_candle() -> None:
     (hour,) = roll_up(fine, Interval.H1)  # the second hour misses a minute
     assert (hour.open, hour.high, hour.low, hour.close) == (10, 79, 5, 70)
     assert (hour.volume, hour.quote_volume, hour.trade_count) == (Decimal("6.0"), 90, 120)
+
+
+async def test_unordered_and_empty_klines(tmp_path: Path, history: HistoryStore) -> None:
+    rows = kline_rows(DAY_2024, 300, 1, seed=9)
+    for row in rows[::7]:  # candles without trades: zero volume at the previous close
+        row[1] = row[2] = row[3] = row[4]
+        row[5] = row[7] = row[9] = row[10] = "0.00000000"
+        row[8] = 0
+    shuffled = list(rows)
+    random.Random(4).shuffle(shuffled)
+    write(tmp_path / "BTCUSDT-1m-2024-01-01.csv", shuffled)
+    report = await import_files(history, [tmp_path])
+    assert report.candles == 300
+    assert await _frames(history, SeriesKey("BTCUSDT", Interval.M1)) == _reference("BTCUSDT", rows)

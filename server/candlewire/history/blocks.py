@@ -26,6 +26,7 @@ from candlewire.domain import NANOS_PER_SECOND, Interval
 __all__ = [
     "BLOCK_CAPACITY",
     "Block",
+    "block_length",
     "block_of",
     "decode_blocks",
     "encode_blocks",
@@ -54,6 +55,11 @@ _MONTHLY = {Interval.D1, Interval.D3}
 BLOCK_CAPACITY = 60
 """Most candles a block holds (an hour of 1m candles, 53 weeks ...)."""
 _LITTLE = sys.byteorder == "little"
+
+
+def block_length(interval: Interval) -> int | None:
+    """The fixed span of a block of ``interval`` (None: calendar months or years)."""
+    return _FIXED.get(interval)
 
 
 def block_of(interval: Interval, open_time: int) -> int:

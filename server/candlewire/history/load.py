@@ -28,7 +28,8 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -45,7 +46,7 @@ from candlewire.errors import (
     HistoryUnavailable,
 )
 from candlewire.feeds.replay import ReplayFile, _events, _open_text, _unit
-from candlewire.history.blocks import Block, encode_blocks
+from candlewire.history.blocks import Block, block_length, block_of, encode_blocks
 from candlewire.history.postgres import HistoryRow, HistoryStore, group_rows
 from candlewire.intervals import bucket_end, bucket_start, buckets, fixed_length
 from candlewire.retry import Backoff, Retry
@@ -166,15 +167,13 @@ def _split_rows(data: str) -> Iterable[list[str]]:
         yield line.split(",") if line else []
 
 
-def kline_file_rows(file: ReplayFile, source: Source = Source.BACKFILL) -> list[HistoryRow]:
-    """Every row of a klines file as a history row (raises ImportFailed naming the line)."""
+def _kline_frames(file: ReplayFile, source: Source) -> Iterator[tuple[int, bytes]]:
+    """(open time, frame) of every row of a klines file (raises ImportFailed naming the line)."""
     assert file.interval is not None
     symbol, interval = file.symbol, file.interval
     code, kind = int(interval), int(source)
     length = fixed_length(interval)
     offset = bucket_start(interval, 0) % length if length is not None else 0
-    rows: list[HistoryRow] = []
-    append = rows.append
     try:
         with _open_text(file.path) as text:
             data = text.read()
@@ -205,11 +204,51 @@ def kline_file_rows(file: ReplayFile, source: Source = Source.BACKFILL) -> list[
             frame = kline_frame(
                 symbol, code, open_time, close_time, prices, float(row[7]), int(row[8]), kind
             )
-            append(HistoryRow(symbol, interval, open_time, 0, frame))
+            yield open_time, frame
     except (IndexError, ValueError) as error:
         reason = "missing columns" if isinstance(error, IndexError) else str(error)
         raise _failed(file, line, reason) from None
-    return rows
+
+
+def kline_file_rows(file: ReplayFile, source: Source = Source.BACKFILL) -> list[HistoryRow]:
+    """Every row of a klines file as a history row (raises ImportFailed naming the line)."""
+    assert file.interval is not None
+    symbol, interval = file.symbol, file.interval
+    return [HistoryRow(symbol, interval, t, 0, f) for t, f in _kline_frames(file, source)]
+
+
+def _sorted_blocks(
+    symbol: str, interval: Interval, frames: Iterable[tuple[int, bytes]]
+) -> list[tuple[str, int, int, Block]] | None:
+    """Blocks of candles given in strictly ascending open time (a file as
+    Binance writes it), built as they come; None when they are not ascending."""
+    code = int(interval)
+    length = block_length(interval)
+    out: list[tuple[str, int, int, Block]] = []
+    current: int | None = None
+    times: array[int] = array("q")
+    lengths: array[int] = array("i")
+    parts: list[bytes] = []
+
+    def flush() -> None:
+        if current is not None:
+            zeros = array("q", bytes(8 * len(times)))
+            out.append((symbol, code, current, Block(times, zeros, lengths, b"".join(parts))))
+
+    last = None
+    for t, frame in frames:
+        if last is not None and t <= last:
+            return None
+        last = t
+        start = t - t % length if length is not None else block_of(interval, t)
+        if start != current:
+            flush()
+            current, times, lengths, parts = start, array("q"), array("i"), []
+        times.append(t)
+        lengths.append(len(frame))
+        parts.append(frame)
+    flush()
+    return out
 
 
 def trade_file_rows(
@@ -290,7 +329,12 @@ def parse_file(path: str, intervals: tuple[int, ...]) -> ParsedFile:
     except ConfigError as error:
         raise _failed(where, None, str(error).split(": ", 1)[-1]) from None
     if file.kind == "klines":
-        rows = kline_file_rows(file)
+        assert file.interval is not None
+        frames = list(_kline_frames(file, Source.BACKFILL))
+        built = _sorted_blocks(file.symbol, file.interval, frames)
+        if built is not None:
+            return ParsedFile(path, encode_blocks(built), len(frames))
+        rows = [HistoryRow(file.symbol, file.interval, t, 0, f) for t, f in frames]
     else:
         rows = trade_file_rows(file, [Interval(i) for i in intervals])
     groups = group_rows(rows)

@@ -2,7 +2,7 @@
 
 Migrations are numbered SQL scripts applied in order, each in its own
 transaction together with the row recording it in ``candlewire_migrations``.
-:func:`upgrade` holds a session advisory lock while it works, so several
+:func:`apply_migrations` holds an advisory lock on its connection while it works, so several
 processes starting at once apply each migration exactly once (the others
 wait, then find nothing left to do).
 
