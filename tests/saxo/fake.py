@@ -31,6 +31,7 @@ import contextlib
 import datetime
 import hashlib
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -46,6 +47,8 @@ from websockets.http11 import Request, Response
 from candlewire.feeds.saxo.frames import FORMAT_JSON, encode
 
 WAIT = 10.0
+FAKE_LOG = "fake.saxo"
+"""The fake's own log (it may show tokens: it is Saxo)."""
 
 # UIC, Decimals, Format: as Saxo lists these FX spot pairs.
 INSTRUMENTS = {
@@ -143,7 +146,12 @@ class FakeSaxo:
         self._http = await asyncio.start_server(self._serve_http, "127.0.0.1", 0)
         port = self._http.sockets[0].getsockname()[1]
         self._ws = await serve(
-            self._serve_ws, "127.0.0.1", 0, process_request=self._handshake, compression=None
+            self._serve_ws,
+            "127.0.0.1",
+            0,
+            process_request=self._handshake,
+            compression=None,
+            logger=logging.getLogger(FAKE_LOG),
         )
         self._ws_port = self._ws.sockets[0].getsockname()[1]
         self._front = await asyncio.start_server(self._serve_front, "127.0.0.1", 0)

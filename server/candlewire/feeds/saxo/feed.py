@@ -67,6 +67,7 @@ from candlewire.feeds.saxo.schemas import (
     parse_model,
 )
 from candlewire.feeds.saxo.streaming import (
+    SOCKET_LOG,
     Disconnect,
     HeartbeatEvent,
     PriceStream,
@@ -182,6 +183,8 @@ class SaxoFeed:
         self._circuit_open = False
         self._http: SaxoHttp | None = None
         self._pending: asyncio.Queue[str] = asyncio.Queue()
+        self.changed = asyncio.Event()
+        """Set whenever :meth:`status` may have changed (for whoever watches it)."""
         self.connections = 0
         """Websocket connections opened."""
         self.resumed = 0
@@ -292,13 +295,15 @@ class SaxoFeed:
             log.warning("Saxo feed down: %s", problem)
         self._up = False
         self._problem = problem
+        self.changed.set()
 
     def _forget_session(self) -> None:
         """A new login starts a new streaming session (new context id, new subscriptions)."""
         self._resume = False
         self.context_id = ""
         self.stream.drop(list(self.stream.books))
-        self._subs.clear()
+        for sub in self._subs.values():
+            sub.reference_id = ""
 
     async def _resolve(self, http: SaxoHttp) -> None:
         unknown: list[str] = []
@@ -364,6 +369,7 @@ class SaxoFeed:
                 close_timeout=1.0,
                 max_size=2**24,
                 user_agent_header="candlewire",
+                logger=SOCKET_LOG,
             )
         except InvalidStatus as error:
             status = error.response.status_code
@@ -390,6 +396,7 @@ class SaxoFeed:
                 retry.connected()
                 self._up = True
                 self._circuit_open = False
+                self.changed.set()
                 log.info(
                     "Saxo streaming connected (%s, %d subscriptions)",
                     "resumed" if resume else "new",

@@ -25,6 +25,7 @@ new token, otherwise Saxo closes it when the token expires.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ from candlewire.feeds.saxo.schemas import (
 )
 
 __all__ = [
+    "SOCKET_LOG",
     "Batch",
     "Disconnect",
     "HeartbeatEvent",
@@ -180,6 +182,26 @@ class PriceStream:
                 batch.controls.append(Disconnect())
             elif kind == CONTROL_RECONNECT:
                 batch.controls.append(Reconnect())
+
+
+class _Redact(logging.Filter):
+    """Hide credentials in the websockets library's handshake log lines (``> %s: %s``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            isinstance(args, tuple)
+            and len(args) == 2
+            and isinstance(args[0], str)
+            and args[0].lower() in ("authorization", "cookie", "set-cookie")
+        ):
+            record.args = (args[0], "[redacted]")
+        return True
+
+
+SOCKET_LOG = logging.getLogger("candlewire.feeds.saxo.socket")
+"""The logger the streaming websocket reports to: credentials are redacted."""
+SOCKET_LOG.addFilter(_Redact())
 
 
 _OPEN = frozenset((MarketState.OPEN, MarketState.UNSPECIFIED))
