@@ -156,10 +156,13 @@ def parse_model(model: type[_M], data: Any, what: str) -> _M:
         raise SaxoError(f"{what}: unexpected answer ({where}: {problem['msg']})") from None
 
 
+_DECODER = json.JSONDecoder(parse_float=Decimal)
+
+
 def json_payload(payload: bytes, reference_id: str) -> Any:
     """A JSON payload, numbers as :class:`~decimal.Decimal`."""
     try:
-        return json.loads(payload, parse_float=Decimal)
+        return _DECODER.decode(payload.decode())
     except (ValueError, UnicodeDecodeError):
         raise SaxoError(f"streaming payload of {reference_id!r} is not JSON") from None
 
