@@ -130,8 +130,10 @@ def test_snapshot_then_deltas_carry_only_changed_fields() -> None:
     )
     assert batch.quotes["EURUSD"].market_state is MarketState.CLOSED
     assert batch.quotes["EURUSD"].price_type is PriceType.INDICATIVE
-    assert batch.ticks == []
-    assert stream.last_message_id == 3
+    assert batch.ticks == [] and batch.closed == ["EURUSD"]
+    batch = stream.feed(encode(4, "EURUSD-1", _payload(Bid=1.21)), 102)
+    assert batch.closed == [] and batch.ticks == []  # still closed
+    assert stream.last_message_id == 4
 
 
 def test_deltas_before_the_reply_are_applied_after_the_snapshot() -> None:

@@ -96,6 +96,8 @@ class Batch:
     controls: list[Control] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
     """Reference ids that sent data or a heartbeat."""
+    closed: list[str] = field(default_factory=list)
+    """Symbols whose market went from open to not open in this message."""
 
 
 class PriceStream:
@@ -156,7 +158,10 @@ class PriceStream:
                     waiting.append(_object(frame))
                 continue
             batch.touched.add(reference)
+            was_open = book.market in _OPEN
             ticked = book.apply(_object(frame))
+            if was_open and book.market not in _OPEN:
+                batch.closed.append(book.symbol)
             if book.complete:
                 quote = book.quote(receive_time)
                 batch.quotes[book.symbol] = quote

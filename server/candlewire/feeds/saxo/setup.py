@@ -1,0 +1,95 @@
+"""Building the Saxo feed's parts from its settings (the app and the CLI share this)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from candlewire.errors import ConfigError
+from candlewire.feeds.saxo.feed import SaxoConfig, SaxoFeed
+from candlewire.feeds.saxo.oauth import (
+    ENVIRONMENTS,
+    LoginFlow,
+    OAuthClient,
+    SaxoEndpoints,
+    TokenKeeper,
+)
+from candlewire.feeds.saxo.routes import LOOPBACK, LoginRoutes
+from candlewire.feeds.saxo.tokens import FileTokenStore, RedisTokenStore, TokenStore
+
+__all__ = ["SaxoParts", "SaxoSettings", "build", "default_token_file", "feed"]
+
+
+def default_token_file() -> str:
+    """``$XDG_STATE_HOME/candlewire/saxo-tokens.json`` (``~/.local/state`` by default)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "candlewire" / "saxo-tokens.json")
+
+
+@dataclass(frozen=True, slots=True)
+class SaxoSettings:
+    """The ``CANDLEWIRE_SAXO_*`` settings (see README, "Saxo FX")."""
+
+    app_key: str
+    app_secret: str = field(default="", repr=False)
+    env: Literal["sim", "live"] = "sim"
+    redirect_url: str = "http://localhost:8080/auth/saxo/callback"
+    auth_url: str = ""
+    rest_url: str = ""
+    streaming_url: str = ""
+    candle_price: Literal["mid", "bid", "ask"] = "mid"
+    token_file: str = ""
+    login_allow: tuple[str, ...] = LOOPBACK
+    redis_url: str = ""
+    redis_prefix: str = "cw:"
+
+    def endpoints(self) -> SaxoEndpoints:
+        base = ENVIRONMENTS[self.env]
+        return SaxoEndpoints(
+            (self.auth_url or base.auth_url).rstrip("/"),
+            (self.rest_url or base.rest_url).rstrip("/"),
+            (self.streaming_url or base.streaming_url).rstrip("/"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SaxoParts:
+    store: TokenStore
+    oauth: OAuthClient
+    flow: LoginFlow
+    keeper: TokenKeeper
+    routes: LoginRoutes
+
+
+def build(settings: SaxoSettings) -> SaxoParts:
+    """Token store (Redis when configured, else the file), OAuth client, login flow, keeper."""
+    if not settings.app_key:
+        raise ConfigError(
+            "saxo_app_key (--saxo-app-key / CANDLEWIRE_SAXO_APP_KEY): required with feed saxo"
+        )
+    endpoints = settings.endpoints()
+    store: TokenStore
+    if settings.redis_url:
+        store = RedisTokenStore(
+            settings.redis_url,
+            key=f"{settings.redis_prefix}saxo:tokens",
+            state_prefix=f"{settings.redis_prefix}saxo:login:",
+        )
+    else:
+        store = FileTokenStore(settings.token_file or default_token_file())
+    oauth = OAuthClient(endpoints.auth_url, settings.app_key, settings.app_secret)
+    flow = LoginFlow(oauth, store, settings.redirect_url)
+    keeper = TokenKeeper(oauth, store, settings.redirect_url)
+    return SaxoParts(store, oauth, flow, keeper, LoginRoutes(flow, settings.login_allow))
+
+
+def feed(
+    symbols: list[str] | tuple[str, ...], settings: SaxoSettings, parts: SaxoParts
+) -> SaxoFeed:
+    return SaxoFeed(
+        symbols,
+        SaxoConfig(settings.endpoints(), candle_price=settings.candle_price),
+        parts.keeper,
+    )
