@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from candlewire.api.tokens import Phase, ResumeToken, live_token
+from candlewire.api.tokens import PageToken, Phase, ResumeToken, live_token
 from candlewire.errors import InvalidArgument
 
 positions = st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=40).map(tuple)
@@ -56,3 +56,21 @@ def test_truncated_or_oversized_positions_are_refused(tail: bytes) -> None:
     body = struct.pack(">B8sIBHq", 2, b"12345678", 1, Phase.LIVE, 0, -(2**63)) + tail
     with pytest.raises(InvalidArgument):
         ResumeToken.decode(_sealed(body))
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(-(2**63), 2**63 - 1))
+def test_a_page_token_is_not_taken_for_an_old_resume_token(request: int, start: int) -> None:
+    page = PageToken(request, start).encode()
+    with pytest.raises(InvalidArgument) as error:
+        ResumeToken.decode(page)
+    assert error.value.field == "resume_token"
+    assert "page token of GetCandles" in str(error.value)
+    assert "older version" not in str(error.value)
+
+
+@given(positions)
+def test_a_resume_token_is_not_taken_for_a_page_token(vector: tuple[int, ...]) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        PageToken.decode(live_token(b"12345678", 1, vector))
+    assert error.value.field == "page_token"
+    assert "resume token of a subscription" in str(error.value)

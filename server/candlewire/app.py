@@ -189,6 +189,7 @@ class App:
                     _local_target(s.grpc_listen, api.port),
                     allowed_origins=s.http_allowed_origins,
                     max_request_bytes=s.http_max_request_bytes,
+                    idle_timeout=s.http_idle_timeout,
                     shutdown_grace=s.shutdown_grace,
                 )
                 await self.gateway.start(*parse_listen(s.http_listen))

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     http_max_request_bytes: int = Field(
         65536, ge=1024, le=16 * 1024 * 1024, description="largest grpc-web request message"
     )
+    http_idle_timeout: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="seconds an HTTP connection may go without a request in progress "
+        "(idle between requests, or request headers not complete) before it is closed",
+    )
     feed: Literal["sim", "binance", "replay"] = Field(
         "sim", description="upstream feed: sim, binance or replay"
     )

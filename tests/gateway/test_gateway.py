@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import socket
 import struct
@@ -19,6 +20,10 @@ from typing import Any
 from urllib.parse import unquote
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 import httpx
 import pytest
 from google.protobuf.message import Message
@@ -805,3 +810,138 @@ async def test_stop_refuses_new_calls_and_ends_streams(data: App) -> None:
     await eventually(lambda: len(data.hub) == 0, "the upstream stream to end")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", gateway.port), timeout=1).close()
+
+
+# -- one HTTP/2 connection, one bad request: only its own stream ends ------------------------
+
+
+class H2Connection:
+    """A raw HTTP/2 client (prior knowledge): what browsers and proxies may send."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.data: dict[int, bytearray] = {}
+        self.responses: dict[int, dict[str, str]] = {}
+        self.ended: set[int] = set()
+        self.terminated: h2.events.ConnectionTerminated | None = None
+
+    @classmethod
+    async def open(cls, port: int) -> H2Connection:
+        client = cls(*await asyncio.open_connection("127.0.0.1", port))
+        client.conn.initiate_connection()
+        await client.flush()
+        return client
+
+    async def flush(self) -> None:
+        self.writer.write(self.conn.data_to_send())
+        await self.writer.drain()
+
+    async def post(
+        self, path: str, headers: Mapping[str, str], body: bytes | None, port: int
+    ) -> int:
+        """Open a stream; ``body=None`` leaves the request body open."""
+        stream = self.conn.get_next_available_stream_id()
+        pseudo = [(":method", "POST"), (":scheme", "http"), (":path", path)]
+        pseudo.append((":authority", f"127.0.0.1:{port}"))
+        self.conn.send_headers(stream, [*pseudo, *headers.items()], end_stream=body == b"")
+        if body:
+            self.conn.send_data(stream, body, end_stream=True)
+        await self.flush()
+        return stream
+
+    async def until(self, condition: Callable[[], bool], what: str) -> None:
+        async with asyncio.timeout(WAIT):
+            while not condition():
+                if self.terminated is not None:
+                    raise AssertionError(f"connection terminated waiting for {what}")
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    raise AssertionError(f"connection closed waiting for {what}")
+                for event in self.conn.receive_data(chunk):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        self.responses[event.stream_id] = {
+                            k.decode(): v.decode() for k, v in event.headers
+                        }
+                    elif isinstance(event, h2.events.DataReceived):
+                        self.data.setdefault(event.stream_id, bytearray()).extend(event.data)
+                        self.conn.acknowledge_received_data(
+                            event.flow_controlled_length, event.stream_id
+                        )
+                    elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                        self.ended.add(event.stream_id)
+                    elif isinstance(event, h2.events.ConnectionTerminated):
+                        self.terminated = event
+                await self.flush()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+REJECTED = {
+    "wrong-content-type": ({"content-type": "text/plain"}, "415"),
+    "refused-origin": ({**BINARY, "origin": "http://evil.example"}, "403"),
+    "unknown-method": (BINARY, "200"),  # UNIMPLEMENTED, answered before the body
+    "too-large": ({**BINARY, "content-length": "5000"}, "200"),  # RESOURCE_EXHAUSTED
+}
+
+
+@pytest.mark.parametrize("case", list(REJECTED))
+async def test_a_rejected_request_ends_only_its_own_stream(
+    gateway: Gateway, feed: ScriptedFeed, case: str
+) -> None:
+    port = gateway.port
+    client = await H2Connection.open(port)
+    try:
+        live = await client.post(
+            f"{SERVICE}/SubscribeCandles", BINARY, frame(subscribe_request()), port
+        )
+        await client.until(lambda: len(client.data.get(live, b"")) > 0, "history")
+
+        headers, status = REJECTED[case]
+        path = f"{SERVICE}/NoSuchMethod" if case == "unknown-method" else f"{SERVICE}/GetPrice"
+        bad = await client.post(path, headers, None, port)
+        await client.until(lambda: bad in client.responses, "the refusal")
+        assert client.responses[bad][":status"] == status
+        # The client goes on sending the body it announced, as clients do.
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            client.conn.send_data(bad, b"\0" * int(headers.get("content-length", 16384)))
+            client.conn.send_data(bad, b"", end_stream=True)
+            await client.flush()
+
+        received = len(client.data[live])
+        await feed.trade("BTCUSDT", sec(151), "260")
+        await client.until(lambda: len(client.data[live]) > received, "a live update")
+        assert live not in client.ended and client.terminated is None
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("request_bytes", [b"", b"POST /marketdata.v1.MarketDataService/GetPrice"])
+async def test_connections_without_a_request_in_progress_are_closed(
+    data: App, request_bytes: bytes
+) -> None:
+    """An idle connection, or one that trickles its request line and headers
+    (a byte at a time, never finishing), is closed after the idle timeout."""
+    gateway = Gateway(f"127.0.0.1:{data.port}", static_dir=None, idle_timeout=0.5)
+    await gateway.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+
+        async def trickle() -> None:
+            for byte in request_bytes:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.05)  # slower than any client that means to finish
+
+        sending = asyncio.create_task(trickle())
+        async with asyncio.timeout(WAIT):
+            assert await reader.read() == b""  # closed by the server, nothing answered
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sending
+    finally:
+        writer.close()
+        await gateway.stop()

@@ -14,8 +14,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
+from candlewire.api.decoding import DecodeGuard
+from candlewire.api.reflection import enable_reflection
 from candlewire.api.servicer import Catalog, MarketDataServicer
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
@@ -81,17 +82,16 @@ class ApiServer:
     def __init__(self, servicer: MarketDataServicer | None, address: str) -> None:
         """Without a servicer (an ingest-only process) it serves health and reflection."""
         self.health = HealthServicer()
-        self._server = grpc.aio.server(options=server_options())
+        self._server = grpc.aio.server(options=server_options(), interceptors=(DecodeGuard(),))
         if servicer is not None:
             self._server.add_generic_rpc_handlers((_handlers(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
+        enable_reflection(
+            self._server,
             (
                 *((SERVICE_NAME,) if servicer is not None else ()),
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
             ),
-            self._server,
         )
         self.port = self._server.add_insecure_port(address)
         if self.port == 0:

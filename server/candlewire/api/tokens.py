@@ -121,6 +121,10 @@ class ResumeToken:
     @classmethod
     def decode(cls, token: str, field: str = "resume_token") -> ResumeToken:
         body = _open(token, field)
+        if _is_page_token(body):
+            raise InvalidArgument(
+                field, "a page token of GetCandles, not a resume token of a subscription"
+            )
         if body[0] == 1:
             raise InvalidArgument(
                 field, "issued by an older version of this service; subscribe without it"
@@ -134,6 +138,13 @@ class ResumeToken:
         return cls(
             epoch, request, Phase(phase), positions, index, None if cursor == _NO_CURSOR else cursor
         )
+
+
+def _is_page_token(body: bytes) -> bool:
+    """Page tokens and version 1 resume tokens share the leading byte; page
+    tokens are the only tokens of exactly ``_PAGE.size`` bytes (a resume token
+    of either version has at least ``_RESUME.size``)."""
+    return len(body) == _PAGE.size and body[0] == _PAGE_VERSION
 
 
 def live_token(epoch: bytes, request: int, positions: Iterable[int]) -> str:
@@ -153,7 +164,11 @@ class PageToken:
     @classmethod
     def decode(cls, token: str, field: str = "page_token") -> PageToken:
         body = _open(token, field)
-        if len(body) != _PAGE.size or body[0] != _PAGE_VERSION:
+        if not _is_page_token(body):
+            if body[0] == _VERSION and len(body) >= _RESUME.size:
+                raise InvalidArgument(
+                    field, "a resume token of a subscription, not a page token of GetCandles"
+                )
             raise InvalidArgument(field, "not a token issued by this service")
         _, request, next_start = _PAGE.unpack(body)
         return cls(request, next_start)

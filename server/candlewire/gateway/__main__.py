@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--shutdown-grace", type=float, default=5.0, help="seconds to drain")
     parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=20.0,
+        help="seconds a connection may go without a request in progress (default 20)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     return parser
@@ -73,6 +79,7 @@ async def _run(args: argparse.Namespace, host: str, port: int) -> None:
         allowed_origins=args.allowed_origins.split(","),
         max_request_bytes=args.max_request_bytes,
         shutdown_grace=args.shutdown_grace,
+        idle_timeout=args.idle_timeout,
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 
 from candlewire.gateway._cors import EXPOSED_HEADERS, CorsPolicy, Verdict
-from candlewire.gateway._methods import Kind, MethodTable
+from candlewire.gateway._methods import Kind, Method, MethodTable
 from candlewire.gateway._static import CONTENT_SECURITY_POLICY, StaticFiles
 from candlewire.gateway._wire import (
     Metadata,
@@ -147,6 +147,16 @@ class _Response:
         self.started = True
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
         await self._send({"type": "http.response.body", "body": b""})
+
+
+def _unimplemented(path: str, method: Method | None) -> str:
+    if path.startswith("/grpc.reflection."):
+        return (
+            f"server reflection is served on the gRPC port, not over grpc-web: {path} "
+            "(give the client the schema instead, e.g. buf curl --schema protos)"
+        )
+    why = "unknown method" if method is None else f"{method.kind.value} is not grpc-web"
+    return f"{why}: {path}"
 
 
 def _metadata(value: Any) -> Metadata:
@@ -348,6 +358,14 @@ class GrpcWebApp:
             )
             return
         response = _Response(send, wire, verdict)
+        path = scope["path"]
+        method = self._methods.get(path)
+        if method is None or not method.kind.grpc_web:
+            # Answered before the body is read: a streaming client (server
+            # reflection, say) may keep its request open until it hears back.
+            await response.finish(grpc.StatusCode.UNIMPLEMENTED, _unimplemented(path, method), ())
+            await self._drain_body(receive, 0)
+            return
         try:
             body = await self._read_body(scope, receive, self._body_limit(wire))
         except _Disconnected:
@@ -359,14 +377,8 @@ class GrpcWebApp:
                 (),
             )
             return
-        path = scope["path"]
-        method = self._methods.get(path)
         if self.closing:
             await response.finish(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down", ())
-            return
-        if method is None or not method.kind.grpc_web:
-            why = "unknown method" if method is None else f"{method.kind.value} is not grpc-web"
-            await response.finish(grpc.StatusCode.UNIMPLEMENTED, f"{why}: {path}", ())
             return
         try:
             request = decode_request(body, wire)

@@ -21,6 +21,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from hypercorn.typing import ASGIFramework
 
+from candlewire.gateway import _h2fix
 from candlewire.gateway._asgi import GrpcWebApp
 from candlewire.gateway._cors import CorsPolicy
 from candlewire.gateway._methods import MethodTable
@@ -81,7 +82,9 @@ class Gateway:
     ``static_dir=None`` serves no files. ``allowed_origins`` lists the other
     origins whose pages may call the API (``*`` for any); the page served
     here is same-origin and needs no entry. ``max_request_bytes`` bounds a
-    request message.
+    request message. A connection without a request in progress (idle
+    between requests, or still sending its headers) is closed after
+    ``idle_timeout`` seconds.
 
     Shutdown has two steps so the owner can interleave them with the gRPC
     server's: :meth:`close` stops accepting (at once: new calls are refused
@@ -99,7 +102,10 @@ class Gateway:
         allowed_origins: Iterable[str] = (),
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         shutdown_grace: float = 5.0,
+        idle_timeout: float = 20.0,
     ) -> None:
+        if idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
         if max_request_bytes < 1:
             raise ValueError("max_request_bytes must be positive")
         if shutdown_grace < 0:
@@ -109,6 +115,7 @@ class Gateway:
         self.cors = CorsPolicy(allowed_origins)  # raises ValueError for a malformed origin
         self.max_request_bytes = max_request_bytes
         self.shutdown_grace = shutdown_grace
+        self.idle_timeout = idle_timeout
         self._port: int | None = None
         self._channel: grpc.aio.Channel | None = None
         self._app: GrpcWebApp | None = None
@@ -135,6 +142,7 @@ class Gateway:
             raise RuntimeError("the gateway is already started")
         if self.static is not None and not self.static.exists():
             log.warning("no web page in %s (cd clients/web && npm run build)", self.static.root)
+        _h2fix.install()
         sock = _listen(host, port)
         self._port = sock.getsockname()[1]
         self._channel = grpc.aio.insecure_channel(self.grpc_target, options=channel_options())
@@ -150,7 +158,12 @@ class Gateway:
         config.accesslog = None
         config.errorlog = logging.getLogger("candlewire.gateway.http")
         config.graceful_timeout = self.shutdown_grace + 2.0
-        config.keep_alive_timeout = 75.0
+        # Hypercorn's idle timer runs from a connection's start until a
+        # request's headers are complete, and again between requests: it
+        # closes both idle keep-alive connections and ones that trickle their
+        # headers. (Its read_timeout would also end a streaming response whose
+        # client sends nothing, so it stays off.)
+        config.keep_alive_timeout = self.idle_timeout
         config.include_server_header = False
         self._config = config
         self._serving = serving = asyncio.create_task(
