@@ -15,6 +15,7 @@ __all__ = [
     "NANOS_PER_MILLI",
     "NANOS_PER_SECOND",
     "Candle",
+    "FeedState",
     "Instrument",
     "Interval",
     "MarketState",
@@ -102,6 +103,15 @@ class Source(IntEnum):
     BACKFILL = 2
     SIMULATED = 3
     REPLAY = 4
+
+
+class FeedState(IntEnum):
+    """The state of the upstream feed; the values are those of ``marketdata.v1.FeedState``."""
+
+    UNSPECIFIED = 0
+    OK = 1
+    DOWN = 2
+    LOGIN_REQUIRED = 3
 
 
 class MarketState(IntEnum):

@@ -203,6 +203,12 @@ class Ingestor:
         await self._write(aggregator.advance(time))
         self._hub.note_event_time(symbol, time)
 
+    async def market_closed(self, symbol: str) -> None:
+        self._touch()
+        aggregator = self._aggregators.get(symbol)
+        if aggregator is not None:
+            aggregator.skip_gap()
+
     async def candles(self, candles: Sequence[Candle]) -> None:
         self._touch()
         fresh: list[Candle] = []

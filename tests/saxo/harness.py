@@ -33,6 +33,7 @@ class Sink:
     got_trades: list[Trade] = field(default_factory=list)
     marks: list[tuple[str, int]] = field(default_factory=list)
     beats: int = 0
+    closed: list[str] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def trades(self, trades: Sequence[Trade]) -> None:
@@ -47,6 +48,10 @@ class Sink:
 
     async def watermark(self, symbol: str, time: int) -> None:
         self.marks.append((symbol, time))
+        self.changed.set()
+
+    async def market_closed(self, symbol: str) -> None:
+        self.closed.append(symbol)
         self.changed.set()
 
     async def candles(self, candles: Sequence[Candle]) -> None:

@@ -53,6 +53,7 @@ async def test_login_resolve_stream_and_deltas_before_reply(tmp_path: Path) -> N
             await fake.quote("EURUSD", "1.10015", "1.10035", T0 + 3 * S, market="Closed")
             await sink.until(lambda: sink.got_quotes[-1].time == T0 + 3 * S, "the closed quote")
             assert sink.got_quotes[-1].market_state is MarketState.CLOSED
+            assert sink.closed == ["EURUSD"]
             assert sink.got_trades[-1].time == T0 + 2 * S  # no tick from a closed market
 
 

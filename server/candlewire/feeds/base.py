@@ -30,6 +30,11 @@ class FeedSink(Protocol):
         """The upstream's clock for ``symbol`` reached ``time`` (ns)."""
         ...
 
+    async def market_closed(self, symbol: str) -> None:
+        """The market of ``symbol`` closed (a tick feed that knows market hours):
+        until its next trade the series has a gap, not zero-volume candles."""
+        ...
+
     async def candles(self, candles: Sequence[Candle]) -> None:
         """Candles computed by the venue (kline feeds), oldest first per series.
 

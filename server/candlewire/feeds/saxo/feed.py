@@ -440,6 +440,9 @@ class SaxoFeed:
                             sub.last_seen = now
                     for control in batch.controls:
                         await self._control(control)
+                    for symbol in batch.closed:
+                        log.info("Saxo: the %s market closed; no candles until it opens", symbol)
+                        await sink.market_closed(symbol)
                     if batch.quotes:
                         await sink.quotes(list(batch.quotes.values()))
                     elif batch.touched:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from candlewire.config import Settings, parse_listen
 from candlewire.errors import ConfigError
 from candlewire.feeds.saxo.feed import SaxoConfig, SaxoFeed
 from candlewire.feeds.saxo.oauth import (
@@ -19,7 +20,7 @@ from candlewire.feeds.saxo.oauth import (
 from candlewire.feeds.saxo.routes import LOOPBACK, LoginRoutes
 from candlewire.feeds.saxo.tokens import FileTokenStore, RedisTokenStore, TokenStore
 
-__all__ = ["SaxoParts", "SaxoSettings", "build", "default_token_file", "feed"]
+__all__ = ["SaxoParts", "SaxoSettings", "build", "default_token_file", "feed", "from_settings"]
 
 
 def default_token_file() -> str:
@@ -52,6 +53,28 @@ class SaxoSettings:
             (self.rest_url or base.rest_url).rstrip("/"),
             (self.streaming_url or base.streaming_url).rstrip("/"),
         )
+
+
+def from_settings(settings: Settings) -> SaxoSettings:
+    """The Saxo part of the service's settings."""
+    redirect = settings.saxo_redirect_url
+    if not redirect:
+        port = parse_listen(settings.http_listen)[1] if settings.http_listen else 8080
+        redirect = f"http://localhost:{port}/auth/saxo/callback"
+    return SaxoSettings(
+        app_key=settings.saxo_app_key,
+        app_secret=settings.saxo_app_secret.get_secret_value(),
+        env=settings.saxo_env,
+        redirect_url=redirect,
+        auth_url=settings.saxo_auth_url,
+        rest_url=settings.saxo_rest_url,
+        streaming_url=settings.saxo_streaming_url,
+        candle_price=settings.saxo_candle_price,
+        token_file=settings.saxo_token_file,
+        login_allow=settings.saxo_login_allow,
+        redis_url=settings.redis_url,
+        redis_prefix=settings.redis_prefix,
+    )
 
 
 @dataclass(frozen=True, slots=True)
