@@ -27,9 +27,9 @@ from candlewire.aggregate import AggregatorConfig
 from candlewire.api.server import ApiServer
 from candlewire.api.servicer import Catalog, Limits, MarketDataServicer
 from candlewire.config import Settings, describe_settings, parse_listen
-from candlewire.domain import NANOS_PER_SECOND, SeriesKey, Source
+from candlewire.domain import NANOS_PER_SECOND, FeedState, SeriesKey, Source
 from candlewire.errors import CandlewireError, StoreUnavailable
-from candlewire.feeds.base import Feed, ReportsStatus
+from candlewire.feeds.base import Feed, HasOperatorRoutes, NeedsLogin, ReportsStatus
 from candlewire.feeds.sim import SimFeed
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
@@ -67,6 +67,11 @@ def build_feed(settings: Settings) -> Feed:
                 connection_lifetime=settings.binance_connection_lifetime,
             ),
         )
+    if settings.feed == "saxo":
+        from candlewire.feeds.saxo import setup
+
+        saxo = setup.from_settings(settings)
+        return setup.feed(settings.symbols, saxo, setup.build(saxo))
     if settings.feed == "replay":
         from candlewire.feeds.replay import ReplayFeed
 
@@ -95,8 +100,11 @@ def build_store(settings: Settings) -> Store:
             retention=settings.retention,
             log_size=settings.update_log_size,
             quote_ttl=settings.quote_ttl,
+            ticks=settings.recent_ticks,
         )
-    return MemoryStore(retention=settings.retention, log_size=settings.update_log_size)
+    return MemoryStore(
+        retention=settings.retention, log_size=settings.update_log_size, ticks=settings.recent_ticks
+    )
 
 
 def _local_target(grpc_listen: str, port: int) -> str:
@@ -157,9 +165,16 @@ class App:
 
             if isinstance(self.store, RedisStore):
                 redis = self.store
-        instruments = dict(await self.feed.instruments())
+        found = await self.feed.instruments()
+        # The feed's own dict when it gives one: a feed that resolves its symbols
+        # later (Saxo, after a login) updates their precision in place.
+        instruments = found if isinstance(found, dict) else dict(found)
         catalog = Catalog(instruments, s.intervals)
-        limits = Limits(stale_after=s.stale_after, heartbeat_interval=s.heartbeat_interval)
+        limits = Limits(
+            stale_after=s.stale_after,
+            heartbeat_interval=s.heartbeat_interval,
+            recent_ticks=s.recent_ticks,
+        )
         serving = redis is None or s.role != "ingest"
         ingesting = redis is None or s.role != "api"
         api_store: Store = self.store
@@ -176,7 +191,11 @@ class App:
                 self.leased = LeasedIngestion(
                     redis, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl
                 )
-        servicer = MarketDataServicer(api_store, self.hub, catalog, limits) if serving else None
+        servicer = (
+            MarketDataServicer(api_store, self.hub, catalog, limits, feed_state=self._feed_state)
+            if serving
+            else None
+        )
         self.api = api = ApiServer(servicer, s.grpc_listen)
         self._source = next(iter(instruments.values())).source if instruments else Source.LIVE
         self._instruments = list(instruments)
@@ -191,6 +210,11 @@ class App:
                     max_request_bytes=s.http_max_request_bytes,
                     idle_timeout=s.http_idle_timeout,
                     shutdown_grace=s.shutdown_grace,
+                    routes=(
+                        self.feed.operator_routes()
+                        if isinstance(self.feed, HasOperatorRoutes)
+                        else None
+                    ),
                 )
                 await self.gateway.start(*parse_listen(s.http_listen))
             self.started.set()
@@ -215,6 +239,8 @@ class App:
             if self.gateway is not None:
                 await self.gateway.stop()
             await api.stop(0)
+            if isinstance(self.feed, NeedsLogin):
+                await self.feed.close()
             await self.store.close()
             log.info("stopped")
 
@@ -304,6 +330,17 @@ class App:
                     await cancel_and_wait(run)
             log.warning("the store's dataset was replaced: rebuilding history from the backfill")
             fresh = True
+
+    def _feed_state(self) -> tuple[FeedState, str]:
+        """The feed's state for ListSymbols (UNSPECIFIED where this process runs no feed)."""
+        feed = self.feed
+        if isinstance(feed, NeedsLogin) and feed.login_required:
+            why = feed.status()[1] if isinstance(feed, ReportsStatus) else "login required"
+            return FeedState.LOGIN_REQUIRED, why
+        if self.ingestor is None or not isinstance(feed, ReportsStatus):
+            return FeedState.UNSPECIFIED, ""
+        healthy, why = feed.status()
+        return (FeedState.OK, "") if healthy else (FeedState.DOWN, why)
 
     def _is_ready(self) -> tuple[bool, str]:
         if self.reader is not None and not self.quote_cache.connected:

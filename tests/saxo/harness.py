@@ -37,7 +37,10 @@ class Sink:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def trades(self, trades: Sequence[Trade]) -> None:
-        self.got_trades.extend(trades)
+        raise AssertionError("FX quotes are ticks, not trades")
+
+    async def ticks(self, ticks: Sequence[Trade]) -> None:
+        self.got_trades.extend(ticks)
         self.changed.set()
 
     async def quotes(self, quotes: Sequence[Quote]) -> None:

@@ -53,7 +53,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from candlewire.domain import Instrument, Quote, Source, Trade
 from candlewire.errors import ConfigError, DependencyUnavailable
-from candlewire.feeds.base import FeedSink
+from candlewire.feeds.base import FeedSink, OperatorRoute
 from candlewire.feeds.saxo.errors import LoginRequired, SaxoError, SaxoUnavailable
 from candlewire.feeds.saxo.http import SaxoHttp
 from candlewire.feeds.saxo.oauth import SaxoEndpoints, TokenKeeper
@@ -157,6 +157,7 @@ class SaxoFeed:
         config: SaxoConfig,
         keeper: TokenKeeper,
         *,
+        routes: Mapping[str, OperatorRoute] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         canonical = [canonical_symbol(s) for s in symbols]
@@ -169,6 +170,7 @@ class SaxoFeed:
             )
         self.config = config
         self.keeper = keeper
+        self._routes = dict(routes or {})
         self._symbols = canonical
         self._transport = transport
         self._instruments: dict[str, Instrument] = {s: _provisional(s) for s in canonical}
@@ -274,6 +276,14 @@ class SaxoFeed:
     @property
     def login_required(self) -> bool:
         return self.keeper.login_required is not None
+
+    def operator_routes(self) -> Mapping[str, OperatorRoute]:
+        """The login routes (``/auth/saxo/login`` and its callback) for the HTTP port."""
+        return self._routes
+
+    async def close(self) -> None:
+        """Close the token store (its Redis connections)."""
+        await self.keeper.store.close()
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -448,7 +458,7 @@ class SaxoFeed:
                     elif batch.touched:
                         await sink.quotes(())  # a heartbeat: the feed is alive
                     if batch.ticks:
-                        await sink.trades([_tick(q, price) for q in batch.ticks])
+                        await sink.ticks([_tick(q, price) for q in batch.ticks])
                         marks: dict[str, int] = {}
                         for quote in batch.ticks:
                             marks[quote.symbol] = max(marks.get(quote.symbol, 0), quote.time)

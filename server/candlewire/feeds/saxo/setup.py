@@ -115,4 +115,5 @@ def feed(
         symbols,
         SaxoConfig(settings.endpoints(), candle_price=settings.candle_price),
         parts.keeper,
+        routes=dict.fromkeys(parts.routes.paths, parts.routes),
     )
