@@ -12,7 +12,7 @@ import pytest
 
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.saxo.fake import FAKE_LOG, WAIT, FakeSaxo
-from tests.saxo.service import NOT_SERVING, SERVING, client, saxo_settings, serving
+from tests.saxo.service import NOT_SERVING, SERVING, Client, client, saxo_settings, serving
 
 S = 1_000_000_000
 T0 = 1_767_600_000 * S  # 2026-01-05T08:00:00Z, a Monday
@@ -22,10 +22,8 @@ def _mid(bid: str, ask: str) -> float:
     return float((Decimal(bid) + Decimal(ask)) / 2)
 
 
-async def _until_price(c: object, symbol: str, time: int) -> pb.Price:
-    from tests.saxo.service import Client
-
-    assert isinstance(c, Client)
+async def _until_price(c: Client, symbol: str, time: int) -> pb.Price:
+    """Poll GetPrice (there is no quote stream) until it shows ``time``, with a deadline."""
     async with asyncio.timeout(WAIT):
         while True:
             try:
@@ -33,7 +31,8 @@ async def _until_price(c: object, symbol: str, time: int) -> pb.Price:
                 if price.event_time.ToNanoseconds() >= time:
                     return price
             except grpc.aio.AioRpcError as error:
-                assert error.code() is grpc.StatusCode.UNAVAILABLE
+                if error.code() is not grpc.StatusCode.UNAVAILABLE:
+                    raise
             await asyncio.sleep(0.01)
 
 
