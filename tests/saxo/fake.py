@@ -129,7 +129,8 @@ class FakeSaxo:
         self.early: dict[str, list[tuple[str, str, int]]] = {}
         """Per symbol: quotes streamed after the next subscription's snapshot, before its reply."""
         self.rate_remaining = 120
-        self._changed = asyncio.Event()
+        self.changed = asyncio.Event()
+        """Set whenever the fake served or sent something."""
         self._http: asyncio.Server | None = None
         self._front: asyncio.Server | None = None
         self._ws: Server | None = None
@@ -178,14 +179,14 @@ class FakeSaxo:
         await self._front.wait_closed()
 
     def _touch(self) -> None:
-        self._changed.set()
+        self.changed.set()
 
     async def until(self, predicate: Callable[[], bool], what: str, within: float = WAIT) -> None:
         try:
             async with asyncio.timeout(within):
                 while not predicate():
-                    self._changed.clear()
-                    await self._changed.wait()
+                    self.changed.clear()
+                    await self.changed.wait()
         except TimeoutError:
             raise AssertionError(f"timed out waiting for {what}") from None
 
@@ -520,7 +521,7 @@ class FakeSaxo:
         }
         if route == "/ref/v1/instruments" and method == "GET":
             keyword = query.get("Keywords", "").upper()
-            data = [
+            data: list[dict[str, Any]] = [
                 {
                     "Identifier": uic,
                     "Symbol": symbol,

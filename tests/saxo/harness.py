@@ -93,11 +93,14 @@ def endpoints(fake: FakeSaxo) -> SaxoEndpoints:
     return SaxoEndpoints(fake.auth_url, fake.rest_url, fake.streaming_url)
 
 
-def parts(fake: FakeSaxo, path: Path, **keeper: float) -> tuple[LoginFlow, TokenKeeper]:
+def parts(
+    fake: FakeSaxo, path: Path, *, state_ttl: float = 600.0, refresh_margin: float = 120.0
+) -> tuple[LoginFlow, TokenKeeper]:
     store = FileTokenStore(path)
     oauth = OAuthClient(fake.auth_url, fake.app_key)
-    flow = LoginFlow(oauth, store, REDIRECT, state_ttl=keeper.pop("state_ttl", 600.0))
-    return flow, TokenKeeper(oauth, store, REDIRECT, poll_interval=0.05, **keeper)
+    flow = LoginFlow(oauth, store, REDIRECT, state_ttl=state_ttl)
+    keeper = TokenKeeper(oauth, store, REDIRECT, poll_interval=0.05, refresh_margin=refresh_margin)
+    return flow, keeper
 
 
 async def login(fake: FakeSaxo, flow: LoginFlow) -> Tokens:

@@ -34,7 +34,7 @@ async def _login(fake: FakeSaxo, token_file: Path, answer: str | None) -> tuple[
         env=env,
     )
     assert process.stdin is not None and process.stdout is not None
-    output = []
+    output: list[str] = []
     async with asyncio.timeout(WAIT):
         while True:
             line = (await process.stdout.readline()).decode()

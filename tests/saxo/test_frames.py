@@ -116,7 +116,7 @@ def test_snapshot_then_deltas_carry_only_changed_fields() -> None:
     quote = batch.quotes["EURUSD"]
     assert (quote.bid, quote.ask) == (Decimal("1.10010"), Decimal("1.10025"))
     assert quote.mid == Decimal("1.100175") and quote.spread == Decimal("0.00015")
-    assert (quote.bid_size, quote.ask_size) == (1000000, 2000000)
+    assert (quote.bid_size, quote.ask_size) == (Decimal(1000000), Decimal(2000000))
     assert quote.time == parse_time("2026-01-05T08:00:01.25Z") and quote.receive_time == 99
     assert quote.market_state is MarketState.OPEN and quote.price_type is PriceType.TRADABLE
     assert batch.ticks == [quote]
