@@ -129,6 +129,9 @@ class FakeSaxo:
         self.early: dict[str, list[tuple[str, str, int]]] = {}
         """Per symbol: quotes streamed after the next subscription's snapshot, before its reply."""
         self.rate_remaining = 120
+        self.refuse_streaming = 0
+        """When set, the streaming handshake answers this HTTP status (an outage)."""
+        self.refused = 0
         self.changed = asyncio.Event()
         """Set whenever the fake served or sent something."""
         self._http: asyncio.Server | None = None
@@ -358,6 +361,10 @@ class FakeSaxo:
         url = urlsplit(request.path)
         if not url.path.endswith("/connect"):
             return connection.respond(404, "unknown path\n")
+        if self.refuse_streaming:
+            self.refused += 1
+            self.changed.set()
+            return connection.respond(self.refuse_streaming, "unavailable\n")
         if self._valid(request.headers.get("Authorization")) is None:
             return connection.respond(401, "Unauthorized\n")
         return None

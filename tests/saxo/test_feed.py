@@ -12,7 +12,7 @@ from candlewire.domain import MarketState
 from candlewire.errors import ConfigError
 from candlewire.feeds.saxo import LoginRejected
 from tests.saxo.fake import FAKE_LOG, FakeSaxo
-from tests.saxo.harness import Sink, login, make_feed, parts, running, until_status
+from tests.saxo.harness import Sink, login, make_feed, parts, running, until, until_status
 
 T0 = 1_767_600_000_000_000_000  # 2026-01-05T08:00:00Z, a Monday
 S = 1_000_000_000
@@ -196,3 +196,30 @@ async def test_refresh_refused_means_login_required(tmp_path: Path) -> None:
             await until_status(feed, False, "login required")
             await login(fake, flow)
             await until_status(feed, True)
+
+
+async def test_circuit_opens_after_failures_and_probes_until_saxo_is_back(tmp_path: Path) -> None:
+    async with FakeSaxo() as fake:
+        flow, keeper = parts(fake, tmp_path / "tokens.json")
+        await login(fake, flow)
+        await fake.quote("EURUSD", "1.1", "1.2", T0)
+        feed = make_feed(fake, keeper, ["EURUSD"], breaker_failures=3, probe_interval=0.3)
+        await feed.instruments()
+        fake.refuse_streaming = 503
+        sink = Sink()
+        async with running(feed, sink):
+            await until_status(feed, False, "circuit open")
+            refused = fake.refused
+            assert refused >= 3
+            await until(lambda: fake.refused > refused, "a probe", fake.changed)  # still probing
+            fake.refuse_streaming = 0
+            await until_status(feed, True)
+            # Saxo asks for a reconnect: the same context resumes from the last message.
+            await fake.quote("EURUSD", "1.11", "1.2", T0 + S)
+            await sink.until(lambda: sink.got_quotes[-1].time == T0 + S, "a quote")
+            connections = len(fake.connections)
+            await fake.control("_reconnect", {})
+            await fake.until(lambda: len(fake.connections) > connections, "the reconnect")
+            assert "messageid" in fake.connections[-1]
+            await fake.quote("EURUSD", "1.12", "1.2", T0 + 2 * S)
+            await sink.until(lambda: sink.got_quotes[-1].time == T0 + 2 * S, "quotes again")
