@@ -334,10 +334,12 @@ class App:
     def _feed_state(self) -> tuple[FeedState, str]:
         """The feed's state for ListSymbols (UNSPECIFIED where this process runs no feed)."""
         feed = self.feed
+        if self.ingestor is None:  # an API replica, or an ingestor standing by
+            return FeedState.UNSPECIFIED, ""
         if isinstance(feed, NeedsLogin) and feed.login_required:
             why = feed.status()[1] if isinstance(feed, ReportsStatus) else "login required"
             return FeedState.LOGIN_REQUIRED, why
-        if self.ingestor is None or not isinstance(feed, ReportsStatus):
+        if not isinstance(feed, ReportsStatus):
             return FeedState.UNSPECIFIED, ""
         healthy, why = feed.status()
         return (FeedState.OK, "") if healthy else (FeedState.DOWN, why)

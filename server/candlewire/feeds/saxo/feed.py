@@ -185,6 +185,7 @@ class SaxoFeed:
         self._circuit_open = False
         self._http: SaxoHttp | None = None
         self._pending: asyncio.Queue[str] = asyncio.Queue()
+        self._subscribed = asyncio.Event()
         self.changed = asyncio.Event()
         """Set whenever :meth:`status` may have changed (for whoever watches it)."""
         self.connections = 0
@@ -423,11 +424,17 @@ class SaxoFeed:
                 await ws.close()
 
     async def _until_subscribed(self, reader: asyncio.Task[None]) -> None:
+        """Return once every symbol has a subscription; raise if the reader ends first."""
         while any(not sub.reference_id for sub in self._subs.values()):
+            self._subscribed.clear()
+            waiting = asyncio.ensure_future(self._subscribed.wait())
+            try:
+                await asyncio.wait({reader, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
             if reader.done():
                 reader.result()
                 raise SaxoUnavailable("connection closed while subscribing")
-            await asyncio.sleep(0.01)
 
     async def _read(self, ws: ClientConnection, sink: FeedSink) -> None:
         loop = asyncio.get_running_loop()
@@ -555,6 +562,7 @@ class SaxoFeed:
         )
         book = self.stream.subscribed(reference, PriceBook(sub.symbol, sub.uic), answer.Snapshot)
         sub.reference_id = reference
+        self._subscribed.set()
         sub.inactivity = float(answer.InactivityTimeout)
         sub.last_seen = asyncio.get_running_loop().time()
         sub.disabled = False
