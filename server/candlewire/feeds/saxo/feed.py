@@ -570,17 +570,33 @@ class SaxoFeed:
             await sink.quotes([book.quote(time.time_ns())])
 
     async def _keep_authorized(self, http: SaxoHttp) -> None:
-        """Refresh ahead of expiry and re-authorise the open socket with each new token."""
+        """Refresh ahead of expiry and re-authorise the open socket with each new token.
+
+        A refresh or authorisation that fails on the network is retried with
+        backoff while the current token is still valid; after that the
+        socket closes and the connection loop takes over.
+        """
         authorized = self.keeper.tokens
+        retry = Retry(
+            Backoff(initial=self.config.backoff_initial, maximum=self.config.backoff_max),
+            name="saxo token refresh",
+            retryable=lambda error: isinstance(error, DependencyUnavailable),
+        )
         while True:
             delay = self.keeper.refresh_due()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tokens = await self.keeper.refresh(self.keeper.tokens)
-            if authorized is not None and tokens.access_token == authorized.access_token:
-                continue
-            await self._authorize(tokens.access_token)
-            authorized = tokens
+            try:
+                tokens = await self.keeper.refresh(self.keeper.tokens)
+                if authorized is None or tokens.access_token != authorized.access_token:
+                    await self._authorize(tokens.access_token)
+                    authorized = tokens
+                retry.succeeded()
+            except DependencyUnavailable as error:
+                current = self.keeper.tokens
+                if current is None or current.access_expires <= time.time():
+                    raise
+                await retry.wait(error)
 
     async def _authorize(self, access_token: str) -> None:
         url = authorize_url(self.config.endpoints.streaming_url, self.context_id)
