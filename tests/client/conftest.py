@@ -251,3 +251,11 @@ async def fake() -> AsyncIterator[FakeService]:
     finally:
         with contextlib.suppress(Exception):
             await service.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "venv: builds a virtualenv and installs the client from the package index "
+        "(runs in the normal suite; deselect with -m 'not venv')",
+    )

@@ -1,15 +1,18 @@
 """Python client of the Candlewire market-data service (``marketdata.v1`` over gRPC).
 
 * :class:`CandlewireClient`: the asyncio client; :class:`Client`: the same
-  methods, blocking, for scripts and notebooks.
+  methods, blocking, for scripts and notebooks. Both take the keyword options
+  of :class:`ClientOptions`; the target and credentials default to
+  ``CANDLEWIRE_TARGET``, ``CANDLEWIRE_API_KEY`` and ``CANDLEWIRE_BEARER_TOKEN``.
 * Typed results: :class:`Candle`, :class:`CandleList` (``to_rows()``,
   ``to_pandas()``), :class:`Price`, :class:`SymbolInfo`, and the stream events
-  :class:`CandleEvent`, :class:`SnapshotEnd` and :class:`Heartbeat`. Times are
+  :class:`CandleEvent`, :class:`SnapshotEnd`, :class:`Heartbeat` and
+  :class:`ContinuityLost` (a stream that had to start again). Times are
   UTC datetimes; numbers are ``float`` or, with ``decimals=True``, exact
   ``Decimal``.
 * Errors: :class:`CandlewireError` and one subclass per family of status codes.
-* The ``candlewire`` command's client subcommands live in
-  :mod:`candlewire_client.cli`.
+* The ``candlewire-client`` command (and the ``candlewire`` command's client
+  subcommands) live in :mod:`candlewire_client.cli`.
 
 ::
 
@@ -20,7 +23,6 @@
 """
 
 from candlewire_client.aio import (
-    DEFAULT_TARGET,
     SERVICE_NAME,
     CandleStream,
     CandlewireClient,
@@ -44,6 +46,7 @@ from candlewire_client.models import (
     Candle,
     CandleEvent,
     CandleList,
+    ContinuityLost,
     Event,
     Health,
     Heartbeat,
@@ -58,6 +61,7 @@ from candlewire_client.models import (
     TimeLike,
     Watermark,
 )
+from candlewire_client.options import DEFAULT_TARGET, ClientOptions
 from candlewire_client.retry import RetryPolicy
 
 __version__ = "0.1.0"
@@ -75,6 +79,8 @@ __all__ = [
     "CandlewireClient",
     "CandlewireError",
     "Client",
+    "ClientOptions",
+    "ContinuityLost",
     "DeadlineExceededError",
     "Event",
     "FieldViolation",

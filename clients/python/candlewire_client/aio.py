@@ -24,9 +24,10 @@ import inspect
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, cast, overload
+from typing import Any, Generic, Literal, TypeVar, Unpack, cast, overload
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -35,6 +36,7 @@ from candlewire_client._convert import (
     candle_from_pb,
     decimal_of,
     event_from_pb,
+    from_timestamp,
     price_from_pb,
     symbol_from_pb,
     to_timestamp,
@@ -48,7 +50,9 @@ from candlewire_client.errors import (
 )
 from candlewire_client.models import (
     Candle,
+    CandleEvent,
     CandleList,
+    ContinuityLost,
     Event,
     Health,
     Interval,
@@ -61,6 +65,15 @@ from candlewire_client.models import (
     SymbolInfo,
     TimeLike,
     parse_time,
+)
+from candlewire_client.options import (
+    DEFAULT_TARGET,
+    ENV_API_KEY,
+    ENV_BEARER_TOKEN,
+    ClientOptions,
+    check_options,
+    credential,
+    target_from,
 )
 from candlewire_client.retry import RetryPolicy, is_retryable
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
@@ -75,9 +88,6 @@ __all__ = [
     "StreamState",
     "channel_options",
 ]
-
-DEFAULT_TARGET = "localhost:50051"
-"""Where the client connects when no target is given."""
 
 SERVICE_NAME = "marketdata.v1.MarketDataService"
 """The gRPC service name, also the health-check name of the service's readiness."""
@@ -150,76 +160,50 @@ class CandlewireClient(Generic[N]):
     """Async client of ``marketdata.v1.MarketDataService``.
 
     Use it as ``async with CandlewireClient(target) as client:`` (or call
-    :meth:`close`). Arguments:
-
-    * ``target``: ``host:port`` (any gRPC target string).
-    * ``decimals``: prices and volumes as exact ``Decimal`` (``True``) or ``float``.
-    * ``tls``: connect with TLS; ``root_certificates`` (PEM) replaces the system
-      roots, ``private_key``/``certificate_chain`` (PEM) authenticate the client
-      (mTLS). Any of these implies ``tls=True``.
-    * ``api_key`` (sent as ``x-api-key``), ``bearer_token`` (``authorization:
-      Bearer ...``) and ``metadata`` (more ``(key, value)`` pairs) go with every call.
-    * ``timeout``: deadline in seconds of each unary call (``None``: none);
-      every method also takes its own ``timeout``.
-    * ``keepalive``: seconds between keepalive pings, at least 10.
-    * ``retry``: the :class:`~candlewire_client.retry.RetryPolicy` of unary
-      calls and the default of subscriptions.
-    * ``options``: extra gRPC channel arguments.
+    :meth:`close`). ``target`` is ``host:port`` (any gRPC target string;
+    default ``CANDLEWIRE_TARGET``, else ``localhost:50051``); ``decimals``
+    gives prices and volumes as exact ``Decimal`` (``True``, typed
+    ``CandlewireClient[Decimal]``) or ``float``. The other keyword options
+    (TLS, credentials, deadlines, keepalive, retry policy, channel arguments)
+    are those of :class:`~candlewire_client.options.ClientOptions`;
+    ``api_key`` and ``bearer_token`` default to ``CANDLEWIRE_API_KEY`` and
+    ``CANDLEWIRE_BEARER_TOKEN``.
     """
 
     @overload
     def __init__(
         self: CandlewireClient[float],
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         decimals: Literal[False] = False,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        api_key: str | None = None,
-        bearer_token: str | None = None,
-        metadata: Iterable[tuple[str, str]] = (),
-        timeout: float | None = 10.0,
-        keepalive: float = 20.0,
-        retry: RetryPolicy | None = None,
-        options: Iterable[tuple[str, Any]] = (),
+        **options: Unpack[ClientOptions],
     ) -> None: ...
     @overload
     def __init__(
         self: CandlewireClient[Decimal],
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         decimals: Literal[True],
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        api_key: str | None = None,
-        bearer_token: str | None = None,
-        metadata: Iterable[tuple[str, str]] = (),
-        timeout: float | None = 10.0,
-        keepalive: float = 20.0,
-        retry: RetryPolicy | None = None,
-        options: Iterable[tuple[str, Any]] = (),
+        **options: Unpack[ClientOptions],
     ) -> None: ...
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         decimals: bool = False,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        api_key: str | None = None,
-        bearer_token: str | None = None,
-        metadata: Iterable[tuple[str, str]] = (),
-        timeout: float | None = 10.0,
-        keepalive: float = 20.0,
-        retry: RetryPolicy | None = None,
-        options: Iterable[tuple[str, Any]] = (),
+        **options: Unpack[ClientOptions],
     ) -> None:
+        check_options(options, type(self).__name__)
+        target = target_from(target)
+        retry = options.get("retry")
+        timeout = options.get("timeout", 10.0)
+        keepalive = options.get("keepalive", 20.0)
+        root_certificates = options.get("root_certificates")
+        private_key = options.get("private_key")
+        certificate_chain = options.get("certificate_chain")
+        tls = options.get("tls", False)
+        api_key = credential(options.get("api_key"), ENV_API_KEY)
+        bearer_token = credential(options.get("bearer_token"), ENV_BEARER_TOKEN)
         self.target = target
         """The gRPC target this client connects to."""
         self.decimals = decimals
@@ -231,7 +215,9 @@ class CandlewireClient(Generic[N]):
         self._number: Callable[[float], N] = cast(
             Callable[[float], N], decimal_of if decimals else float
         )
-        self._options = channel_options(keepalive=keepalive, retry=self.retry, extra=options)
+        self._options = channel_options(
+            keepalive=keepalive, retry=self.retry, extra=options.get("options", ())
+        )
         self._credentials: grpc.ChannelCredentials | None = None
         if tls or root_certificates or private_key or certificate_chain:
             self._credentials = grpc.ssl_channel_credentials(
@@ -244,7 +230,7 @@ class CandlewireClient(Generic[N]):
             pairs.append(("x-api-key", api_key))
         if bearer_token is not None:
             pairs.append(("authorization", f"Bearer {bearer_token}"))
-        pairs.extend(metadata)
+        pairs.extend(options.get("metadata", ()))
         for key, _ in pairs:
             if key != key.lower() or not key or key.endswith("-bin"):
                 raise InvalidArgumentError.local(
@@ -502,8 +488,13 @@ class CandlewireClient(Generic[N]):
         RESOURCE_EXHAUSTED (it fell behind), waiting per ``retry`` (default: the
         client's policy) and telling ``on_reconnect``; it resumes exactly
         after the last event it yielded, so nothing is missed or repeated.
-        Errors a retry cannot fix (INVALID_ARGUMENT, NOT_FOUND, OUT_OF_RANGE
-        for expired data, UNAUTHENTICATED ...) are raised at once.
+        When the server refuses to resume (OUT_OF_RANGE: it restarted with an
+        empty store, or the position is past retention), the stream yields a
+        :class:`~candlewire_client.models.ContinuityLost` and starts again from
+        the newest candle it delivered, without repeating versions the caller
+        already has. Errors a retry cannot fix (INVALID_ARGUMENT, NOT_FOUND,
+        UNAUTHENTICATED, an OUT_OF_RANGE ``resume_token`` passed in here or a
+        ``start`` before the retained data ...) are raised at once.
 
         ``resume_token`` continues an earlier stream with the same arguments
         (see :attr:`CandleStream.resume_token`). ``idle_timeout`` treats that
@@ -596,9 +587,10 @@ class CandlewireClient(Generic[N]):
 class CandleStream(AsyncIterator[Event[N]], Generic[N]):
     """A resumable candle subscription; see :meth:`CandlewireClient.subscribe_candles`.
 
-    Iterate it once, from one task. :attr:`state`, :attr:`reconnects` and
-    :attr:`last_error` describe the connection (for display); the stream ends
-    when :meth:`aclose` is called or the client is closed.
+    Iterate it once, from one task. :attr:`state`, :attr:`reconnects`,
+    :attr:`continuity_losses` and :attr:`last_error` describe the connection
+    (for display); the stream ends when :meth:`aclose` is called or the client
+    is closed.
     """
 
     def __init__(
@@ -630,6 +622,18 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
         # A stream started from a saved token cannot tell whether the token was
         # issued before snapshot_end (tokens are opaque): it reports "live".
         self._snapshot_done = resume_token is not None
+        self.continuity_losses = 0
+        """How many times the stream started again after a refused resume token."""
+        self._original = request
+        # Whether self.resume_token was issued to this stream (not passed in):
+        # only then is a refusal of it survived rather than raised.
+        self._token_issued = False
+        # Per series, as (symbol, wire interval): the fingerprints of the
+        # versions delivered by open time, and the newest open time delivered.
+        self._delivered: dict[tuple[str, int], dict[datetime, int]] = {}
+        self._newest: dict[tuple[str, int], datetime] = {}
+        self._lost = False
+        self._floor: dict[tuple[str, int], datetime] | None = None
         self._call: grpc.aio.UnaryStreamCall[Any, Any] | None = None
         self._stopping = False
         self._busy = False
@@ -672,6 +676,55 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
         task = asyncio.current_task()
         return self._stopping and (task is None or task.cancelling() == 0)
 
+    def _deliver(self, candle: Candle[N], wire: pb.Candle) -> bool:
+        """Whether to yield ``candle``, noting what was delivered; see :class:`ContinuityLost`."""
+        series = (wire.symbol, wire.interval)
+        content = _content(wire)
+        delivered = self._delivered.get(series)
+        if delivered is None:
+            delivered = self._delivered[series] = {}
+        open_time = candle.open_time
+        if self._lost:
+            floor = None if self._floor is None else self._floor.get(series)
+            if floor is not None and open_time < floor:
+                return False  # replayed history the caller already has
+            if delivered.get(open_time) == content:
+                return False  # the same market data, renumbered or sent again
+        delivered.pop(open_time, None)
+        delivered[open_time] = content
+        if len(delivered) > _REMEMBERED:
+            del delivered[next(iter(delivered))]
+        newest = self._newest.get(series)
+        if newest is None or open_time > newest:
+            self._newest[series] = open_time
+        return True
+
+    def _start_again(self, error: CandlewireError) -> ContinuityLost:
+        """Replace the refused request by a fresh one; the event announcing it."""
+        original = self._original
+        since: datetime | None = None
+        request = pb.SubscribeCandlesRequest()
+        request.CopyFrom(original)
+        request.ClearField("resume_token")
+        if self._newest:
+            times = list(self._newest.values())
+            if original.HasField("start_time") and len(self._newest) < len(self.series):
+                times.append(from_timestamp(original.start_time))
+            since = min(times)
+            request.history = 0
+            request.start_time.CopyFrom(to_timestamp(since))
+        elif original.HasField("start_time"):
+            since = from_timestamp(original.start_time)
+        self._request = request
+        self.resume_token = None
+        self._token_issued = False
+        self._snapshot_done = False
+        self._lost = True
+        self._floor = dict(self._newest)
+        self.state = "connecting"
+        self.continuity_losses += 1
+        return ContinuityLost(self.series, since, error.details)
+
     async def _run(self) -> AsyncGenerator[Event[N], None]:
         client = self._client
         attempt = 0
@@ -680,10 +733,12 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
             request = pb.SubscribeCandlesRequest()
             request.CopyFrom(self._request)
             request.resume_token = self.resume_token or ""
+            resuming = bool(request.resume_token) and self._token_issued
             self.state = "connecting"
             call = stub.SubscribeCandles(request, metadata=client._metadata)
             self._call = call
             connected_at: float | None = None
+            lost: CandlewireError | None = None
             try:
                 while True:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose
@@ -703,14 +758,22 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
                     event = event_from_pb(response, client._number)
                     if response.resume_token:
                         self.resume_token = response.resume_token
+                        self._token_issued = resuming = True
                     if isinstance(event, SnapshotEnd):
                         self._snapshot_done = True
+                        self._floor = None
                     self.state = "live" if self._snapshot_done else "history"
+                    if isinstance(event, CandleEvent) and not self._deliver(
+                        event.candle, response.candle
+                    ):
+                        continue
                     if event is not None:
                         yield event
             except grpc.aio.AioRpcError as rpc_error:
                 error = from_rpc_error(rpc_error)
-                if not is_retryable(error):
+                if error.code is grpc.StatusCode.OUT_OF_RANGE and resuming:
+                    lost = error
+                elif not is_retryable(error):
                     self.state, self.last_error = "failed", error
                     raise error from rpc_error
             except TimeoutError:
@@ -727,6 +790,12 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
                 self._call = None
             if self._stopping:
                 break
+            if lost is not None:
+                # The server is there but no longer has our position: start
+                # again at once, after telling the caller.
+                self.last_error = lost
+                yield self._start_again(lost)
+                continue
             healthy = (
                 connected_at is not None
                 and time.monotonic() - connected_at >= self._retry.reset_after
@@ -750,3 +819,30 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
                     break
                 raise
         self.state = "closed"
+
+
+_REMEMBERED = 512
+"""Candle versions remembered per series to recognise them after a continuity loss."""
+
+
+def _content(wire: pb.Candle) -> int:
+    """A fingerprint of a candle's market data: every field but revision and source.
+
+    Taken from the wire message, whose doubles hash faster than decimals.
+    """
+    return hash(
+        (
+            wire.open_time.seconds,
+            wire.open_time.nanos,
+            wire.close_time.seconds,
+            wire.close_time.nanos,
+            wire.open,
+            wire.high,
+            wire.low,
+            wire.close,
+            wire.volume,
+            wire.quote_volume,
+            wire.trade_count,
+            wire.closed,
+        )
+    )

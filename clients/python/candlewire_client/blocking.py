@@ -23,9 +23,9 @@ import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, cast, overload
+from typing import Any, Generic, Literal, TypeVar, Unpack, cast, overload
 
-from candlewire_client.aio import DEFAULT_TARGET, CandleStream, CandlewireClient, ReconnectCallback
+from candlewire_client.aio import CandleStream, CandlewireClient, ReconnectCallback
 from candlewire_client.errors import CandlewireError
 from candlewire_client.models import (
     Candle,
@@ -40,6 +40,7 @@ from candlewire_client.models import (
     SymbolInfo,
     TimeLike,
 )
+from candlewire_client.options import ClientOptions, check_options
 from candlewire_client.retry import RetryPolicy
 
 __all__ = ["BlockingCandleStream", "Client"]
@@ -157,7 +158,9 @@ class Client(Generic[N]):
     """Blocking client of ``marketdata.v1.MarketDataService``.
 
     Takes the arguments of :class:`~candlewire_client.aio.CandlewireClient`
-    and has the same methods, returning values instead of awaitables and
+    (``target``, ``decimals`` and the
+    :class:`~candlewire_client.options.ClientOptions`, with the same defaults
+    from the environment) and has the same methods, returning values instead of awaitables and
     plain iterators instead of async ones. Use it as ``with Client(...) as
     client:`` or call :meth:`close`; a client that is garbage collected or
     still open at exit is closed then. Methods may be called from several
@@ -167,72 +170,29 @@ class Client(Generic[N]):
     @overload
     def __init__(
         self: Client[float],
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         decimals: Literal[False] = False,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        api_key: str | None = None,
-        bearer_token: str | None = None,
-        metadata: Iterable[tuple[str, str]] = (),
-        timeout: float | None = 10.0,
-        keepalive: float = 20.0,
-        retry: RetryPolicy | None = None,
-        options: Iterable[tuple[str, Any]] = (),
+        **options: Unpack[ClientOptions],
     ) -> None: ...
     @overload
     def __init__(
         self: Client[Decimal],
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         decimals: Literal[True],
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        api_key: str | None = None,
-        bearer_token: str | None = None,
-        metadata: Iterable[tuple[str, str]] = (),
-        timeout: float | None = 10.0,
-        keepalive: float = 20.0,
-        retry: RetryPolicy | None = None,
-        options: Iterable[tuple[str, Any]] = (),
+        **options: Unpack[ClientOptions],
     ) -> None: ...
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         decimals: bool = False,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        api_key: str | None = None,
-        bearer_token: str | None = None,
-        metadata: Iterable[tuple[str, str]] = (),
-        timeout: float | None = 10.0,
-        keepalive: float = 20.0,
-        retry: RetryPolicy | None = None,
-        options: Iterable[tuple[str, Any]] = (),
+        **options: Unpack[ClientOptions],
     ) -> None:
+        check_options(options, type(self).__name__)
         factory = cast(Any, CandlewireClient)
-        client: CandlewireClient[N] = factory(
-            target,
-            decimals=decimals,
-            tls=tls,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-            api_key=api_key,
-            bearer_token=bearer_token,
-            metadata=tuple(metadata),
-            timeout=timeout,
-            keepalive=keepalive,
-            retry=retry,
-            options=tuple(options),
-        )
+        client: CandlewireClient[N] = factory(target, decimals=decimals, **options)
         self._runner = _LoopThread()
         self._async: CandlewireClient[N] = client
         self._finalizer: weakref.finalize[[_LoopThread, CandlewireClient[Any]], Client[Any]] = (
@@ -421,6 +381,11 @@ class BlockingCandleStream(Iterator[Event[N]], Generic[N]):
     def reconnects(self) -> int:
         """How many times the stream reconnected."""
         return self._stream.reconnects
+
+    @property
+    def continuity_losses(self) -> int:
+        """How many times the stream started again after a refused resume token."""
+        return self._stream.continuity_losses
 
     @property
     def last_error(self) -> CandlewireError | None:

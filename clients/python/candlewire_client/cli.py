@@ -34,12 +34,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TextIO
 
-from candlewire_client.aio import DEFAULT_TARGET, CandlewireClient
+from candlewire_client.aio import CandlewireClient
 from candlewire_client.errors import CandlewireError, InvalidArgumentError
 from candlewire_client.models import (
     Candle,
     CandleEvent,
     CandleList,
+    ContinuityLost,
     Heartbeat,
     Interval,
     Price,
@@ -47,6 +48,7 @@ from candlewire_client.models import (
     SymbolInfo,
     parse_time,
 )
+from candlewire_client.options import DEFAULT_TARGET, ENV_API_KEY, ENV_BEARER_TOKEN, ENV_TARGET
 
 __all__ = ["COMMANDS", "add_commands", "main", "run"]
 
@@ -186,19 +188,19 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--target",
         default=None,
-        help=f"server address host:port (env CANDLEWIRE_TARGET, default {DEFAULT_TARGET})",
+        help=f"server address host:port (env {ENV_TARGET}, default {DEFAULT_TARGET})",
     )
     group.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
     group.add_argument("--ca-file", default=None, help="PEM root certificates (implies --tls)")
     group.add_argument("--cert-file", default=None, help="PEM client certificate (mutual TLS)")
     group.add_argument("--key-file", default=None, help="PEM client private key (mutual TLS)")
     group.add_argument(
-        "--api-key", default=None, help="API key, sent as x-api-key (env CANDLEWIRE_API_KEY)"
+        "--api-key", default=None, help=f"API key, sent as x-api-key (env {ENV_API_KEY})"
     )
     group.add_argument(
         "--bearer-token",
         default=None,
-        help="sent as authorization: Bearer ... (env CANDLEWIRE_BEARER_TOKEN)",
+        help=f"sent as authorization: Bearer ... (env {ENV_BEARER_TOKEN})",
     )
     group.add_argument(
         "--timeout",
@@ -294,15 +296,16 @@ def _read(path: str | None) -> bytes | None:
 
 
 def _client(args: argparse.Namespace) -> CandlewireClient[Decimal]:
+    """The client of a command: unset flags fall back to the environment, as in the library."""
     return CandlewireClient(
-        args.target or os.environ.get("CANDLEWIRE_TARGET") or DEFAULT_TARGET,
+        args.target or None,
         decimals=True,
         tls=args.tls,
         root_certificates=_read(args.ca_file),
         certificate_chain=_read(args.cert_file),
         private_key=_read(args.key_file),
-        api_key=args.api_key or os.environ.get("CANDLEWIRE_API_KEY") or None,
-        bearer_token=args.bearer_token or os.environ.get("CANDLEWIRE_BEARER_TOKEN") or None,
+        api_key=args.api_key or None,
+        bearer_token=args.bearer_token or None,
         timeout=args.timeout,
     )
 
@@ -467,6 +470,8 @@ class _Board:
         self.note = ""
         self.reconnects = 0
         self.updates = 0
+        self.losses = 0
+        self.alert = ""
         self.stopped = ""
         self._last_draw = 0.0
         self._pending: asyncio.TimerHandle | None = None
@@ -492,6 +497,12 @@ class _Board:
         self.set_state("reconnecting", f"attempt {attempt} in {delay:.1f} s after {error}")
 
     def add(self, event: object, live: bool) -> None:
+        if isinstance(event, ContinuityLost):
+            since = _time_text(event.since) if event.since is not None else "the start"
+            self.losses += 1
+            self.alert = f"continuity lost ({event.reason}); candles again from {since}"
+            if not self.tty:
+                self._line(f"# {self.alert}")
         self.set_state("live" if live else "history")
         if isinstance(event, CandleEvent):
             candle: Candle[Decimal] = event.candle
@@ -530,8 +541,10 @@ class _Board:
         lines = [
             f"\x1b[1mcandlewire watch\x1b[0m  {self.target}  {clock}",
             f"state: {state}   reconnects: {self.reconnects}   updates: {self.updates}",
-            "",
         ]
+        if self.alert:
+            lines.append(f"\x1b[1;33m{self.alert}\x1b[0m   (times: {self.losses})")
+        lines.append("")
         header = ["OPEN TIME", "OPEN", "HIGH", "LOW", "CLOSE", "VOLUME", "TRADES", "STATE"]
         for series in self.series:
             mark = self.watermarks.get(series)
@@ -581,8 +594,10 @@ async def _watch(args: argparse.Namespace, out: TextIO) -> int:
 
     SYMBOL may list several symbols joined by commas. On a terminal the table
     is redrawn in place; otherwise one line is printed per update. The stream
-    reconnects by itself (shown as "reconnecting"); Ctrl-C, --count or
-    --duration stop it.
+    reconnects by itself (shown as "reconnecting"); when the server could not
+    resume it (a restart with an empty store) a "continuity lost" line says
+    so and the candles since then are shown again as the server now has them.
+    Ctrl-C, --count or --duration stop it.
     """
     symbols = [s.strip() for s in args.symbol.split(",") if s.strip()]
     series = [Series(symbol, interval) for symbol in symbols for interval in args.intervals]

@@ -23,6 +23,7 @@ __all__ = [
     "Candle",
     "CandleEvent",
     "CandleList",
+    "ContinuityLost",
     "Event",
     "Health",
     "Heartbeat",
@@ -430,7 +431,46 @@ class Heartbeat:
     resume_token: str
 
 
-Event: TypeAlias = CandleEvent[N] | SnapshotEnd | Heartbeat
+@dataclass(frozen=True, slots=True)
+class ContinuityLost:
+    """The stream could not be resumed where it was; it starts again from ``since``.
+
+    Yielded when the server refuses the stream's resume token while
+    reconnecting (OUT_OF_RANGE: a server restarted with the in-memory store, a
+    flushed Redis, a position past retention). The client then subscribes
+    afresh, with ``start = since``, and yields, after this event:
+
+    * the candles from ``since`` on again, as the server now has them, except
+      versions the caller already has: per series, candles opening before the
+      newest candle it delivered, and any candle whose market data (every
+      field but ``revision`` and ``source``) equals the version delivered for
+      the same series and open time. A candle that changed is delivered,
+      whatever its ``revision``: a restarted server numbers revisions from 0
+      again, so replace what you hold by open time instead of comparing
+      revisions across this event;
+    * a new :class:`SnapshotEnd`, then live updates.
+
+    ``series`` are the stream's series (all are restarted: the server refuses
+    the token as a whole). ``since`` is the earliest open time that can be
+    sent again: the oldest of each series' newest delivered candle (a series
+    with none delivered yet restarts from there too, or from the original
+    ``start`` if that is older). ``since`` is ``None`` when no candle had been
+    delivered and the original request is simply sent again (its ``history``
+    or ``start`` apply). ``reason`` is the server's message. Updates made
+    while the stream was away and overwritten since are not recoverable;
+    what the server holds now is delivered.
+
+    From this event on, the stream's ``resume_token`` belongs to the fresh
+    request: to continue it in a later process, subscribe with
+    ``start=since`` (and no ``history``) when ``since`` is set.
+    """
+
+    series: tuple[Series, ...]
+    since: datetime | None
+    reason: str
+
+
+Event: TypeAlias = CandleEvent[N] | SnapshotEnd | Heartbeat | ContinuityLost
 """What a candle subscription yields."""
 
 
