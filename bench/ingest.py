@@ -38,8 +38,8 @@ from bench_aggregate import make_batches, run_aggregator
 from candlewire.aggregate import AggregatorConfig, SymbolAggregator
 from candlewire.domain import NANOS_PER_SECOND, Candle, Interval, Source, Trade
 from candlewire.errors import StoreUnavailable
+from candlewire.flow.ingest import Ingestor
 from candlewire.hub import Hub
-from candlewire.ingest import Ingestor
 from candlewire.store.base import Store
 from candlewire.store.memory import MemoryStore
 from candlewire.store.redis import RedisStore

@@ -101,8 +101,9 @@ async def main() -> None:
     feed = InjectFeed(symbols, symbols[: args.inject], args.rate) if args.feed == "inject" else None
     app = App(settings, feed=feed)
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, app.stop)
+        loop.add_signal_handler(sig, stop.set)
     hub_entries: list[tuple[int, int]] = []
     if isinstance(feed, InjectFeed):
         inject = feed
@@ -113,9 +114,6 @@ async def main() -> None:
             publish(updates)
 
         app.hub.publish = noted_publish  # type: ignore[method-assign]
-    task = asyncio.create_task(app.run())
-    await app.started.wait()
-    print(f"PORT {app.port}", flush=True)
 
     def watch_stdin() -> None:
         for line in sys.stdin:  # ends when the parent closes stdin (or dies)
@@ -125,10 +123,12 @@ async def main() -> None:
                     first.setdefault(injection_key(tick), entered - tick)
                 Path(line[4:].strip()).write_text(json.dumps(list(first.items())))
                 print("HUBDONE", flush=True)
-        loop.call_soon_threadsafe(app.stop)
+        loop.call_soon_threadsafe(stop.set)
 
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    await task
+    async with app:
+        print(f"PORT {app.port}", flush=True)
+        threading.Thread(target=watch_stdin, daemon=True).start()
+        await stop.wait()
 
 
 if __name__ == "__main__":

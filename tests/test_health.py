@@ -255,18 +255,9 @@ class BreakableStore(MemoryStore):
 @contextlib.asynccontextmanager
 async def serving(feed: ScriptedFeed, store: Store | None = None) -> AsyncIterator[App]:
     """Like ``tests.scripted.running``, with a store of the test's choice."""
-    app = App(load(grpc_listen="127.0.0.1:0", shutdown_grace=1.0), feed=feed, store=store)
-    task = asyncio.create_task(app.run())
-    started = asyncio.create_task(app.started.wait())
-    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        started.cancel()
-        task.result()
-    try:
+    settings = load(grpc_listen="127.0.0.1:0", shutdown_grace=1.0)
+    async with App(settings, feed=feed, store=store) as app:
         yield app
-    finally:
-        app.stop()
-        await task
 
 
 async def test_readiness_waits_for_the_backfill() -> None:

@@ -8,8 +8,8 @@ from decimal import Decimal
 from candlewire.aggregate import AggregatorConfig
 from candlewire.codec import frame_to_candle
 from candlewire.domain import Candle, Interval, SeriesKey, Source
+from candlewire.flow.ingest import Ingestor
 from candlewire.hub import Hub
-from candlewire.ingest import Ingestor
 from candlewire.store.memory import MemoryStore
 
 MIN = 60 * 10**9

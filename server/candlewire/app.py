@@ -1,18 +1,29 @@
 """Wiring and lifecycle of the service.
 
-With a Redis URL the process has a role (``settings.role``): ``api`` serves
-the API from Redis, with one :class:`~candlewire.replica.UpdateReader`
-feeding the local hub, price cache and candle cache; ``ingest`` runs the feed
-into Redis under a lease (:mod:`candlewire.lease`) and serves health only;
-``all`` does both. Redis being away at start-up keeps readiness NOT_SERVING and is retried
-until it answers.
+:class:`App` builds the parts from :class:`~candlewire.config.Settings` (the
+feed from :mod:`candlewire.feeds.registry`, the store from
+:func:`candlewire.store.build_store`) and owns every task it starts.
 
-:class:`App` builds the parts from :class:`~candlewire.config.Settings` and
-owns every task it starts. Start-up: gRPC up with readiness NOT_SERVING,
-history backfilled, live feed running, readiness SERVING once the store
-answers and the feed is fresh. Shutdown, in this order: health NOT_SERVING,
-stop accepting calls (gateway, then gRPC), end the streams (UNAVAILABLE,
-so clients resume elsewhere), stop the feed, close the store.
+With a store shared by processes (Redis) the process has a role
+(``settings.role``): ``api`` serves the API from the store, with one
+:class:`~candlewire.flow.follow.UpdateReader` feeding the local hub, quote
+cache and candle cache; ``ingest`` runs the feed into the store under a lease
+(:mod:`candlewire.flow.lease`) and serves health only; ``all`` does both. The
+store being away at start-up keeps readiness NOT_SERVING and is retried until
+it answers. The API reads through the :class:`~candlewire.store.base.Store`
+protocol only: :meth:`App.read_store` is where a tier (a replica's caches, a
+history store behind the hot one) is put in front of it.
+
+Start-up: gRPC up with readiness NOT_SERVING, history backfilled, live feed
+running, readiness SERVING once the store answers and the feed is fresh
+(:mod:`candlewire.readiness`). Shutdown, in this order: health NOT_SERVING,
+stop accepting calls (gateway, then gRPC), end the streams (UNAVAILABLE, so
+clients resume elsewhere), stop the feed and the store's followers, give the
+lease up, close the store.
+
+Run it with ``await app.run()`` until :meth:`App.stop` (the CLI, on a
+signal), or as ``async with App(settings) as app:``, which returns once the
+gRPC server is bound and stops the service when the block ends.
 """
 
 from __future__ import annotations
@@ -21,90 +32,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from types import TracebackType
 
 from candlewire.aggregate import AggregatorConfig
 from candlewire.api.server import ApiServer
 from candlewire.api.servicer import Catalog, Limits, MarketDataServicer
 from candlewire.config import Settings, describe_settings, parse_listen
 from candlewire.domain import NANOS_PER_SECOND, FeedState, SeriesKey, Source
-from candlewire.errors import CandlewireError, StoreUnavailable
+from candlewire.errors import StoreUnavailable
 from candlewire.feeds.base import Feed, HasOperatorRoutes, NeedsLogin, ReportsStatus
-from candlewire.feeds.sim import SimFeed
+from candlewire.feeds.registry import build_feed
+from candlewire.flow import Ingestor, LeasedIngestion, UpdateReader
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
-from candlewire.ingest import Ingestor
-from candlewire.replica import CachedStore, CandleCache, QuoteCache, UpdateReader
-from candlewire.store.base import Connects, Store
-from candlewire.store.memory import MemoryStore
+from candlewire.readiness import Observed, ReadinessWatch
+from candlewire.retry import Backoff, Retry
+from candlewire.store import build_store
+from candlewire.store.base import Connects, SharedStore, Store
+from candlewire.store.cached import CachedStore, CandleCache, QuoteCache
 from candlewire.tasks import cancel_and_wait, checkpoint
 
-if TYPE_CHECKING:
-    # Redis and the venue feeds are imported when the settings ask for them:
-    # the embedded defaults start without loading their libraries.
-    from candlewire.lease import LeasedIngestion
-    from candlewire.store.redis import RedisStore
-
-__all__ = ["App", "build_feed", "build_store"]
+__all__ = ["App"]
 
 log = logging.getLogger(__name__)
-
-
-def build_feed(settings: Settings) -> Feed:
-    """The feed ``settings.feed`` names, configured from the settings."""
-    if settings.feed == "binance":
-        from candlewire.feeds.binance import BinanceConfig, BinanceFeed
-
-        return BinanceFeed(
-            settings.symbols,
-            settings.intervals,
-            BinanceConfig(
-                rest_url=settings.binance_rest_url,
-                ws_url=settings.binance_ws_url,
-                history=settings.binance_history,
-                silence_timeout=settings.binance_silence_timeout,
-                weight_share=settings.binance_weight_share,
-                connection_lifetime=settings.binance_connection_lifetime,
-            ),
-        )
-    if settings.feed == "saxo":
-        from candlewire.feeds.saxo import setup
-
-        saxo = setup.from_settings(settings)
-        return setup.feed(settings.symbols, saxo, setup.build(saxo))
-    if settings.feed == "replay":
-        from candlewire.feeds.replay import ReplayFeed
-
-        return ReplayFeed(
-            settings.replay_path,
-            settings.symbols,
-            settings.intervals,
-            speed=settings.replay_speed,
-        )
-    return SimFeed(
-        settings.symbols,
-        rate=settings.sim_rate,
-        seed=settings.sim_seed,
-        history_minutes=settings.sim_history,
-    )
-
-
-def build_store(settings: Settings) -> Store:
-    """The Redis store when ``settings.redis_url`` is set, else the memory store."""
-    if settings.redis_url:
-        from candlewire.store.redis import RedisStore
-
-        return RedisStore(
-            settings.redis_url,
-            prefix=settings.redis_prefix,
-            retention=settings.retention,
-            log_size=settings.update_log_size,
-            quote_ttl=settings.quote_ttl,
-            ticks=settings.recent_ticks,
-        )
-    return MemoryStore(
-        retention=settings.retention, log_size=settings.update_log_size, ticks=settings.recent_ticks
-    )
 
 
 def _local_target(grpc_listen: str, port: int) -> str:
@@ -117,8 +67,18 @@ def _local_target(grpc_listen: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _shared(store: Store) -> SharedStore | None:
+    """``store`` when processes share it (Redis), else None."""
+    if not isinstance(store, Connects):
+        return None
+    from candlewire.store.redis import RedisStore  # only a connecting store can be Redis
+
+    return store if isinstance(store, RedisStore) else None
+
+
 class App:
-    """The whole service. ``await app.run()`` serves until :meth:`stop`."""
+    """The whole service: ``await app.run()`` serves until :meth:`stop`;
+    ``async with App(...) as app`` serves for the duration of the block."""
 
     def __init__(
         self, settings: Settings, *, feed: Feed | None = None, store: Store | None = None
@@ -136,12 +96,18 @@ class App:
         self.leased: LeasedIngestion | None = None
         self.quote_cache = QuoteCache(settings.quote_ttl)
         self.candle_cache = CandleCache(settings.candle_cache) if settings.candle_cache else None
-        self.ready = False
         self.started = asyncio.Event()
+        """Set once the gRPC server is bound (and the gateway, when configured)."""
+        self.readiness = ReadinessWatch(
+            self.store, self._observe, self._publish_ready, store_answered=self._flush_buffered
+        )
         self._stopping = asyncio.Event()
-        self._recheck = asyncio.Event()
-        """Set to re-evaluate readiness now rather than at the next poll."""
         self._backfilled = False
+        self._serving = True
+        self._ingesting = True
+        self._instruments: list[str] = []
+        self._source = Source.LIVE
+        self._running: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -150,89 +116,65 @@ class App:
             raise RuntimeError("not started")
         return self.api.port
 
+    @property
+    def ready(self) -> bool:
+        """Whether readiness is SERVING."""
+        return self.readiness.ready
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> App:
+        """Start :meth:`run` and return once the service serves; raise what
+        stopped it from starting (a bad setting, a port in use)."""
+        if self._running is not None:
+            raise RuntimeError("already started")
+        running = self._running = asyncio.create_task(self.run(), name="candlewire")
+        started = asyncio.create_task(self.started.wait())
+        try:
+            await asyncio.wait({running, started}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled while starting: stop what started
+            self.stop()
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(running)
+            raise
+        finally:
+            await cancel_and_wait(started)
+        if running.done():
+            running.result()  # raises why it stopped
+            raise RuntimeError("the service stopped while starting")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the service and wait until everything it started has ended."""
+        self.stop()
+        if self._running is not None:
+            running, self._running = self._running, None
+            await running
+
     def stop(self) -> None:
         """Ask :meth:`run` to shut down (safe to call from a signal handler)."""
         self._stopping.set()
-        self._recheck.set()
+        self.readiness.stop()
 
     async def run(self) -> None:
-        s = self.settings
-        for line in describe_settings(s):
+        """Serve until :meth:`stop`, then shut down in the documented order."""
+        for line in describe_settings(self.settings):
             log.debug("setting %s", line)
-        redis: RedisStore | None = None
-        if isinstance(self.store, Connects):
-            from candlewire.store.redis import RedisStore
-
-            if isinstance(self.store, RedisStore):
-                redis = self.store
-        found = await self.feed.instruments()
-        # The feed's own dict when it gives one: a feed that resolves its symbols
-        # later (Saxo, after a login) updates their precision in place.
-        instruments = found if isinstance(found, dict) else dict(found)
-        catalog = Catalog(instruments, s.intervals)
-        limits = Limits(
-            stale_after=s.stale_after,
-            heartbeat_interval=s.heartbeat_interval,
-            recent_ticks=s.recent_ticks,
-        )
-        serving = redis is None or s.role != "ingest"
-        ingesting = redis is None or s.role != "api"
-        api_store: Store = self.store
-        if redis is not None:
-            api_store = CachedStore(redis, self.quote_cache, self.candle_cache)
-            series = [SeriesKey(sym, i) for sym in instruments for i in s.intervals]
-            if serving:
-                self.reader = UpdateReader(
-                    redis, self.hub, series, self.quote_cache, self.candle_cache
-                )
-            if ingesting:
-                from candlewire.lease import LeasedIngestion
-
-                self.leased = LeasedIngestion(
-                    redis, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl
-                )
-        servicer = (
-            MarketDataServicer(api_store, self.hub, catalog, limits, feed_state=self._feed_state)
-            if serving
-            else None
-        )
-        self.api = api = ApiServer(servicer, s.grpc_listen)
-        self._source = next(iter(instruments.values())).source if instruments else Source.LIVE
-        self._instruments = list(instruments)
-        if redis is None:
-            self.ingestor = self._new_ingestor(publish=True)
+        api = await self._assemble()
         await api.start()
         try:
-            if s.http_listen and serving:
-                self.gateway = Gateway(
-                    _local_target(s.grpc_listen, api.port),
-                    allowed_origins=s.http_allowed_origins,
-                    max_request_bytes=s.http_max_request_bytes,
-                    idle_timeout=s.http_idle_timeout,
-                    shutdown_grace=s.shutdown_grace,
-                    routes=(
-                        self.feed.operator_routes()
-                        if isinstance(self.feed, HasOperatorRoutes)
-                        else None
-                    ),
-                )
-                await self.gateway.start(*parse_listen(s.http_listen))
+            await self._start_gateway(api.port)
             self.started.set()
             async with asyncio.TaskGroup() as tasks:
-                health_task = tasks.create_task(self._watch_health(), name="health")
+                readiness = tasks.create_task(self.readiness.run(), name="readiness")
                 work = tasks.create_task(self._work(), name="work")
                 await self._stopping.wait()
-                log.info("shutting down")
-                await api.enter_shutdown()
-                self.ready = False
-                if self.gateway is not None:
-                    self.gateway.close()
-                stopping = tasks.create_task(api.stop(s.shutdown_grace), name="grpc-stop")
-                self.hub.close()
-                await stopping
-                if self.gateway is not None:
-                    await self.gateway.wait_closed()
-                await cancel_and_wait(work, health_task)
+                await self._shut_down(api, tasks, work, readiness)
             if self.leased is not None:
                 await self.leased.release()
         finally:
@@ -243,6 +185,87 @@ class App:
                 await self.feed.close()
             await self.store.close()
             log.info("stopped")
+
+    async def _shut_down(
+        self,
+        api: ApiServer,
+        tasks: asyncio.TaskGroup,
+        *work: asyncio.Task[None],
+    ) -> None:
+        """Health NOT_SERVING, stop accepting calls, end the streams, stop ``work``."""
+        log.info("shutting down")
+        await api.enter_shutdown()
+        if self.gateway is not None:
+            self.gateway.close()
+        stopping = tasks.create_task(api.stop(self.settings.shutdown_grace), name="grpc-stop")
+        self.hub.close()
+        await stopping
+        if self.gateway is not None:
+            await self.gateway.wait_closed()
+        await cancel_and_wait(*work)
+
+    # --- wiring -------------------------------------------------------------------------
+
+    async def _assemble(self) -> ApiServer:
+        """Build the parts the settings and the store call for; return the gRPC server."""
+        s = self.settings
+        found = await self.feed.instruments()
+        # The feed's own dict when it gives one: a feed that resolves its symbols
+        # later (Saxo, after a login) updates their precision in place.
+        instruments = found if isinstance(found, dict) else dict(found)
+        self._instruments = list(instruments)
+        self._source = next(iter(instruments.values())).source if instruments else Source.LIVE
+        shared = _shared(self.store)
+        serving = self._serving = shared is None or s.role != "ingest"
+        self._ingesting = shared is None or s.role != "api"
+        if shared is None:
+            self.ingestor = self._new_ingestor(publish=True)
+        else:
+            series = [SeriesKey(sym, i) for sym in instruments for i in s.intervals]
+            if serving:
+                self.reader = UpdateReader(
+                    shared, self.hub, series, self.quote_cache, self.candle_cache
+                )
+            if self._ingesting:
+                self.leased = LeasedIngestion(
+                    shared, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl
+                )
+        servicer = None
+        if serving:
+            catalog = Catalog(instruments, s.intervals)
+            limits = Limits(
+                stale_after=s.stale_after,
+                heartbeat_interval=s.heartbeat_interval,
+                recent_ticks=s.recent_ticks,
+            )
+            servicer = MarketDataServicer(
+                self.read_store(shared), self.hub, catalog, limits, feed_state=self._feed_state
+            )
+        self.api = ApiServer(servicer, s.grpc_listen)
+        return self.api
+
+    def read_store(self, shared: SharedStore | None) -> Store:
+        """The store the API reads: a shared store through this replica's caches
+        (:mod:`candlewire.store.cached`), else the store itself."""
+        if shared is None:
+            return self.store
+        return CachedStore(shared, self.quote_cache, self.candle_cache)
+
+    async def _start_gateway(self, grpc_port: int) -> None:
+        s = self.settings
+        if not s.http_listen or not self._serving:
+            return
+        self.gateway = Gateway(
+            _local_target(s.grpc_listen, grpc_port),
+            allowed_origins=s.http_allowed_origins,
+            max_request_bytes=s.http_max_request_bytes,
+            idle_timeout=s.http_idle_timeout,
+            shutdown_grace=s.shutdown_grace,
+            routes=(
+                self.feed.operator_routes() if isinstance(self.feed, HasOperatorRoutes) else None
+            ),
+        )
+        await self.gateway.start(*parse_listen(s.http_listen))
 
     def _new_ingestor(self, *, publish: bool) -> Ingestor:
         s = self.settings
@@ -263,27 +286,28 @@ class App:
             buffer_size=s.ingest_buffer,
         )
 
+    # --- work ---------------------------------------------------------------------------
+
     async def _work(self) -> None:
-        """The feed (memory store), or the connection, reader and lease (Redis)."""
+        """The feed (a store of this process), or the connection, follower and
+        lease (a shared store)."""
         if not isinstance(self.store, Connects):
             await self._feed()
             return
         await self._connect(self.store)
         async with asyncio.TaskGroup() as tasks:
             if self.reader is not None:
-                tasks.create_task(self.reader.run(), name="redis-reader")
+                tasks.create_task(self.reader.run(), name="store-follower")
             if self.leased is not None:
                 tasks.create_task(self.leased.run(), name="lease")
 
     async def _connect(self, store: Connects) -> None:
-        delay = 0.1
+        retry = Retry(Backoff(initial=0.1, maximum=5.0), name="store connection")
         while True:
             try:
                 await store.connect()
             except StoreUnavailable as error:
-                log.error("cannot reach the store, retrying in %.1fs: %s", delay, error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await retry.wait(error)
             else:
                 log.info("store connected")
                 return
@@ -293,7 +317,7 @@ class App:
         started = time.perf_counter()
         await self.feed.backfill(self.ingestor)
         self._backfilled = True
-        self._recheck.set()
+        self.readiness.recheck()
         log.info(
             "backfill done in %.2fs (%d candle versions stored)",
             time.perf_counter() - started,
@@ -331,6 +355,8 @@ class App:
             log.warning("the store's dataset was replaced: rebuilding history from the backfill")
             fresh = True
 
+    # --- readiness ----------------------------------------------------------------------
+
     def _feed_state(self) -> tuple[FeedState, str]:
         """The feed's state for ListSymbols (UNSPECIFIED where this process runs no feed)."""
         feed = self.feed
@@ -344,48 +370,28 @@ class App:
         healthy, why = feed.status()
         return (FeedState.OK, "") if healthy else (FeedState.DOWN, why)
 
-    def _is_ready(self) -> tuple[bool, str]:
-        if self.reader is not None and not self.quote_cache.connected:
-            return False, "not following the store's updates"
-        if self.reader is not None and self.leased is None:
-            return True, "ok"  # API only: the store and the reader are all it needs
-        if self.leased is not None and not self.leased.holding:
-            return True, "ok (ingestion standing by: another process holds the lease)"
+    def _observe(self, store_error: str | None) -> Observed:
         ingestor = self.ingestor
-        if isinstance(self.feed, ReportsStatus):
-            healthy, why = self.feed.status()
-            if not healthy:
-                return False, why
-        if not self._backfilled or ingestor is None:
-            return False, "backfill in progress"
-        last = ingestor.last_receive
-        if last is None or time.monotonic() - last > self.settings.feed_stale_after:
-            return False, "upstream feed is stale"
-        return True, "ok"
+        feed = self.feed
+        return Observed(
+            now=time.monotonic(),
+            store_error=store_error,
+            follows=self.reader is not None,
+            following=self.quote_cache.connected,
+            ingests=self._ingesting,
+            leased=self.leased is not None,
+            holding=self.leased is not None and self.leased.holding,
+            feed_status=feed.status() if isinstance(feed, ReportsStatus) else None,
+            backfilled=self._backfilled and ingestor is not None,
+            last_receive=None if ingestor is None else ingestor.last_receive,
+            stale_after=self.settings.feed_stale_after,
+        )
 
-    async def _watch_health(self) -> None:
-        assert self.api is not None
-        reason = ""
-        while not self._stopping.is_set():
-            ready, why = self._is_ready()
-            try:
-                await self.store.ping()
-            except CandlewireError as error:
-                ready, why = False, f"store unavailable: {error}"
-            else:
-                if self.ingestor is not None and self.ingestor.buffered:
-                    with contextlib.suppress(CandlewireError):
-                        await self.ingestor.flush()
-            if ready != self.ready or why != reason:
-                log.log(
-                    logging.INFO if ready else logging.WARNING,
-                    "readiness %s: %s",
-                    "SERVING" if ready else "NOT_SERVING",
-                    why,
-                )
-                self.ready, reason = ready, why
-                await self.api.set_ready(ready)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.2):
-                    await self._recheck.wait()
-            self._recheck.clear()
+    async def _publish_ready(self, ready: bool) -> None:
+        if self.api is not None and not self._stopping.is_set():
+            await self.api.set_ready(ready)
+
+    async def _flush_buffered(self) -> None:
+        """The store answered: write what the ingestor buffered while it was away."""
+        if self.ingestor is not None and self.ingestor.buffered:
+            await self.ingestor.flush()

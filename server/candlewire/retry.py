@@ -15,9 +15,12 @@ websocket and REST sync, every future feed) is written the same way::
 
 :meth:`Retry.wait` re-raises an error its classifier does not call retryable
 (a bug, a refused credential, a bad URL), so retrying never hides a
-programming error. Delays grow from ``initial`` by ``multiplier`` up to
+programming error, and with ``attempts`` gives up after that many
+consecutive failures. Delays grow from ``initial`` by ``multiplier`` up to
 ``maximum`` and are drawn from the upper ``jitter`` fraction of that ceiling,
-so a fleet of replicas reconnecting to one dependency spreads out.
+so a fleet of replicas reconnecting to one dependency spreads out. A loop
+that reports its state (health, a feed's status) takes the delay from
+:meth:`Retry.delay_for` and sleeps itself.
 """
 
 from __future__ import annotations
@@ -78,9 +81,11 @@ class Retry:
 
     ``reset_after``: a connection that stayed up that many seconds (see
     :meth:`connected`) counts as healthy, and the next failure starts the
-    backoff from the beginning. ``on_retry(error, delay)`` is called before each
-    wait (for status reporting); the first failure after a success is logged at
-    WARNING, the ones that follow at DEBUG, so an outage is one line, not a flood.
+    backoff from the beginning. ``attempts``: the failure that makes this many
+    in a row is re-raised instead of retried (None: retry for ever).
+    ``on_retry(error, delay)`` is called before each wait (for status
+    reporting); the first failure after a success is logged at WARNING, the
+    ones that follow at DEBUG, so an outage is one line, not a flood.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class Retry:
         name: str,
         retryable: Callable[[BaseException], bool] = transient,
         reset_after: float = 0.0,
+        attempts: int | None = None,
         on_retry: Callable[[BaseException, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -97,6 +103,9 @@ class Retry:
         self.name = name
         self.retryable = retryable
         self.reset_after = reset_after
+        if attempts is not None and attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.attempts = attempts
         self.on_retry = on_retry
         self.failures = 0
         """Consecutive failures since the last healthy spell."""
@@ -118,13 +127,19 @@ class Retry:
         self._since = None
 
     def delay_for(self, error: BaseException) -> float:
-        """The delay before the next attempt; re-raises ``error`` if not retryable."""
+        """The delay before the next attempt; re-raises ``error`` if not
+        retryable, or when it is the last of ``attempts``."""
         if not self.retryable(error):
             raise error
         since, self._since = self._since, None
         if since is not None and self._clock() - since >= self.reset_after:
             self.succeeded()
         self.failures += 1
+        if self.attempts is not None and self.failures >= self.attempts:
+            log.warning(
+                "%s: %s; giving up after %d attempts", self.name, _describe(error), self.failures
+            )
+            raise error
         delay = self.backoff.next()
         level = logging.WARNING if self.failures == 1 else logging.DEBUG
         log.log(level, "%s: %s; retrying in %.2fs", self.name, _describe(error), delay)

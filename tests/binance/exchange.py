@@ -774,18 +774,8 @@ async def serving(**settings: Any) -> AsyncIterator[App]:
     takes a feed object; this builds the feed from ``feed=...`` like the CLI does)."""
     settings.setdefault("grpc_listen", "127.0.0.1:0")
     settings.setdefault("shutdown_grace", 1.0)
-    app = App(load(**settings))
-    task = asyncio.create_task(app.run())
-    started = asyncio.create_task(app.started.wait())
-    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        started.cancel()
-        task.result()
-    try:
+    async with App(load(**settings)) as app:
         yield app
-    finally:
-        app.stop()
-        await task
 
 
 @contextlib.asynccontextmanager

@@ -1,4 +1,5 @@
-"""Parts of the Binance feed on their own: wire schemas, rate limiter, REST client, backoff."""
+"""Parts of the Binance feed on their own: wire schemas, rate limiter, REST client,
+what is retried (the backoff itself is tests/test_retry.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from candlewire.feeds.binance.schemas import (
     row_candle,
     weight_limit,
 )
-from candlewire.feeds.binance.websocket import Backoff, is_retryable, stream_names
+from candlewire.feeds.binance.websocket import is_retryable, stream_names
 
 # Payloads as printed in Binance's spot API documentation.
 KLINE_EVENT = {
@@ -355,15 +356,6 @@ async def test_recent_klines_pages_backwards_and_since_pages_forwards() -> None:
     assert [r.openTime for r in recent] == opens[-2200:]
     assert [r.openTime for r in since] == opens[300:]
     assert [r.openTime for r in everything] == opens
-
-
-def test_backoff_is_jittered_exponential_capped_and_resets() -> None:
-    low = Backoff(0.5, 4.0, rng=lambda: 0.0)
-    assert [low.next() for _ in range(6)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
-    high = Backoff(0.5, 4.0, rng=lambda: 1.0)
-    assert [high.next() for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
-    high.reset()
-    assert high.next() == 0.5
 
 
 def test_network_errors_are_retried_and_others_surfaced() -> None:

@@ -119,18 +119,8 @@ async def _main(args: argparse.Namespace) -> int:
         binance_history=args.history,
         shutdown_grace=1.0,
     )
-    app = App(settings)
-    task = asyncio.create_task(app.run())
-    started = asyncio.create_task(app.started.wait())
-    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        started.cancel()
-        task.result()
-    try:
+    async with App(settings) as app:
         return await _watch(app, args)
-    finally:
-        app.stop()
-        await task
 
 
 if __name__ == "__main__":

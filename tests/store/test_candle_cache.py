@@ -20,8 +20,9 @@ import pytest
 from candlewire.app import App
 from candlewire.domain import NANOS_PER_SECOND, Candle, Interval, SeriesKey, Source
 from candlewire.errors import StoreUnavailable
+from candlewire.flow.follow import UpdateReader
 from candlewire.hub import Hub
-from candlewire.replica import CachedStore, CandleCache, QuoteCache, UpdateReader
+from candlewire.store.cached import CachedStore, CandleCache, QuoteCache
 from candlewire.store.redis import RedisStore
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.scripted import ScriptedFeed, running, sec

@@ -65,12 +65,12 @@ async def test_fencing_refuses_a_lower_token_on_every_symbol_the_holder_wrote(
     try:
         value = await old.acquire_lease("s1", "a", ttl=30)
         assert value is not None
-        old.fence(old.keys.lease("s1"), value)
+        old.fence("s1", value)
         assert len(await old.write_candles([candle(0)])) == 1
         assert await old.renew_lease("s1", value, 0)
         taken = await new.acquire_lease("s1", "b", ttl=30)
         assert taken is not None
-        new.fence(new.keys.lease("s1"), taken)
+        new.fence("s1", taken)
         await new.put_quotes([quote()])  # the new holder's first tick
         with pytest.raises(LeaseLost):
             await old.write_candles([candle(1)])

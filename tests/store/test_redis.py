@@ -10,8 +10,8 @@ import pytest
 from candlewire.codec import FrameRun, frame_to_candle
 from candlewire.domain import Quote, Source
 from candlewire.errors import LeaseLost, StoreUnavailable
-from candlewire.store.keys import Keys
 from candlewire.store.redis import RedisStore
+from candlewire.store.redis.keys import Keys
 from tests.store.conftest import RedisServer
 from tests.store.test_contract import KEY, MIN, candle
 
@@ -137,7 +137,7 @@ async def test_a_fenced_store_writes_only_while_its_lease_holds(
         value = await store.acquire_lease("s1", "a", ttl=30)
         assert value is not None and value.endswith(":a")
         assert await other.acquire_lease("s1", "b", ttl=30) is None
-        store.fence(store.keys.lease("s1"), value)
+        store.fence("s1", value)
         assert len(await store.write_candles([candle(0)])) == 1
         await store.put_quotes([quote()])
         # The lease passes to another holder (expired, here released); the
@@ -150,7 +150,7 @@ async def test_a_fenced_store_writes_only_while_its_lease_holds(
         with pytest.raises(LeaseLost):
             await store.put_quotes([quote(bid="1")])
         assert not await store.renew_lease("s1", value, 30)
-        other.fence(other.keys.lease("s1"), taken)
+        other.fence("s1", taken)
         assert len(await other.write_candles([candle(1)])) == 1
         assert await other.get_quotes(["BTCUSDT"]) == [quote()]
     finally:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from candlewire.domain import Interval, SeriesKey
-from candlewire.store.keys import Keys
+from candlewire.store.redis.keys import Keys
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.scripted import ScriptedFeed, running, sec, stub_for
 from tests.store.conftest import RedisClusterNodes, cluster_prefix

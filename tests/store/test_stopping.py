@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from candlewire.domain import Interval, Quote, SeriesKey
+from candlewire.flow.follow import UpdateReader
+from candlewire.flow.lease import LeasedIngestion
 from candlewire.hub import Hub
-from candlewire.lease import LeasedIngestion
-from candlewire.replica import QuoteCache, UpdateReader
+from candlewire.store.cached import QuoteCache
 from candlewire.store.redis import RedisStore
 from tests.store.conftest import RedisServer
 

@@ -9,7 +9,7 @@ candles are assembled from the frames the store encoded once (see
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -28,7 +28,7 @@ from candlewire.errors import (
     UnknownSymbol,
 )
 from candlewire.hub import Hub
-from candlewire.store.base import Store
+from candlewire.store.base import Snapshot, Store, Update
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["Catalog", "Limits", "MarketDataServicer"]
@@ -67,6 +67,20 @@ class Catalog:
         if symbol not in self.instruments:
             raise UnknownSymbol(value, field)
         return symbol
+
+    def distinct_symbols(self, values: Sequence[str], field: str) -> list[str]:
+        """The symbols ``values`` name (``field[i]`` in errors), each once."""
+        exact = self._exact
+        symbols: list[str] = []
+        seen: set[str] = set()
+        for i, value in enumerate(values):
+            # A symbol spelled as listed is valid as it is; others take the full check.
+            symbol = value if value in exact else self.symbol(value, f"{field}[{i}]")
+            if symbol in seen:
+                raise InvalidArgument(f"{field}[{i}]", f"{symbol} is repeated")
+            seen.add(symbol)
+            symbols.append(symbol)
+        return symbols
 
     def interval(self, value: int, field: str) -> Interval:
         if value == pb.INTERVAL_UNSPECIFIED:
@@ -118,6 +132,8 @@ def _joined(frames: Sequence[bytes], count: int) -> bytes:
 # is one sequence number per symbol of the request; a one-symbol request's
 # key holds that number alone. The cache is small and simply restarted when full.
 _MESSAGES_MAX = 8192
+_MessageKey = tuple[bytes, int, int | tuple[int, ...]]
+"""(epoch, request fingerprint, position) of a shared live message."""
 
 
 class _PriceCache:
@@ -170,27 +186,10 @@ class MarketDataServicer:
         self._limits = limits
         self._stale_ns = limits.stale_after * 1e9
         self._prices = _PriceCache()
-        self._messages: dict[tuple[bytes, int, int | tuple[int, ...]], bytes] = {}
+        self._messages: dict[_MessageKey, bytes] = {}
 
     def _stale(self, receive_time: int) -> bool:
         return time.time_ns() - receive_time > self._stale_ns
-
-    def _live_message(
-        self, request_id: int, epoch: bytes, position: int | tuple[int, ...], frame: bytes
-    ) -> bytes:
-        """``frame`` followed by the live resume token at ``position`` (the
-        sequence number of a one-symbol request, else one per symbol), shared
-        by streams."""
-        key = (epoch, request_id, position)
-        message = self._messages.get(key)
-        if message is None:
-            vector = (position,) if isinstance(position, int) else position
-            token = live_token(epoch, request_id, vector).encode()
-            message = frame + field_bytes(15, token)
-            if len(self._messages) >= _MESSAGES_MAX:
-                self._messages.clear()
-            self._messages[key] = message
-        return message
 
     @translate_errors
     async def GetPrice(self, request: pb.GetPriceRequest, context: Context) -> bytes:
@@ -208,17 +207,7 @@ class MarketDataServicer:
             raise InvalidArgument("symbols", "at least one symbol is required")
         if len(values) > self._limits.max_batch:
             raise InvalidArgument("symbols", f"at most {self._limits.max_batch} symbols")
-        catalog = self._catalog
-        exact = catalog._exact
-        symbols: list[str] = []
-        seen: set[str] = set()
-        for i, value in enumerate(values):
-            # A symbol spelled as listed is valid as it is; others take the full check.
-            symbol = value if value in exact else catalog.symbol(value, f"symbols[{i}]")
-            if symbol in seen:
-                raise InvalidArgument(f"symbols[{i}]", f"{symbol} is repeated")
-            seen.add(symbol)
-            symbols.append(symbol)
+        symbols = self._catalog.distinct_symbols(values, "symbols")
         quotes = await self._store.get_quotes(symbols)
         now = time.time_ns()
         stale_ns = self._stale_ns
@@ -323,94 +312,83 @@ class MarketDataServicer:
             keys.append(key)
         return keys
 
+    def _stream_request(self, request: pb.SubscribeCandlesRequest) -> _Stream:
+        """Every field checked, then the resume token matched to the store's epoch."""
+        series = self._series(request)
+        if request.history > self._limits.max_history:
+            raise InvalidArgument("history", f"at most {self._limits.max_history}")
+        start = _time(request.start_time, "start_time") if request.HasField("start_time") else None
+        if start is not None and request.history:
+            raise InvalidArgument("start_time", "set either history or start_time, not both")
+        request_id = fingerprint((*series, request.history, start, request.closed_only))
+        resume = ResumeToken.decode(request.resume_token) if request.resume_token else None
+        if resume is not None and resume.request != request_id:
+            raise InvalidArgument("resume_token", "belongs to a request with other fields")
+        # A position is a sequence number per distinct symbol, in request order.
+        symbols = list(dict.fromkeys(key.symbol for key in series))
+        if resume is not None and len(resume.positions) != len(symbols):
+            raise InvalidArgument("resume_token", "not a token issued by this service")
+        resumed = None if resume is None else dict(zip(symbols, resume.positions, strict=True))
+        epoch = self._store.epoch
+        if resume is not None and resume.epoch != epoch:
+            raise DataExpired("the data this resume_token points to is no longer retained")
+        return _Stream(
+            series,
+            symbols,
+            request.history,
+            start,
+            request.closed_only,
+            request_id,
+            epoch,
+            resume,
+            resumed,
+        )
+
     async def SubscribeCandles(
         self, request: pb.SubscribeCandlesRequest, context: Context
     ) -> AsyncIterator[bytes]:
+        """History (the snapshot at one position), ``snapshot_end``, then live
+        updates from that position: the ones missed since, then the hub's."""
         # Errors become their status here rather than through
-        # translate_stream_errors: that wrapper is one more async generator
-        # every live update would pass through.
+        # translate_stream_errors, and the live loop stays in this generator:
+        # a wrapper or a nested async generator is one more frame every live
+        # update would pass through. The phases' bookkeeping is in _Stream
+        # and _LivePhase.
         try:
-            series = self._series(request)
-            if request.history > self._limits.max_history:
-                raise InvalidArgument("history", f"at most {self._limits.max_history}")
-            start = (
-                _time(request.start_time, "start_time") if request.HasField("start_time") else None
-            )
-            if start is not None and request.history:
-                raise InvalidArgument("start_time", "set either history or start_time, not both")
-            request_id = fingerprint((*series, request.history, start, request.closed_only))
-            resume = ResumeToken.decode(request.resume_token) if request.resume_token else None
-            if resume is not None and resume.request != request_id:
-                raise InvalidArgument("resume_token", "belongs to a request with other fields")
-            # A position is a sequence number per distinct symbol, in request order.
-            symbols = list(dict.fromkeys(key.symbol for key in series))
-            if resume is not None and len(resume.positions) != len(symbols):
-                raise InvalidArgument("resume_token", "not a token issued by this service")
-            resumed = None if resume is None else dict(zip(symbols, resume.positions, strict=True))
             store = self._store
-            epoch = store.epoch
-            if resume is not None and resume.epoch != epoch:
-                raise DataExpired("the data this resume_token points to is no longer retained")
-
-            subscription = self._hub.subscribe(series, closed_only=request.closed_only)
+            stream = self._stream_request(request)
+            subscription = self._hub.subscribe(stream.series, closed_only=stream.closed_only)
             try:
-                if resume is None or resume.phase is Phase.HISTORY:
+                # History phase.
+                position = stream.resumed_position()
+                if position is None:
                     snapshot = await store.snapshot(
-                        series,
-                        history=request.history,
-                        start=start,
-                        closed_only=request.closed_only,
-                        at=resumed,
+                        stream.series,
+                        history=stream.history,
+                        start=stream.start,
+                        closed_only=stream.closed_only,
+                        at=stream.resumed,
                     )
+                    for message in stream.history_messages(snapshot):
+                        yield message
                     position = snapshot.position
-                    vector = tuple(position[s] for s in symbols)
-                    for index, candles in enumerate(snapshot.slices):
-                        if resume is not None and index < resume.series_index:
-                            continue
-                        skip = (
-                            resume.cursor
-                            if resume is not None and index == resume.series_index
-                            else None
-                        )
-                        for open_time, frame in zip(
-                            candles.open_times, candles.frames, strict=True
-                        ):
-                            if skip is not None and open_time <= skip:
-                                continue
-                            token = ResumeToken(
-                                epoch, request_id, Phase.HISTORY, vector, index, open_time
-                            )
-                            yield frame + _token_field(token)
-                    live = ResumeToken(epoch, request_id, Phase.LIVE, vector)
-                    yield _SNAPSHOT_END + _token_field(live)
-                else:
-                    assert resumed is not None
-                    position = resumed
-                live_message = self._live_message
-                single = len(symbols) == 1
-                at = position.__getitem__
-                for missed in await store.read_updates(series, after=position):
-                    if request.closed_only and not missed.closed:
-                        continue
-                    seq = position[missed.series.symbol] = missed.seq
-                    key = seq if single else tuple(map(at, symbols))
-                    yield live_message(request_id, epoch, key, missed.frame)
+                # Live phase: what was missed since the position, then the hub's updates.
+                live = _LivePhase(stream, position, self._messages)
+                missed = await store.read_updates(stream.series, after=position)
+                for message in live.missed(missed):
+                    yield message
                 subscription.discard_through(position)
                 heartbeat_interval = self._limits.heartbeat_interval
                 published = self._hub.published_seq
+                message_for = live.message
                 while True:
                     update = subscription.pop()
                     if update is None:
                         update = await subscription.next(heartbeat_interval)
                     if update is None:
-                        for symbol in symbols:
-                            position[symbol] = max(position[symbol], published.get(symbol, 0))
-                        live = ResumeToken(epoch, request_id, Phase.LIVE, tuple(map(at, symbols)))
-                        yield field_bytes(3, self._heartbeat(series)) + _token_field(live)
-                    elif (seq := update.seq) > position[symbol := update.series.symbol]:
-                        position[symbol] = seq
-                        key = seq if single else tuple(map(at, symbols))
-                        yield live_message(request_id, epoch, key, update.frame)
+                        yield live.heartbeat(published, self._heartbeat(stream.series))
+                    elif (sent := message_for(update)) is not None:
+                        yield sent
             finally:
                 subscription.close()
         except CandlewireError as error:
@@ -432,3 +410,117 @@ class MarketDataServicer:
                 for key in series
             ],
         ).SerializeToString()
+
+
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    """A checked SubscribeCandles request, and its history phase."""
+
+    series: list[SeriesKey]
+    symbols: list[str]
+    """The distinct symbols, in request order: the order of a position's numbers."""
+    history: int
+    start: int | None
+    closed_only: bool
+    request_id: int
+    epoch: bytes
+    resume: ResumeToken | None
+    resumed: dict[str, int] | None
+    """The resume token's position, by symbol."""
+
+    def resumed_position(self) -> dict[str, int] | None:
+        """Where a token of the live phase resumes (None: the history phase comes first)."""
+        if self.resume is None or self.resume.phase is Phase.HISTORY:
+            return None
+        return self.resumed
+
+    def history_messages(self, snapshot: Snapshot) -> Iterator[bytes]:
+        """The snapshot's candles series by series (after the resume token's
+        candle, when resuming in history), then ``snapshot_end``."""
+        epoch, request_id, resume = self.epoch, self.request_id, self.resume
+        position = snapshot.position
+        vector = tuple(position[s] for s in self.symbols)
+        for index, candles in enumerate(snapshot.slices):
+            if resume is not None and index < resume.series_index:
+                continue
+            skip = resume.cursor if resume is not None and index == resume.series_index else None
+            for open_time, frame in zip(candles.open_times, candles.frames, strict=True):
+                if skip is not None and open_time <= skip:
+                    continue
+                token = ResumeToken(epoch, request_id, Phase.HISTORY, vector, index, open_time)
+                yield frame + _token_field(token)
+        yield _SNAPSHOT_END + _token_field(ResumeToken(epoch, request_id, Phase.LIVE, vector))
+
+
+class _LivePhase:
+    """The live phase of one stream: its position (the newest sequence number
+    sent per symbol) and the message for each update past it.
+
+    Messages go through ``messages``, shared by every stream of the servicer
+    (see :data:`_MESSAGES_MAX`): a position is one number for a one-symbol
+    request, else a tuple in the request's symbol order."""
+
+    __slots__ = (
+        "_at",
+        "_closed_only",
+        "_epoch",
+        "_messages",
+        "_request_id",
+        "_single",
+        "_symbols",
+        "position",
+    )
+
+    def __init__(
+        self, stream: _Stream, position: dict[str, int], messages: dict[_MessageKey, bytes]
+    ) -> None:
+        self.position = position
+        # The stream's fields, copied: message() runs for every live update.
+        self._at = position.__getitem__
+        self._symbols = stream.symbols
+        self._single = len(stream.symbols) == 1
+        self._epoch = stream.epoch
+        self._request_id = stream.request_id
+        self._closed_only = stream.closed_only
+        self._messages = messages
+
+    def message(self, update: Update) -> bytes | None:
+        """The response carrying ``update`` (the position moves past it), or
+        None when the stream already sent it."""
+        position = self.position
+        seq = update.seq
+        if seq <= position[symbol := update.series.symbol]:
+            return None
+        position[symbol] = seq
+        at: int | tuple[int, ...] = seq if self._single else tuple(map(self._at, self._symbols))
+        key = (self._epoch, self._request_id, at)
+        messages = self._messages
+        message = messages.get(key)
+        if message is None:
+            vector = (at,) if isinstance(at, int) else at
+            token = live_token(self._epoch, self._request_id, vector).encode()
+            message = update.frame + field_bytes(15, token)
+            if len(messages) >= _MESSAGES_MAX:
+                messages.clear()
+            messages[key] = message
+        return message
+
+    def missed(self, updates: Sequence[Update]) -> Iterator[bytes]:
+        """The messages of updates read from the store's log after the position."""
+        closed_only = self._closed_only
+        for update in updates:
+            if closed_only and not update.closed:
+                continue
+            message = self.message(update)
+            if message is not None:
+                yield message
+
+    def heartbeat(self, published: Mapping[str, int], watermarks: bytes) -> bytes:
+        """A heartbeat; its token stands at what the hub published (nothing
+        the stream was sent is newer, and nothing of its series is in between)."""
+        position, symbols = self.position, self._symbols
+        for symbol in symbols:
+            position[symbol] = max(position[symbol], published.get(symbol, 0))
+        vector = tuple(map(self._at, symbols))
+        live = ResumeToken(self._epoch, self._request_id, Phase.LIVE, vector)
+        return field_bytes(3, watermarks) + _token_field(live)

@@ -18,10 +18,24 @@ from typing import Protocol, runtime_checkable
 
 from candlewire.domain import Candle, Quote, SeriesKey
 
-__all__ = ["CandleSlice", "Connects", "Position", "Snapshot", "Store", "Update"]
+__all__ = [
+    "Bounds",
+    "CandleSlice",
+    "Connects",
+    "LeaseStore",
+    "Position",
+    "SharedStore",
+    "Snapshot",
+    "Store",
+    "Update",
+    "UpdateLog",
+]
 
 Position = Mapping[str, int]
 """Symbol -> the sequence number of its last update seen (missing: 0)."""
+
+Bounds = tuple[int, int | None]
+"""A series' stored candle count and oldest open time (None when it has none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +148,85 @@ class Connects(Protocol):
         """Reach the store and load what the sync properties return; raise
         StoreUnavailable when it cannot be reached."""
         ...
+
+
+class UpdateLog(Protocol):
+    """What a serving replica's follower (:class:`~candlewire.flow.follow.UpdateReader`)
+    needs from a store shared by processes: its update log, read and waited on,
+    its price streams, and where the log stands."""
+
+    @property
+    def epoch(self) -> bytes: ...
+
+    @property
+    def cluster(self) -> bool:
+        """True when one :meth:`wait_for_updates` may name one symbol's streams only."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def head(self, symbols: Sequence[str]) -> dict[str, int]: ...
+
+    async def get_quotes(self, symbols: Sequence[str]) -> list[Quote | None]: ...
+
+    async def snapshot(
+        self,
+        series: Sequence[SeriesKey],
+        *,
+        history: int,
+        start: int | None,
+        closed_only: bool,
+        at: Position | None = None,
+    ) -> Snapshot: ...
+
+    async def read_updates(self, series: Sequence[SeriesKey], after: Position) -> list[Update]: ...
+
+    async def follow_updates(
+        self, series: Sequence[SeriesKey], after: Position
+    ) -> tuple[list[Update], dict[SeriesKey, Bounds]]:
+        """:meth:`Store.read_updates`, with each series' :data:`Bounds` as they
+        are after the last update returned (read at the same instant)."""
+        ...
+
+    async def wait_for_updates(
+        self,
+        series: Sequence[SeriesKey],
+        after: Position,
+        prices: dict[str, bytes],
+        block: float,
+    ) -> list[tuple[str, Quote]]:
+        """Wait up to ``block`` seconds for an update of ``series`` after
+        ``after`` or a new quote in the price streams of ``prices`` (symbol ->
+        last entry id, advanced here); return the new quotes."""
+        ...
+
+    async def price_positions(self, symbols: Sequence[str]) -> dict[str, bytes]:
+        """The last entry id of each symbol's price stream."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """What leased ingestion (:class:`~candlewire.flow.lease.LeasedIngestion`)
+    needs from a store shared by processes: leases with fencing tokens."""
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> str | None:
+        """Take lease ``name`` for ``ttl`` seconds if nobody holds it: the
+        holder's value (``<fencing token>:<owner>``), or None."""
+        ...
+
+    async def renew_lease(self, name: str, value: str, ttl: float) -> bool:
+        """Extend the lease for ``ttl`` seconds (0 releases it); False when it was lost."""
+        ...
+
+    async def lease_holder(self, name: str) -> str | None:
+        """The value of lease ``name``, None when nobody holds it."""
+        ...
+
+    def fence(self, name: str, value: str) -> None:
+        """Refuse this store's writes unless lease ``name`` holds ``value``."""
+        ...
+
+
+class SharedStore(Store, UpdateLog, LeaseStore, Connects, Protocol):
+    """A store shared by processes (Redis): serving replicas follow its
+    update log and ingestors take turns under its leases."""

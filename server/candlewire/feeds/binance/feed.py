@@ -67,12 +67,12 @@ from candlewire.feeds.binance.schemas import (
 )
 from candlewire.feeds.binance.websocket import (
     MAX_STREAMS_PER_CONNECTION,
-    Backoff,
     CombinedStream,
     StreamOptions,
     stream_names,
 )
 from candlewire.intervals import fixed_length
+from candlewire.retry import Backoff, Retry
 from candlewire.tasks import cancel_and_wait, checkpoint
 
 __all__ = ["BinanceConfig", "BinanceFeed"]
@@ -181,20 +181,14 @@ class BinanceFeed:
 
     async def instruments(self) -> Mapping[str, Instrument]:
         """Validate the symbols against exchangeInfo; their precision from its filters."""
-        backoff = self._backoff()
-        attempt = 0
+        retry = self._retry("Binance exchangeInfo", attempts=self.config.startup_attempts)
         async with self._http() as http:
             while True:
-                attempt += 1
                 try:
                     info = await self._exchange_info(http)
                     break
                 except BinanceUnavailable as error:
-                    if attempt >= self.config.startup_attempts:
-                        raise
-                    delay = backoff.next()
-                    log.warning("exchangeInfo failed (%s); retrying in %.1fs", error, delay)
-                    await asyncio.sleep(delay)
+                    await retry.wait(error)  # raises after startup_attempts
         found = {s.symbol: s for s in info.symbols}
         problems = [f"{s} is not a Binance spot symbol" for s in self._symbols if s not in found]
         problems += [
@@ -278,8 +272,14 @@ class BinanceFeed:
         finally:
             await http.aclose()
 
-    def _backoff(self) -> Backoff:
-        return Backoff(self.config.backoff_initial, self.config.backoff_max)
+    def _retry(self, name: str, *, attempts: int | None = None) -> Retry:
+        """The backoff of a REST loop: retries BinanceUnavailable only."""
+        return Retry(
+            Backoff(initial=self.config.backoff_initial, maximum=self.config.backoff_max),
+            name=name,
+            retryable=lambda error: isinstance(error, BinanceUnavailable),
+            attempts=attempts,
+        )
 
     async def _exchange_info(self, http: BinanceHttp) -> ExchangeInfo:
         try:
@@ -463,7 +463,7 @@ class BinanceFeed:
             key = await self._queue.get()
             self._wanted.discard(key)
             self._syncing.add(key)
-            backoff = self._backoff()
+            retry = self._retry(f"{key}: REST sync")
             try:
                 while True:
                     checkpoint()
@@ -472,12 +472,8 @@ class BinanceFeed:
                         self._rest_problem = None
                         break
                     except BinanceUnavailable as error:
-                        delay = backoff.next()
                         self._rest_problem = str(error)
-                        log.warning(
-                            "%s: REST sync failed (%s); retrying in %.1fs", key, error, delay
-                        )
-                        await asyncio.sleep(delay)
+                        await retry.wait(error)
             finally:
                 self._syncing.discard(key)
                 if key in self._again:

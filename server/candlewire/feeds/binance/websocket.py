@@ -10,10 +10,11 @@ A :class:`CombinedStream` owns the connections of one list of streams (at most
 * hands every decoded event to ``on_event``, together with its receive time;
 * treats a connection silent for ``silence_timeout`` as dead;
 * reconnects after network errors (``OSError``, websockets
-  ``ConnectionClosed``, timeouts, 5xx or 429 handshakes) with a jittered
-  exponential :class:`Backoff` that resets once a connection stayed healthy
-  for ``backoff_reset`` seconds. Anything else (a malformed message, a refused
-  subscription, a bug) ends the loop with the error;
+  ``ConnectionClosed``, timeouts, 5xx or 429 handshakes) with the service's
+  jittered exponential backoff (:class:`~candlewire.retry.Retry`), which
+  restarts once a connection stayed healthy for ``backoff_reset`` seconds.
+  Anything else (a malformed message, a refused subscription, a bug) ends the
+  loop with the error;
 * rotates before Binance's 24-hour limit (``lifetime``) and on a
   ``serverShutdown`` event: the replacement is opened first and the old
   connection closed only once the new one delivers, so nothing is missed
@@ -28,7 +29,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,11 +53,11 @@ from candlewire.feeds.binance.schemas import (
     StreamResponse,
     decode_stream_message,
 )
+from candlewire.retry import Backoff, Retry
 from candlewire.tasks import cancel_and_wait
 
 __all__ = [
     "MAX_STREAMS_PER_CONNECTION",
-    "Backoff",
     "CombinedStream",
     "StreamOptions",
     "is_retryable",
@@ -78,35 +78,6 @@ def stream_names(symbol: str, intervals: Sequence[Interval]) -> list[str]:
         f"{lower}@bookTicker",
         f"{lower}@trade",
     ]
-
-
-class Backoff:
-    """Jittered exponential delays: ``initial * 2**n`` capped at ``cap``, each
-    drawn uniformly from its upper half (so reconnecting clients spread out)."""
-
-    def __init__(
-        self,
-        initial: float = 0.5,
-        cap: float = 30.0,
-        *,
-        factor: float = 2.0,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self._initial = initial
-        self._cap = cap
-        self._factor = factor
-        self._rng = rng
-        self._attempt = 0
-
-    def next(self) -> float:
-        """The next delay in seconds."""
-        ceiling = min(self._cap, self._initial * self._factor**self._attempt)
-        self._attempt += 1
-        return ceiling * (0.5 + 0.5 * self._rng())
-
-    def reset(self) -> None:
-        """Start again from ``initial`` (after a healthy period)."""
-        self._attempt = 0
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -197,9 +168,13 @@ class CombinedStream:
 
     async def run(self) -> None:
         """Keep the streams flowing until cancelled; raise on non-network errors."""
-        loop = asyncio.get_running_loop()
         options = self._options
-        backoff = Backoff(options.backoff_initial, options.backoff_max)
+        retry = Retry(
+            Backoff(initial=options.backoff_initial, maximum=options.backoff_max),
+            name=f"Binance {self.name}",
+            retryable=is_retryable,
+            reset_after=options.backoff_reset,
+        )
         current: _Link | None = None  # the connection being read
         link: _Link | None = None  # the newest one (the replacement during a rotation)
         try:
@@ -214,21 +189,16 @@ class CombinedStream:
                 except Exception as error:
                     if not is_retryable(error):
                         _surface(error)
-                    delay = backoff.next()
+                    delay = retry.delay_for(error)
                     if current is None:
                         self._down(f"{_describe(error)}; retrying in {delay:.1f}s")
-                    log.warning(
-                        "%s: cannot connect (%s); retrying in %.1fs",
-                        self.name,
-                        _describe(error),
-                        delay,
-                    )
                     await asyncio.sleep(delay)
                     continue
                 if current is not None:
                     await self._hand_over(current, link)
                 current = link
                 self._up = True
+                retry.connected()
                 self._on_subscribed()
                 try:
                     await self._watch(link)
@@ -237,21 +207,12 @@ class CombinedStream:
                 except Exception as error:
                     if not is_retryable(error):
                         _surface(error)
-                    healthy = loop.time() - link.opened >= options.backoff_reset
                     self.failures += 1
                     await link.close()
                     current = None
-                    if healthy:
-                        backoff.reset()
-                    delay = backoff.next()
+                    log.info("%s: connection #%d lost", self.name, link.number)
+                    delay = retry.delay_for(error)
                     self._down(f"{_describe(error)}; reconnecting in {delay:.1f}s")
-                    log.warning(
-                        "%s: connection #%d lost (%s); reconnecting in %.1fs",
-                        self.name,
-                        link.number,
-                        _describe(error),
-                        delay,
-                    )
                     await asyncio.sleep(delay)
         finally:
             self._up = False

@@ -1,12 +1,13 @@
 """The Redis store: the same contract as the memory store, shared by processes.
 
-The key schema is in :mod:`candlewire.store.keys`. A candle is one member of
+The key schema is in :mod:`candlewire.store.redis.keys`. A candle is one member of
 a sorted set whose members all score 0, so ``ZRANGE ... BYLEX`` orders them
 by their first 8 bytes, the open time::
 
     be64(open_time + 2**63) | be32(revision) | u8(closed) | frame
 
-Upserts run in a Lua script (one ``EVALSHA`` per symbol and write call): for
+Upserts run in a Lua script (one ``EVALSHA`` per symbol and write call;
+every script is a file of ``scripts/``, see :mod:`candlewire.store.redis.lua`): for
 each candle it compares revisions, replaces or inserts the member, evicts
 beyond the retention, takes the symbol's next sequence number and appends the
 member to the series' stream with the sequence number as its entry id. So the
@@ -79,8 +80,9 @@ from redis.retry import Retry
 from candlewire.codec import FrameRun, candle_frame
 from candlewire.domain import Candle, MarketState, PriceType, Quote, SeriesKey, Source
 from candlewire.errors import CandlewireError, DataExpired, LeaseLost, StoreUnavailable
-from candlewire.store.base import CandleSlice, Position, Snapshot, Update
-from candlewire.store.keys import DEFAULT_PREFIX, Keys, SeriesKeys
+from candlewire.store.base import Bounds, CandleSlice, Position, Snapshot, Update
+from candlewire.store.redis import lua
+from candlewire.store.redis.keys import DEFAULT_PREFIX, Keys, SeriesKeys
 
 __all__ = ["CLUSTER_SCHEMES", "Bounds", "RedisStore"]
 
@@ -94,269 +96,6 @@ _MAX_ID = (1 << 64) - 1
 _PRICES_KEPT = 64  # entries kept (at least) per price stream
 _CHUNK = 2000  # candles per write script: bounds the time one script blocks Redis
 _by_seq = attrgetter("seq")
-
-# Shared by the write scripts: the dataset's epoch and the writer's lease.
-# KEYS[1] epoch, KEYS[2] lease; ARGV[1] epoch, ARGV[2] the lease value
-# ('<fencing token>:<owner>', '' for a writer without a lease).
-_GUARD = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('CWEPOCH the dataset changed')
-end
-if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
-  return redis.error_reply('CWFENCED the lease is held by another ingestor')
-end
-"""
-
-# The same for Redis Cluster, on keys of the symbol's slot: KEYS[1] the
-# symbol's copy of the epoch, KEYS[2] the highest fencing token that wrote it.
-_CLUSTER_GUARD = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  redis.call('SET', KEYS[1], ARGV[1])
-elseif epoch ~= ARGV[1] then
-  return redis.error_reply('CWEPOCH the dataset changed')
-end
-if ARGV[2] ~= '' then
-  local token = tonumber(string.match(ARGV[2], '^(%d+)'))
-  local seen = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if token < seen then
-    return redis.error_reply('CWFENCED the lease is held by another ingestor')
-  end
-  if token > seen then redis.call('SET', KEYS[2], string.format('%d', token)) end
-end
-"""
-
-# KEYS: epoch, lease, the symbol's seq, then (candles, log, meta) per series
-# of that symbol. ARGV: epoch, token, retention, log_size, then per series:
-# count, members... Returns {first seq, {indices (1-based, in ARGV order) of
-# the applied members}}.
-_WRITE_BODY = """
-local retention = tonumber(ARGV[3])
-local log_size = tonumber(ARGV[4])
-local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
-local first = seq + 1
-local applied = {}
-local a = 5
-local index = 0
-for s = 4, #KEYS, 3 do
-  local z, log, meta = KEYS[s], KEYS[s + 1], KEYS[s + 2]
-  local count = tonumber(ARGV[a])
-  a = a + 1
-  for _ = 1, count do
-    local m = ARGV[a]
-    a = a + 1
-    index = index + 1
-    local k = string.sub(m, 1, 8)
-    local found = redis.call('ZRANGE', z, '[' .. k, '+', 'BYLEX', 'LIMIT', 0, 1)[1]
-    local apply = true
-    local n = nil
-    if found and string.sub(found, 1, 8) == k then
-      if struct.unpack('>I4', m, 9) <= struct.unpack('>I4', found, 9) then
-        apply = false
-      else
-        redis.call('ZREM', z, found)
-      end
-    else
-      n = redis.call('ZCARD', z)
-      if n >= retention and
-          not redis.call('ZRANGE', z, '-', '(' .. k, 'BYLEX', 'LIMIT', 0, 1)[1] then
-        apply = false  -- older than everything retained: it would be evicted at once
-      end
-    end
-    if apply then
-      seq = seq + 1
-      local s_seq = string.format('%d', seq)
-      redis.call('ZADD', z, 0, m)
-      if n and n + 1 > retention then
-        redis.call('ZREMRANGEBYRANK', z, 0, n - retention)
-        redis.call('HSET', meta, 'evicted', s_seq)
-      end
-      redis.call('XADD', log, 'MAXLEN', '~', log_size, s_seq .. '-0', 'm', m)
-      applied[#applied + 1] = index
-    end
-  end
-end
-if seq >= first then
-  redis.call('SET', KEYS[3], string.format('%d', seq))
-end
-return {first, applied}
-"""
-
-# KEYS: epoch, lease, quote, prices. ARGV: epoch, token, quote, ttl (ms), stream length.
-_QUOTE_BODY = """
-redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'q', ARGV[3])
-return 1
-"""
-
-# KEYS: lease, fence. ARGV: ttl (ms), owner. The new fencing token, or 0 when held.
-_ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], string.format('%d:%s', token, ARGV[2]), 'PX', ARGV[1])
-return token
-"""
-
-# KEYS: lease. ARGV: the holder's value, ttl (ms; 0 releases). 1 if still held.
-_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 1
-"""
-
-# Shared by the read scripts: the seq of the newest entry trimmed from a stream.
-_TRIMMED = """
-local function trimmed(log)
-  if redis.call('EXISTS', log) == 0 then return 0 end
-  local info = redis.call('XINFO', 'STREAM', log)
-  local fields = {}
-  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
-  if tonumber(fields['entries-added']) <= tonumber(fields['length']) then return 0 end
-  return tonumber(string.match(fields['recorded-first-entry-id'], '^(%d+)')) - 1
-end
-"""
-
-# KEYS: the symbol's seq, then logs of that symbol. ARGV: first entry id.
-# Returns {head, per log {trimmed, ids, members}}.
-_UPDATES = (
-    _TRIMMED
-    + """
-local out = {redis.call('GET', KEYS[1]) or '0'}
-for i = 2, #KEYS do
-  local log = KEYS[i]
-  local ids, members = {}, {}
-  for j, e in ipairs(redis.call('XRANGE', log, ARGV[1], '+')) do
-    ids[j] = e[1]
-    members[j] = e[2][2]
-  end
-  out[i] = {trimmed(log), ids, members}
-end
-return out
-"""
-)
-
-# The same for a serving replica's reader, with each series' bounds at that
-# instant. KEYS: the symbol's seq, then (log, candles) per series of that
-# symbol. ARGV: first entry id. Returns {head, per series {trimmed, ids,
-# members, candle count, first member's key ('' when none)}}.
-_FOLLOW = (
-    _TRIMMED
-    + """
-local out = {redis.call('GET', KEYS[1]) or '0'}
-for i = 2, #KEYS, 2 do
-  local log, z = KEYS[i], KEYS[i + 1]
-  local ids, members = {}, {}
-  for j, e in ipairs(redis.call('XRANGE', log, ARGV[1], '+')) do
-    ids[j] = e[1]
-    members[j] = e[2][2]
-  end
-  local first = redis.call('ZRANGE', z, 0, 0)[1]
-  out[#out + 1] = {trimmed(log), ids, members, redis.call('ZCARD', z),
-    first and string.sub(first, 1, 8) or ''}
-end
-return out
-"""
-)
-
-# Shared by the read scripts: members -> {keys, lengths, frames, closed flags},
-# each concatenated into one string.
-_PACK = """
-local function pack(members)
-  local keys, lengths, frames, closed = {}, {}, {}, {}
-  for i, m in ipairs(members) do
-    keys[i] = string.sub(m, 1, 8)
-    lengths[i] = struct.pack('>I4', #m - 13)
-    frames[i] = string.sub(m, 14)
-    closed[i] = string.sub(m, 13, 13)
-  end
-  return {table.concat(keys), table.concat(lengths), table.concat(frames), table.concat(closed)}
-end
-"""
-
-# KEYS: candles. ARGV: forward (1/0), min, max, limit.
-_RANGE = (
-    _PACK
-    + """
-local members
-if ARGV[1] == '1' then
-  members = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3], 'BYLEX', 'LIMIT', 0, ARGV[4])
-else
-  local rev = redis.call('ZRANGE', KEYS[1], ARGV[3], ARGV[2], 'BYLEX', 'REV', 'LIMIT', 0, ARGV[4])
-  members = {}
-  for i = #rev, 1, -1 do members[#members + 1] = rev[i] end
-end
-return pack(members)
-"""
-)
-
-# The open times of a series, concatenated (for backfill batches).
-_TIMES = """
-local keys = {}
-for i, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do keys[i] = string.sub(m, 1, 8) end
-return table.concat(keys)
-"""
-
-# KEYS: the symbol's seq, then (candles, log, meta) per series of that symbol.
-# ARGV: at (-1: now), history, start member bound ('' none), closed_only (1/0).
-# Returns {position, head, per series: {evicted, trimmed, count, first key, rewind,
-# packed candles, log ids, log members}}; the log (everything retained) only
-# when rewinding.
-_SNAPSHOT = (
-    _PACK
-    + _TRIMMED
-    + """
-local head = tonumber(redis.call('GET', KEYS[1]) or '0')
-local at = tonumber(ARGV[1])
-if at < 0 or at > head then at = head end
-local history = tonumber(ARGV[2])
-local start = ARGV[3]
-local closed_only = ARGV[4] == '1'
-local out = {string.format('%d', at), string.format('%d', head)}
-for s = 2, #KEYS, 3 do
-  local z, log, meta = KEYS[s], KEYS[s + 1], KEYS[s + 2]
-  local evicted = redis.call('HGET', meta, 'evicted')
-  local n = redis.call('ZCARD', z)
-  local first = redis.call('ZRANGE', z, 0, 0)[1]
-  local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
-  local rewind = at < head and last ~= nil and
-    tonumber(string.match(last[1], '^(%d+)')) > at
-  local members, ids, entries = {}, {}, {}
-  if rewind then
-    members = redis.call('ZRANGE', z, 0, -1)
-    for i, e in ipairs(redis.call('XRANGE', log, '-', '+')) do
-      ids[i] = e[1]
-      entries[i] = e[2][2]
-    end
-  elseif start ~= '' then
-    members = redis.call('ZRANGE', z, start, '+', 'BYLEX')
-  elseif not closed_only then
-    if history > 0 then members = redis.call('ZRANGE', z, -history, -1) end
-  elseif history > 0 then
-    local picked = {}
-    local offset = 0
-    local step = math.max(history + 1, 64)
-    while #picked < history do
-      local chunk = redis.call('ZRANGE', z, offset, offset + step - 1, 'REV')
-      if #chunk == 0 then break end
-      for _, c in ipairs(chunk) do
-        if string.byte(c, 13) == 1 then
-          picked[#picked + 1] = c
-          if #picked == history then break end
-        end
-      end
-      offset = offset + step
-    end
-    for i = #picked, 1, -1 do members[#members + 1] = picked[i] end
-  end
-  out[#out + 1] = {evicted or '0', trimmed(log), n, first and string.sub(first, 1, 8) or '',
-    rewind and 1 or 0, pack(members), ids, entries}
-end
-return out
-"""
-)
-
-Bounds = tuple[int, int | None]
-"""A series' stored candle count and oldest open time (None when it has none)."""
 
 _Row = tuple[int, int, bytes]  # open time, closed, frame
 _Entry = tuple[int, int, int, int, bytes]  # seq, open time, revision, closed, frame
@@ -506,16 +245,17 @@ class RedisStore:
             )
         self._lease_key = self._keys.lease("-")  # a name no shard has: never checked
         self._token = ""
-        guard = _CLUSTER_GUARD if self.cluster else _GUARD
-        self._write = self._redis.register_script(guard + _WRITE_BODY)
-        self._quote = self._redis.register_script(guard + _QUOTE_BODY)
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._renew = self._redis.register_script(_RENEW)
-        self._range = self._redis.register_script(_RANGE)
-        self._times = self._redis.register_script(_TIMES)
-        self._snapshot = self._redis.register_script(_SNAPSHOT)
-        self._updates = self._redis.register_script(_UPDATES)
-        self._follow = self._redis.register_script(_FOLLOW)
+        scripts = lua.load(cluster=self.cluster)
+        register = self._redis.register_script
+        self._write = register(scripts.write)
+        self._quote = register(scripts.quote)
+        self._acquire = register(scripts.acquire)
+        self._renew = register(scripts.renew)
+        self._range = register(scripts.range)
+        self._times = register(scripts.times)
+        self._snapshot = register(scripts.snapshot)
+        self._updates = register(scripts.updates)
+        self._follow = register(scripts.follow)
         self._series_keys: dict[SeriesKey, SeriesKeys] = {}
 
     @property
@@ -605,10 +345,10 @@ class RedisStore:
             return StoreUnavailable("redis: the dataset was replaced (flushed or restarted empty)")
         return StoreUnavailable(f"redis: {error}")
 
-    def fence(self, lease: str, token: str) -> None:
-        """Refuse this store's writes unless ``lease`` holds ``token`` (checked
-        by the write scripts, so a writer that lost its lease cannot write)."""
-        self._lease_key, self._token = lease, token
+    def fence(self, name: str, value: str) -> None:
+        """Refuse this store's writes unless lease ``name`` holds ``value``
+        (checked by the write scripts, so a writer that lost its lease cannot write)."""
+        self._lease_key, self._token = self._keys.lease(name), value
 
     async def put_quotes(self, quotes: Sequence[Quote]) -> None:
         if not quotes:

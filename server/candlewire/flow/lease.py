@@ -2,7 +2,8 @@
 
 The lease is a Redis key with an expiry whose value starts with a fencing
 token, a number that grows with every acquisition (see
-:meth:`RedisStore.acquire_lease`). The holder renews it every third of its
+:meth:`LeaseStore.acquire_lease`, Redis in
+:class:`~candlewire.store.redis.RedisStore`). The holder renews it every third of its
 time to live; a process that cannot take it tries again every
 ``ttl / 5`` seconds, so when a holder dies another one takes over within
 about ``1.2 * ttl``. The store's write scripts compare the token with the
@@ -24,13 +25,11 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from candlewire.errors import LeaseLost, StoreUnavailable
+from candlewire.store.base import LeaseStore
 from candlewire.tasks import cancel_and_wait, checkpoint
-
-if TYPE_CHECKING:  # imported at run time only by processes that use Redis
-    from candlewire.store.redis import RedisStore
 
 __all__ = ["LeasedIngestion", "owner_name"]
 
@@ -51,7 +50,7 @@ class LeasedIngestion:
 
     def __init__(
         self,
-        store: RedisStore,
+        store: LeaseStore,
         shard: str,
         ingest: Callable[[bool], Coroutine[Any, Any, None]],
         *,
@@ -88,7 +87,7 @@ class LeasedIngestion:
             self.acquisitions += 1
             resuming = "" if fresh else ", resuming"
             log.info("lease %s taken (token %d)%s", self._shard, token, resuming)
-            self._store.fence(self._store.keys.lease(self._shard), value)
+            self._store.fence(self._shard, value)
             self.holding = True
             try:
                 await self._hold(value, fresh)

@@ -1,0 +1,138 @@
+"""Readiness: whether this process should receive traffic, and why not.
+
+:func:`evaluate` decides from a :class:`Observed`, what the process knows at
+one instant (its role, its follower, its lease, its feed, the store's last
+answer); it is pure, so every rule is visible here. :class:`ReadinessWatch`
+observes, pings the store and publishes the verdict (the health service's
+``marketdata.v1.MarketDataService`` status) whenever it changes, every
+``interval`` seconds or at once when asked (:meth:`ReadinessWatch.recheck`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from candlewire.errors import CandlewireError
+from candlewire.store.base import Store
+
+__all__ = ["Observed", "ReadinessWatch", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What readiness is decided from, observed at one instant."""
+
+    now: float
+    """``time.monotonic()`` when observed."""
+    store_error: str | None = None
+    """Why the store did not answer the last ping (None: it answered)."""
+    follows: bool = False
+    """The process serves from a shared store through a follower of its update log."""
+    following: bool = False
+    """... and the follower follows it now."""
+    ingests: bool = True
+    """The process runs a feed (at once, or while it holds the lease)."""
+    leased: bool = False
+    """Ingestion runs under a lease (a shared store) ..."""
+    holding: bool = False
+    """... and this process holds it."""
+    feed_status: tuple[bool, str] | None = None
+    """The feed's own report ``(healthy, why not)``, for feeds that give one."""
+    backfilled: bool = False
+    """The feed's history is loaded."""
+    last_receive: float | None = None
+    """``time.monotonic()`` when the feed last delivered data (None: never)."""
+    stale_after: float = 10.0
+    """Seconds without data after which the feed counts as stale."""
+
+
+def evaluate(seen: Observed) -> tuple[bool, str]:
+    """``(ready, reason)``: the reason names what is missing, or says ok."""
+    if seen.store_error is not None:
+        return False, f"store unavailable: {seen.store_error}"
+    if seen.follows and not seen.following:
+        return False, "not following the store's updates"
+    if seen.follows and not seen.ingests:
+        return True, OK  # API only: the store and the follower are all it needs
+    if seen.leased and not seen.holding:
+        return True, "ok (ingestion standing by: another process holds the lease)"
+    if seen.feed_status is not None and not seen.feed_status[0]:
+        return False, seen.feed_status[1]
+    if not seen.backfilled:
+        return False, "backfill in progress"
+    last = seen.last_receive
+    if last is None or seen.now - last > seen.stale_after:
+        return False, "upstream feed is stale"
+    return True, OK
+
+
+class ReadinessWatch:
+    """Publishes readiness while the process runs.
+
+    ``observe(store_error)`` returns what the process knows now;
+    ``publish(ready)`` sets the health status; ``store_answered()`` runs
+    after each ping the store answered (the ingestor flushes what it
+    buffered while the store was away).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        observe: Callable[[str | None], Observed],
+        publish: Callable[[bool], Awaitable[None]],
+        *,
+        store_answered: Callable[[], Awaitable[None]] | None = None,
+        interval: float = 0.2,
+    ) -> None:
+        self._store = store
+        self._observe = observe
+        self._publish = publish
+        self._store_answered = store_answered
+        self._interval = interval
+        self._recheck = asyncio.Event()
+        self._stopping = False
+        self.ready = False
+        self.reason = ""
+
+    def recheck(self) -> None:
+        """Evaluate again now rather than at the next interval."""
+        self._recheck.set()
+
+    def stop(self) -> None:
+        """End :meth:`run` at its next round (the verdict stays as it was)."""
+        self._stopping = True
+        self._recheck.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            store_error: str | None = None
+            try:
+                await self._store.ping()
+            except CandlewireError as error:
+                store_error = str(error)
+            else:
+                if self._store_answered is not None:
+                    with contextlib.suppress(CandlewireError):
+                        await self._store_answered()
+            ready, why = evaluate(self._observe(store_error))
+            if ready != self.ready or why != self.reason:
+                log.log(
+                    logging.INFO if ready else logging.WARNING,
+                    "readiness %s: %s",
+                    "SERVING" if ready else "NOT_SERVING",
+                    why,
+                )
+                self.ready, self.reason = ready, why
+                await self._publish(ready)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._recheck.wait()
+            self._recheck.clear()
