@@ -357,10 +357,16 @@ class App:
 
     # --- readiness ----------------------------------------------------------------------
 
-    def _feed_state(self) -> tuple[FeedState, str]:
-        """The feed's state for ListSymbols (UNSPECIFIED where this process runs no feed)."""
+    async def _feed_state(self) -> tuple[FeedState, str]:
+        """The feed's state for ListSymbols. A process that does not run the feed
+        (an API replica, an ingestor standing by) knows only whether a login is
+        needed, from the shared token store; otherwise it says UNSPECIFIED."""
         feed = self.feed
-        if self.ingestor is None:  # an API replica, or an ingestor standing by
+        if self.ingestor is None:
+            if isinstance(feed, NeedsLogin):
+                reason = await feed.check_login()
+                if reason is not None:
+                    return FeedState.LOGIN_REQUIRED, f"login required ({reason})"
             return FeedState.UNSPECIFIED, ""
         if isinstance(feed, NeedsLogin) and feed.login_required:
             why = feed.status()[1] if isinstance(feed, ReportsStatus) else "login required"

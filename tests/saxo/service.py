@@ -46,18 +46,8 @@ def saxo_settings(fake: FakeSaxo, token_file: Path, **settings: Any) -> dict[str
 
 @contextlib.asynccontextmanager
 async def serving(**settings: Any) -> AsyncIterator[App]:
-    app = App(load(**settings))
-    task = asyncio.create_task(app.run())
-    started = asyncio.create_task(app.started.wait())
-    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        started.cancel()
-        task.result()
-    try:
+    async with App(load(**settings)) as app:
         yield app
-    finally:
-        app.stop()
-        await task
 
 
 class Client:

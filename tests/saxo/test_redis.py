@@ -35,10 +35,15 @@ async def test_one_lease_holder_refreshes_the_others_read(tmp_path: Path, redis_
             first = await stack.enter_async_context(serving(**ingest))
             second = await stack.enter_async_context(serving(**ingest))
             c = await stack.enter_async_context(client(api))
+            # The API replica runs no feed, but knows from Redis that a login is needed.
+            info = (await c.symbols())["EURUSD"]
+            assert info.feed_state == pb.FEED_STATE_LOGIN_REQUIRED
+            assert "no Saxo login yet" in info.feed_status
             assert (await c.login(fake)).status_code == 200
             await c.until_ready(SERVING)
             await fake.quote("EURUSD", "1.11", "1.2", T0 + S)
             await _until_price(c, "EURUSD", T0 + S)
+            assert (await c.symbols())["EURUSD"].feed_state == pb.FEED_STATE_UNSPECIFIED
 
             holder, standby = (
                 (first, second) if first.leased and first.leased.holding else (second, first)

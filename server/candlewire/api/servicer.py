@@ -9,7 +9,7 @@ candles are assembled from the frames the store encoded once (see
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -177,7 +177,7 @@ class MarketDataServicer:
         catalog: Catalog,
         limits: Limits,
         *,
-        feed_state: Callable[[], tuple[FeedState, str]] | None = None,
+        feed_state: Callable[[], Awaitable[tuple[FeedState, str]]] | None = None,
     ) -> None:
         self._feed_state = feed_state
         self._store = store
@@ -260,7 +260,9 @@ class MarketDataServicer:
     ) -> pb.ListSymbolsResponse:
         intervals = [i.value for i in self._catalog.intervals]
         state, status = (
-            self._feed_state() if self._feed_state is not None else (FeedState.UNSPECIFIED, "")
+            await self._feed_state()
+            if self._feed_state is not None
+            else (FeedState.UNSPECIFIED, "")
         )
         return pb.ListSymbolsResponse(
             symbols=[

@@ -80,7 +80,14 @@ class NeedsLogin(Protocol):
     waits for one, and closes what it holds (a token store) at shutdown."""
 
     @property
-    def login_required(self) -> bool: ...
+    def login_required(self) -> bool:
+        """This process's feed waits for a login."""
+        ...
+
+    async def check_login(self) -> str | None:
+        """Why a login is needed, as the shared token store says (for a process
+        that does not run the feed itself), or None when there is a usable one."""
+        ...
 
     async def close(self) -> None: ...
 

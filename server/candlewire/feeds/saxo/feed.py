@@ -186,6 +186,7 @@ class SaxoFeed:
         self._http: SaxoHttp | None = None
         self._pending: asyncio.Queue[str] = asyncio.Queue()
         self._subscribed = asyncio.Event()
+        self._checked: tuple[float, str | None] = (-1.0, None)
         self.changed = asyncio.Event()
         """Set whenever :meth:`status` may have changed (for whoever watches it)."""
         self.connections = 0
@@ -277,6 +278,26 @@ class SaxoFeed:
     @property
     def login_required(self) -> bool:
         return self.keeper.login_required is not None
+
+    async def check_login(self) -> str | None:
+        """Why a login is needed, read from the token store (cached for a second)."""
+        now = time.monotonic()
+        if now - self._checked[0] < 1.0:
+            return self._checked[1]
+        try:
+            tokens = await self.keeper.store.load()
+        except DependencyUnavailable:
+            return self._checked[1]
+        if tokens is None:
+            reason: str | None = "no Saxo login yet"
+        elif tokens.broken:
+            reason = "Saxo login required"
+        elif not tokens.usable():
+            reason = "the Saxo login expired"
+        else:
+            reason = None
+        self._checked = (now, reason)
+        return reason
 
     def operator_routes(self) -> Mapping[str, OperatorRoute]:
         """The login routes (``/auth/saxo/login`` and its callback) for the HTTP port."""
