@@ -92,6 +92,7 @@ class _Context:
     socket: ServerConnection | None = None
     token_expires: float = 0.0
     watchdog: asyncio.Task[None] | None = None
+    heartbeats: bool = False
 
 
 class FakeSaxo:
@@ -261,6 +262,15 @@ class FakeSaxo:
                 context, [("_heartbeat", [{"ReferenceId": "_heartbeat", "Heartbeats": beats}])]
             )
 
+    async def connection_heartbeat(self) -> None:
+        """``_connectionheartbeat`` on sockets opened with ``sendHeartbeats=true``."""
+        frame = encode(0, "_connectionheartbeat", _json([{"ReferenceId": "_connectionheartbeat"}]))
+        for context in self.contexts.values():
+            if context.socket is not None and context.heartbeats:
+                with contextlib.suppress(ConnectionClosed):
+                    await context.socket.send(frame)
+        self.changed.set()
+
     async def reset_subscriptions(self, targets: Iterable[str] = ()) -> None:
         await self.control("_resetsubscriptions", {"TargetReferenceIds": list(targets)})
 
@@ -378,6 +388,7 @@ class FakeSaxo:
         if context.socket is not None:
             context.socket.transport.abort()
         context.socket = conn
+        context.heartbeats = query.get("sendHeartbeats") == "true"
         context.token_expires = expires
         self._arm(context)
         self._touch()

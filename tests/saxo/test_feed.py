@@ -151,6 +151,10 @@ async def test_reset_disconnect_and_a_new_login(tmp_path: Path) -> None:
             assert {s.reference for s in fake.subs.values()} == {"EURUSD-2", "GBPUSD-1"}
             await fake.heartbeat()
             await sink.until(lambda: sink.beats >= 1, "a heartbeat")
+            last = feed.stream.last_message_id
+            await fake.connection_heartbeat()
+            await sink.until(lambda: sink.beats >= 2, "a connection heartbeat")
+            assert feed.stream.last_message_id == last  # it has no message id
             await fake.disconnect()
             await until_status(feed, False, "login required")
             assert feed.status()[1].startswith("login required")

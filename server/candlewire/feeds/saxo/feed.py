@@ -483,7 +483,7 @@ class SaxoFeed:
                         await sink.market_closed(symbol)
                     if batch.quotes:
                         await sink.quotes(list(batch.quotes.values()))
-                    elif batch.touched:
+                    elif batch.touched or batch.alive:
                         await sink.quotes(())  # a heartbeat: the feed is alive
                     if batch.ticks:
                         await sink.ticks([_tick(q, price) for q in batch.ticks])

@@ -36,6 +36,7 @@ from candlewire.domain import (
 from candlewire.feeds.saxo.errors import SaxoError
 
 __all__ = [
+    "CONTROL_CONNECTION_HEARTBEAT",
     "CONTROL_DISCONNECT",
     "CONTROL_HEARTBEAT",
     "CONTROL_RECONNECT",
@@ -59,6 +60,8 @@ __all__ = [
 ]
 
 CONTROL_HEARTBEAT = "_heartbeat"
+CONTROL_CONNECTION_HEARTBEAT = "_connectionheartbeat"
+"""Sent on an idle connection opened with ``sendHeartbeats=true``; it has no message id."""
 CONTROL_RESET = "_resetsubscriptions"
 CONTROL_DISCONNECT = "_disconnect"
 CONTROL_RECONNECT = "_reconnect"

@@ -35,6 +35,7 @@ from candlewire.domain import MarketState, Quote
 from candlewire.feeds.saxo.errors import SaxoError
 from candlewire.feeds.saxo.frames import FORMAT_JSON, Frame, decode
 from candlewire.feeds.saxo.schemas import (
+    CONTROL_CONNECTION_HEARTBEAT,
     CONTROL_DISCONNECT,
     CONTROL_HEARTBEAT,
     CONTROL_RECONNECT,
@@ -98,6 +99,8 @@ class Batch:
     """Reference ids that sent data or a heartbeat."""
     closed: list[str] = field(default_factory=list)
     """Symbols whose market went from open to not open in this message."""
+    alive: bool = False
+    """The message carried a connection heartbeat (the connection is idle, not dead)."""
 
 
 class PriceStream:
@@ -140,8 +143,11 @@ class PriceStream:
         self.frames += len(frames)
         books = self.books
         for frame in frames:
-            self.last_message_id = frame.message_id
             reference = frame.reference_id
+            if reference == CONTROL_CONNECTION_HEARTBEAT:
+                batch.alive = True  # carries no message id to resume from
+                continue
+            self.last_message_id = frame.message_id
             if frame.payload_format != FORMAT_JSON:
                 self.unknown_formats += 1
                 self.skipped += 1
@@ -220,7 +226,8 @@ def _object(frame: Frame) -> Any:
 
 
 def connect_url(streaming_url: str, context_id: str, message_id: int | None) -> str:
-    query = {"contextId": context_id}
+    # sendHeartbeats: Saxo sends _connectionheartbeat when the connection is idle.
+    query = {"contextId": context_id, "sendHeartbeats": "true"}
     if message_id is not None:
         query["messageid"] = str(message_id)
     return f"{streaming_url.rstrip('/')}/connect?{urlencode(query)}"
