@@ -126,7 +126,7 @@ class FakeSaxo:
         self.connections: list[dict[str, str]] = []  # query of each websocket connection
         self.authorizations = 0
         self.expired_closes = 0
-        self.faults: list[tuple[str, int, dict[str, str]]] = []
+        self.faults: list[list[Any]] = []  # [path prefix, status, headers, requests to let pass]
         self.early: dict[str, list[tuple[str, str, int]]] = {}
         """Per symbol: quotes streamed after the next subscription's snapshot, before its reply."""
         self.rate_remaining = 120
@@ -224,9 +224,15 @@ class FakeSaxo:
     # --- faults -----------------------------------------------------------------------------
 
     def fail_next(
-        self, path_prefix: str, status: int, headers: dict[str, str] | None = None
+        self,
+        path_prefix: str,
+        status: int,
+        headers: dict[str, str] | None = None,
+        *,
+        after: int = 0,
     ) -> None:
-        self.faults.append((path_prefix, status, headers or {}))
+        """Answer a request to ``path_prefix`` with ``status``, after letting ``after`` pass."""
+        self.faults.append([path_prefix, status, headers or {}, after])
 
     def expire_access_tokens(self) -> None:
         """Every access token expires now (REST answers 401; sockets close unless re-authorised)."""
@@ -523,8 +529,11 @@ class FakeSaxo:
         if not path.startswith("/sim/openapi/"):
             return 404, None, {}
         route = path[len("/sim/openapi") :]
-        for index, (prefix, status, extra) in enumerate(self.faults):
+        for index, (prefix, status, extra, after) in enumerate(self.faults):
             if route.startswith(prefix):
+                if after:
+                    self.faults[index][3] -= 1
+                    break
                 del self.faults[index]
                 return status, {"ErrorCode": "Fault", "Message": "injected"}, extra
         if self._valid(headers.get("authorization")) is None:

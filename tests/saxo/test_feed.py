@@ -227,3 +227,27 @@ async def test_circuit_opens_after_failures_and_probes_until_saxo_is_back(tmp_pa
             assert "messageid" in fake.connections[-1]
             await fake.quote("EURUSD", "1.12", "1.2", T0 + 2 * S)
             await sink.until(lambda: sink.got_quotes[-1].time == T0 + 2 * S, "quotes again")
+
+
+async def test_a_failed_subscription_is_made_again_on_the_resumed_connection(
+    tmp_path: Path,
+) -> None:
+    async with FakeSaxo() as fake:
+        flow, keeper = parts(fake, tmp_path / "tokens.json")
+        await login(fake, flow)
+        await fake.quote("EURUSD", "1.1", "1.2", T0)
+        await fake.quote("GBPUSD", "1.3", "1.4", T0)
+        feed = make_feed(fake, keeper, ["EURUSD", "GBPUSD"])
+        await feed.instruments()
+        # EURUSD streams a frame (so the connection can be resumed), then GBPUSD's
+        # subscription fails: the connection is torn down and resumed.
+        fake.early["EURUSD"] = [("1.105", "1.2", T0 + S)]
+        fake.fail_next("/trade/v1/prices/subscriptions", 503, after=1)
+        sink = Sink()
+        async with running(feed, sink):
+            await until_status(feed, True)
+        assert "messageid" in fake.connections[-1]
+        assert {s.symbol for s in fake.subs.values()} == {"EURUSD", "GBPUSD"}
+        assert ("/sim/openapi/trade/v1/prices/subscriptions", 503) in [
+            (path, status) for _, path, status in fake.requests
+        ]

@@ -247,7 +247,7 @@ class SaxoFeed:
                         self._circuit_open = False
                         log.info("Saxo login present: connecting")
                     except _Reconnect as request:
-                        log.info("Saxo: reconnecting (%s)", request)
+                        self._down(f"reconnecting: {request}")
                     except Exception as error:
                         delay = retry.delay_for(error)
                         if retry.failures >= config.breaker_failures:
@@ -421,7 +421,7 @@ class SaxoFeed:
                     self.stream.drop(list(self.stream.books))
                     for sub in self._subs.values():
                         sub.reference_id = ""
-                        self._pending.put_nowait(sub.symbol)
+                self._queue_unsubscribed()
                 subscriber = tasks.create_task(self._subscriber(http, sink), name="saxo-subscribe")
                 authorizer = tasks.create_task(self._keep_authorized(http), name="saxo-authorize")
                 await self._until_subscribed(reader)
@@ -443,6 +443,15 @@ class SaxoFeed:
             self._up = False
             with contextlib.suppress(Exception):
                 await ws.close()
+
+    def _queue_unsubscribed(self) -> None:
+        """Queue every symbol without a subscription (or asked for again) once."""
+        queued: set[str] = set()
+        while not self._pending.empty():
+            queued.add(self._pending.get_nowait())
+        for sub in self._subs.values():
+            if not sub.reference_id or sub.symbol in queued:
+                self._pending.put_nowait(sub.symbol)
 
     async def _until_subscribed(self, reader: asyncio.Task[None]) -> None:
         """Return once every symbol has a subscription; raise if the reader ends first."""
