@@ -7,8 +7,8 @@ day, and reports each dimension in ``X-RateLimit-<dimension>-Limit``,
 (developer.saxo/openapi/learn/rate-limiting). :class:`RateLimiter` keeps, per
 service group, the dimensions' remaining counts and reset times: a group with
 a dimension at 0 waits for its reset before the next request. A ``429``
-waits for the longest reset the answer names (or ``Retry-After``, or a second)
-and is retried up to ``max_429`` times before it is a
+waits for the reset of the dimension it exhausted (else ``Retry-After``, else a
+second) and is retried up to ``max_429`` times before it is a
 :class:`~candlewire.feeds.saxo.errors.SaxoUnavailable`.
 
 A ``401`` refreshes the access token once (through the
@@ -84,10 +84,10 @@ class RateLimiter:
                 wait = max(wait, resets.get(dimension, 1.0))
         if refused:
             self.limited += 1
-            retry_after = headers.get("retry-after")
-            if wait <= 0:
+            retry_after = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+            if wait <= 0:  # no dimension says it is exhausted: Retry-After, else a second
                 try:
-                    wait = float(retry_after) if retry_after else max(resets.values(), default=1.0)
+                    wait = float(retry_after) if retry_after else 1.0
                 except ValueError:
                     wait = 1.0
             wait = max(wait, 0.05)
