@@ -53,7 +53,8 @@ FAKE_LOG = "fake.saxo"
 # UIC, Decimals, Format: as Saxo lists these FX spot pairs.
 INSTRUMENTS = {
     "EURUSD": (21, 4, "AllowDecimalPips", "USD", "Euro/US Dollar"),
-    "GBPUSD": (31, 4, "AllowDecimalPips", "USD", "British Pound/US Dollar"),
+    # Shown without decimal pips here, so its precision differs from the provisional one.
+    "GBPUSD": (31, 4, "Normal", "USD", "British Pound/US Dollar"),
     "USDJPY": (42, 2, "AllowDecimalPips", "JPY", "US Dollar/Japanese Yen"),
 }
 

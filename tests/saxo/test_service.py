@@ -51,6 +51,7 @@ async def test_login_required_then_quotes_candles_and_ticks(
             assert set(info) == {"EURUSD", "GBPUSD"}
             assert info["EURUSD"].feed_state == pb.FEED_STATE_LOGIN_REQUIRED
             assert "login required" in info["EURUSD"].feed_status
+            assert info["GBPUSD"].price_precision == 5  # provisional until a login
             with pytest.raises(grpc.aio.AioRpcError) as failed:
                 await c.api.GetPrice(pb.GetPriceRequest(symbol="EURUSD"))
             assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
@@ -67,7 +68,8 @@ async def test_login_required_then_quotes_candles_and_ticks(
             await c.until_ready(SERVING)
             info = await c.symbols()
             assert info["EURUSD"].feed_state == pb.FEED_STATE_OK
-            assert info["EURUSD"].price_precision == 5
+            assert info["EURUSD"].price_precision == 5  # 4 decimals + a decimal pip
+            assert info["GBPUSD"].price_precision == 4  # resolved from Saxo's Format
 
             # Quotes: exactly what Saxo sent.
             await fake.quote("EURUSD", "1.10015", "1.10035", T0 + S // 2, digits=7)

@@ -522,7 +522,10 @@ class SaxoFeed:
             sub = self._by_reference(control.reference_id)
             if sub is None:
                 return
-            sub.disabled = control.reason == "SubscriptionTemporarilyDisabled"
+            disabled = control.reason == "SubscriptionTemporarilyDisabled"
+            if disabled and not sub.disabled:
+                log.warning("Saxo disabled the %s subscription for now", sub.symbol)
+            sub.disabled = disabled
             if control.reason == "SubscriptionPermanentlyDisabled":
                 log.warning("Saxo disabled the %s subscription; re-creating it", sub.symbol)
                 self._pending.put_nowait(sub.symbol)
