@@ -155,6 +155,12 @@ async def test_reset_disconnect_and_a_new_login(tmp_path: Path) -> None:
             await fake.connection_heartbeat()
             await sink.until(lambda: sink.beats >= 2, "a connection heartbeat")
             assert feed.stream.last_message_id == last  # it has no message id
+            # A subscription Saxo disabled for good is made again.
+            await fake.heartbeat("SubscriptionPermanentlyDisabled")
+            await fake.until(
+                lambda: {s.reference for s in fake.subs.values()} == {"EURUSD-3", "GBPUSD-2"},
+                "both subscriptions made again",
+            )
             await fake.disconnect()
             await until_status(feed, False, "login required")
             assert feed.status()[1].startswith("login required")
