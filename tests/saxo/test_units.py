@@ -100,3 +100,16 @@ def test_saxo_settings_are_checked(settings: dict[str, str], message: str) -> No
 
     with pytest.raises(ConfigError, match=message):
         load(**settings)
+
+
+async def test_an_expired_refresh_token_means_login_required_without_asking_saxo() -> None:
+    from candlewire.feeds.saxo.errors import LoginRequired
+    from candlewire.feeds.saxo.oauth import OAuthClient
+
+    clock = Clock()
+    # An unreachable auth URL: the check happens before any request.
+    oauth = OAuthClient("http://127.0.0.1:9", "key", clock=clock)
+    expired = Tokens("AT-x", clock.now - 10, "RT-x", clock.now - 1)
+    with pytest.raises(LoginRequired, match="refresh token expired") as raised:
+        await oauth.refresh(expired, "http://localhost/cb")
+    assert "RT-x" not in str(raised.value) and "AT-x" not in str(raised.value)
