@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--label", default="")
     parser.add_argument(
         "--only",
-        default="env,unary,redis,fanout,ingest,footprint,history",
+        default="env,unary,redis,fanout,ingest,saxo,footprint,history",
         help="comma-separated sections",
     )
     args = parser.parse_args()
@@ -310,6 +310,40 @@ def main() -> None:
                 "",
             ]
         )
+
+    if "saxo" in sections:
+        count = "20000" if args.quick else "100000"
+        decoder = timed(
+            "saxo decoder", lambda: _json_child(["bench/saxo.py", "decoder", count], bench_core)
+        )
+        latency = timed(
+            "saxo latency",
+            lambda: _json_child(["bench/saxo.py", "latency", "100" if args.quick else "300"], None),
+        )
+        raw["saxo"] = {"decoder": decoder, "latency": latency}
+        rows.append(
+            [
+                "Saxo decoder: frames split, JSON, merged, quotes and ticks (7 pairs), one core",
+                f"{decoder['quotes_per_s']:,.0f} quotes/s",
+                f"struct + json.loads only: {decoder['baseline_frames_per_s']:,.0f} frames/s",
+                f"{1 / decoder['ratio']:.0%}",
+                ">= 100,000 quotes/s",
+                _mark(decoder["quotes_per_s"] >= 100_000),
+            ]
+        )
+        base = latency["baseline_ws"]
+        for key, label in (("get_price", "GetPrice"), ("subscriber", "a SubscribeCandles stream")):
+            row = latency[key]
+            rows.append(
+                [
+                    f"Saxo: frame on the fake Saxo's socket to {label} (p50 / p99)",
+                    f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f} ms",
+                    f"bare websocket message: {base['p50_ms']:.2f} / {base['p99_ms']:.2f} ms",
+                    f"{latency[key + '_p50_ratio']:.0f}x",
+                    "(reported)",
+                    "",
+                ]
+            )
 
     if "ingest" in sections:
         result = timed(

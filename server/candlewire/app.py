@@ -39,9 +39,9 @@ from candlewire.aggregate import AggregatorConfig
 from candlewire.api.server import ApiServer
 from candlewire.api.servicer import Catalog, Limits, MarketDataServicer
 from candlewire.config import Settings, describe_settings, parse_listen
-from candlewire.domain import NANOS_PER_SECOND, SeriesKey, Source
+from candlewire.domain import NANOS_PER_SECOND, FeedState, SeriesKey, Source
 from candlewire.errors import StoreUnavailable
-from candlewire.feeds.base import Feed, ReportsStatus
+from candlewire.feeds.base import Feed, HasOperatorRoutes, NeedsLogin, ReportsStatus
 from candlewire.feeds.registry import build_feed
 from candlewire.flow import Ingestor, LeasedIngestion, UpdateReader
 from candlewire.gateway import Gateway
@@ -201,6 +201,8 @@ class App:
             if self.gateway is not None:
                 await self.gateway.stop()
             await api.stop(0)
+            if isinstance(self.feed, NeedsLogin):
+                await self.feed.close()
             await self.store.close()
             if self.history is not None:
                 await self.history.close()
@@ -232,7 +234,10 @@ class App:
         if self.history is not None:
             # A wrong URL or password stops the start here, naming the setting.
             await self.history.connect()
-        instruments = dict(await self.feed.instruments())
+        found = await self.feed.instruments()
+        # The feed's own dict when it gives one: a feed that resolves its symbols
+        # later (Saxo, after a login) updates their precision in place.
+        instruments = found if isinstance(found, dict) else dict(found)
         self._instruments = list(instruments)
         self._source = next(iter(instruments.values())).source if instruments else Source.LIVE
         shared = _shared(self.store)
@@ -255,8 +260,14 @@ class App:
         servicer = None
         if serving:
             catalog = Catalog(instruments, s.intervals)
-            limits = Limits(stale_after=s.stale_after, heartbeat_interval=s.heartbeat_interval)
-            servicer = MarketDataServicer(self.read_store(shared), self.hub, catalog, limits)
+            limits = Limits(
+                stale_after=s.stale_after,
+                heartbeat_interval=s.heartbeat_interval,
+                recent_ticks=s.recent_ticks,
+            )
+            servicer = MarketDataServicer(
+                self.read_store(shared), self.hub, catalog, limits, feed_state=self._feed_state
+            )
         self.api = ApiServer(servicer, s.grpc_listen)
         return self.api
 
@@ -283,6 +294,9 @@ class App:
             max_request_bytes=s.http_max_request_bytes,
             idle_timeout=s.http_idle_timeout,
             shutdown_grace=s.shutdown_grace,
+            routes=(
+                self.feed.operator_routes() if isinstance(self.feed, HasOperatorRoutes) else None
+            ),
         )
         await self.gateway.start(*parse_listen(s.http_listen))
 
@@ -392,6 +406,25 @@ class App:
             fresh = True
 
     # --- readiness ----------------------------------------------------------------------
+
+    async def _feed_state(self) -> tuple[FeedState, str]:
+        """The feed's state for ListSymbols. A process that does not run the feed
+        (an API replica, an ingestor standing by) knows only whether a login is
+        needed, from the shared token store; otherwise it says UNSPECIFIED."""
+        feed = self.feed
+        if self.ingestor is None:
+            if isinstance(feed, NeedsLogin):
+                reason = await feed.check_login()
+                if reason is not None:
+                    return FeedState.LOGIN_REQUIRED, f"login required ({reason})"
+            return FeedState.UNSPECIFIED, ""
+        if isinstance(feed, NeedsLogin) and feed.login_required:
+            why = feed.status()[1] if isinstance(feed, ReportsStatus) else "login required"
+            return FeedState.LOGIN_REQUIRED, why
+        if not isinstance(feed, ReportsStatus):
+            return FeedState.UNSPECIFIED, ""
+        healthy, why = feed.status()
+        return (FeedState.OK, "") if healthy else (FeedState.DOWN, why)
 
     def _observe(self, store_error: str | None) -> Observed:
         ingestor = self.ingestor

@@ -283,6 +283,8 @@ def quote_to_price(quote: Quote, *, stale: bool) -> pb.Price:
         receive_time=timestamp(quote.receive_time),
         stale=stale,
         source=quote.source.value,  # type: ignore[arg-type]
+        market_state=quote.market_state.value,  # type: ignore[arg-type]
+        price_type=quote.price_type.value,  # type: ignore[arg-type]
     )
 
 

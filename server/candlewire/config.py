@@ -8,11 +8,12 @@ message naming the setting.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from candlewire.domain import Interval
@@ -21,6 +22,7 @@ from candlewire.errors import ConfigError
 __all__ = ["Settings", "add_arguments", "describe_settings", "load", "parse_listen"]
 
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+_FX_PAIR = re.compile(r"^[A-Z]{3}[/-]?[A-Z]{3}$")
 
 
 class Settings(BaseSettings):
@@ -50,8 +52,8 @@ class Settings(BaseSettings):
         description="seconds an HTTP connection may go without a request in progress "
         "(idle between requests, or request headers not complete) before it is closed",
     )
-    feed: Literal["sim", "binance", "replay"] = Field(
-        "sim", description="upstream feed: sim, binance or replay"
+    feed: Literal["sim", "binance", "replay", "saxo"] = Field(
+        "sim", description="upstream feed: sim, binance, replay or saxo"
     )
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(
         ("BTCUSDT", "ETHUSDT", "EURUSD"), description="comma-separated symbols"
@@ -170,6 +172,38 @@ class Settings(BaseSettings):
     replay_speed: float = Field(
         1.0, ge=0, le=1_000_000, description="replay speed: 1 real time, 60 faster, 0 at once"
     )
+    recent_ticks: int = Field(
+        100, ge=1, le=100_000, description="latest quotes kept per symbol for GetRecentTicks"
+    )
+    saxo_app_key: str = Field("", description="Saxo OpenAPI app key (OAuth client_id; feed saxo)")
+    saxo_app_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Saxo app secret (optional: the login uses PKCE); prefer the environment",
+    )
+    saxo_env: Literal["sim", "live"] = Field("sim", description="Saxo environment: sim or live")
+    saxo_redirect_url: str = Field(
+        "",
+        description="redirect URL registered for the Saxo app "
+        "(empty: http://localhost:<HTTP port>/auth/saxo/callback)",
+    )
+    saxo_auth_url: str = Field("", description="Saxo authorization server (empty: the env's)")
+    saxo_rest_url: str = Field("", description="Saxo OpenAPI gateway (empty: the env's)")
+    saxo_streaming_url: str = Field(
+        "", description="Saxo streaming base, ws(s)://.../streaming/ws (empty: the env's)"
+    )
+    saxo_candle_price: Literal["mid", "bid", "ask"] = Field(
+        "mid", description="price FX candles are built from: mid, bid or ask"
+    )
+    saxo_token_file: str = Field(
+        "",
+        description="file keeping the Saxo tokens without Redis, mode 0600 "
+        "(empty: $XDG_STATE_HOME/candlewire/saxo-tokens.json)",
+    )
+    saxo_login_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("127.0.0.0/8", "::1/128"),
+        description="comma-separated addresses or networks that may use /auth/saxo/login "
+        "and its callback on the HTTP port",
+    )
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -182,11 +216,14 @@ class Settings(BaseSettings):
 
     @field_validator("symbols")
     @classmethod
-    def _check_symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _check_symbols(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         if not value:
             raise ValueError("at least one symbol is required")
         for symbol in value:
-            if not _SYMBOL.match(symbol):
+            if info.data.get("feed") == "saxo":
+                if not _FX_PAIR.match(symbol):
+                    raise ValueError(f"{symbol!r} is not an FX pair (EURUSD, EUR-USD or EUR/USD)")
+            elif not _SYMBOL.match(symbol):
                 raise ValueError(f"{symbol!r} is not a symbol (A-Z, 0-9, '.', '_', '-')")
         if len(set(value)) != len(value):
             raise ValueError("symbols must be distinct")
@@ -297,6 +334,44 @@ class Settings(BaseSettings):
     def _check_role(cls, value: str, info: ValidationInfo) -> str:
         if value != "all" and not info.data.get("redis_url"):
             raise ValueError(f"{value!r} needs a Redis URL (CANDLEWIRE_REDIS_URL)")
+        return value
+
+    @field_validator("saxo_app_key")
+    @classmethod
+    def _check_saxo_app_key(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if info.data.get("feed") == "saxo" and not value:
+            raise ValueError("required when feed is saxo")
+        return value
+
+    @field_validator("saxo_redirect_url", "saxo_auth_url", "saxo_rest_url", "saxo_streaming_url")
+    @classmethod
+    def _check_saxo_url(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        schemes = (
+            ("ws://", "wss://")
+            if info.field_name == "saxo_streaming_url"
+            else ("http://", "https://")
+        )
+        if value and not value.startswith(schemes):
+            raise ValueError(f"{value!r} must start with {' or '.join(schemes)}")
+        return value.rstrip("/") if info.field_name != "saxo_redirect_url" else value
+
+    @field_validator("saxo_login_allow", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("saxo_login_allow")
+    @classmethod
+    def _check_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an address or network") from None
         return value
 
     @field_validator("replay_path")

@@ -9,7 +9,7 @@ candles are assembled from the frames the store encoded once (see
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -19,7 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from candlewire.api.status import abort, translate_errors
 from candlewire.api.tokens import PageToken, Phase, ResumeToken, fingerprint, live_token
 from candlewire.codec import FrameRun, field_bytes, quote_to_price, timestamp, timestamp_ns
-from candlewire.domain import Instrument, Interval, Quote, SeriesKey
+from candlewire.domain import FeedState, Instrument, Interval, Quote, SeriesKey
 from candlewire.errors import (
     CandlewireError,
     DataExpired,
@@ -107,6 +107,8 @@ class Limits:
     max_batch: int = 1000
     default_page_size: int = 500
     max_page_size: int = 1000
+    recent_ticks: int = 100
+    """Quotes kept per symbol: the most GetRecentTicks returns."""
 
 
 def _time(ts: Timestamp, field: str) -> int:
@@ -171,7 +173,16 @@ class _PriceCache:
 class MarketDataServicer:
     """Implements ``marketdata.v1.MarketDataService``."""
 
-    def __init__(self, store: Store, hub: Hub, catalog: Catalog, limits: Limits) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        catalog: Catalog,
+        limits: Limits,
+        *,
+        feed_state: Callable[[], Awaitable[tuple[FeedState, str]]] | None = None,
+    ) -> None:
+        self._feed_state = feed_state
         self._store = store
         self._hub = hub
         self._catalog = catalog
@@ -294,6 +305,11 @@ class MarketDataServicer:
         served = self._catalog.intervals
         intervals = [i.value for i in served]
         instruments = self._catalog.instruments
+        state, status = (
+            await self._feed_state()
+            if self._feed_state is not None
+            else (FeedState.UNSPECIFIED, "")
+        )
         try:
             earliest = await coverage_of(self._store).earliest(
                 [SeriesKey(symbol, i) for symbol in instruments for i in served]
@@ -310,6 +326,8 @@ class MarketDataServicer:
                     source=i.source.value,  # type: ignore[arg-type]
                     base_asset=i.base_asset,
                     quote_asset=i.quote_asset,
+                    feed_state=state.value,  # type: ignore[arg-type]
+                    feed_status="" if state is FeedState.OK else status,
                     coverage=[
                         pb.SeriesCoverage(
                             interval=interval.value,  # type: ignore[arg-type]
@@ -320,6 +338,23 @@ class MarketDataServicer:
                     ],
                 )
                 for i in instruments.values()
+            ]
+        )
+
+    @translate_errors
+    async def GetRecentTicks(
+        self, request: pb.GetRecentTicksRequest, context: Context
+    ) -> pb.GetRecentTicksResponse:
+        symbol = self._catalog.symbol(request.symbol, "symbol")
+        if request.limit < 0:
+            raise InvalidArgument("limit", "must not be negative")
+        kept = self._limits.recent_ticks
+        ticks = await self._store.recent_ticks(symbol, min(request.limit or kept, kept))
+        now = time.time_ns()
+        stale_ns = self._stale_ns
+        return pb.GetRecentTicksResponse(
+            ticks=[
+                quote_to_price(quote, stale=now - quote.receive_time > stale_ns) for quote in ticks
             ]
         )
 

@@ -59,6 +59,9 @@ class TieredStore:
     async def get_quotes(self, symbols: Sequence[str]) -> list[Quote | None]:
         return await self.hot.get_quotes(symbols)
 
+    async def recent_ticks(self, symbol: str, limit: int) -> list[Quote]:
+        return await self.hot.recent_ticks(symbol, limit)
+
     async def write_candles(self, candles: Sequence[Candle]) -> list[Update]:
         return await self.hot.write_candles(candles)
 
