@@ -125,5 +125,84 @@ async def test_sigkill_and_postgres_outage_lose_and_duplicate_nothing(tmp_path: 
             await redis.close()
 
 
+def _serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # the child keeps its own handle
+        return subprocess.Popen(
+            [sys.executable, "-m", "candlewire", "serve"], env=env, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
 async def _positive(value: Callable[[], Awaitable[int]]) -> bool:
     return await value() > 0
+
+
+async def test_api_replica_reads_through_its_caches_and_postgres(tmp_path: Path) -> None:
+    """An API replica (``serve --role api``) over Redis that keeps 100 candles a
+    series, with the rest archived in PostgreSQL: one GetCandles over all of it."""
+    import grpc
+
+    from candlewire.codec import candle_frame, timestamp
+    from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
+    from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
+    from tests.history.candles import series_of
+    from tests.store.conftest import free_port
+
+    t0 = 1_767_225_600 * 10**9
+    candles = series_of(t0, 300)
+    with redis_server_in(tmp_path) as redis_server, postgres() as pg:
+        redis = RedisStore(redis_server.url, retention=100)
+        history = HistoryStore(pg.url)
+        await redis.connect()
+        await history.connect()
+        replica: subprocess.Popen[bytes] | None = None
+        try:
+            for lo in range(0, 300, 50):  # written and archived as an ingestor would
+                await redis.write_candles(candles[lo : lo + 50])
+                await LogArchiver(
+                    redis, history, [SeriesKey("BTCUSDT", Interval.M1)]
+                ).archive_once()
+            assert await history.count() == 300
+            port = free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CANDLEWIRE_")}
+            env.update(
+                CANDLEWIRE_REDIS_URL=redis_server.url,
+                CANDLEWIRE_POSTGRES_URL=pg.url,
+                CANDLEWIRE_ROLE="api",
+                CANDLEWIRE_RETENTION="100",
+                CANDLEWIRE_SYMBOLS="BTCUSDT",
+                CANDLEWIRE_INTERVALS="1m",
+                CANDLEWIRE_GRPC_LISTEN=f"127.0.0.1:{port}",
+                CANDLEWIRE_HTTP_LISTEN="",
+            )
+            replica = _serve(env, tmp_path / "api.log")
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = marketdata_pb2_grpc.MarketDataServiceStub(channel)
+                request = pb.GetCandlesRequest(
+                    symbol="BTCUSDT", interval=pb.INTERVAL_1M, page_size=70,
+                    start_time=timestamp(t0),
+                )  # fmt: skip
+                got: list[bytes] = []
+
+                async def answered() -> bool:
+                    try:
+                        await stub.GetCandles(request, timeout=2)
+                    except grpc.aio.AioRpcError:
+                        return False
+                    return True
+
+                await until(answered, "the replica to answer")
+                while True:
+                    response = await stub.GetCandles(request)
+                    got += [pb.GetCandlesResponse(candles=[c]).SerializeToString()
+                            for c in response.candles]  # fmt: skip
+                    if not response.next_page_token:
+                        break
+                    request.page_token = response.next_page_token
+                assert got == [candle_frame(c) for c in candles]
+        finally:
+            if replica is not None:
+                replica.kill()
+                replica.wait(10)
+            await history.close()
+            await redis.close()
