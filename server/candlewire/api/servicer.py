@@ -348,14 +348,21 @@ class MarketDataServicer:
                 heartbeat_interval = self._limits.heartbeat_interval
                 published = self._hub.published_seq
                 message_for = live.message
+                # Heartbeats follow what this stream sent, not what the hub
+                # published: updates it does not send (already sent, or
+                # filtered) do not keep it silent past the interval.
+                clock = time.monotonic
+                quiet_until = clock() + heartbeat_interval
                 while True:
                     update = subscription.pop()
                     if update is None:
-                        update = await subscription.next(heartbeat_interval)
-                    if update is None:
-                        yield live.heartbeat(published, self._heartbeat(stream.series))
-                    elif (sent := message_for(update)) is not None:
+                        update = await subscription.next(quiet_until - clock())
+                    if update is not None and (sent := message_for(update)) is not None:
                         yield sent
+                        quiet_until = clock() + heartbeat_interval
+                    elif update is None or clock() >= quiet_until:
+                        yield live.heartbeat(published, self._heartbeat(stream.series))
+                        quiet_until = clock() + heartbeat_interval
             finally:
                 subscription.close()
         except CandlewireError as error:
