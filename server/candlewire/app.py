@@ -324,7 +324,7 @@ class App:
                     )
                 self._backfilled = False
                 self.ingestor = self._new_ingestor(publish=False)
-                await self.ingestor.align(self.settings.retention)
+                await self._align(self.ingestor)
                 run = asyncio.create_task(self._feed(), name="feed")
             else:
                 run = asyncio.create_task(self.feed.run(self.ingestor), name="feed")
@@ -340,6 +340,18 @@ class App:
                     await cancel_and_wait(run)
             log.warning("the store's dataset was replaced: rebuilding history from the backfill")
             fresh = True
+
+    async def _align(self, ingestor: Ingestor) -> None:
+        """Continue what the store holds, retried while it cannot be read (a
+        Redis that just restarted may fail the first calls)."""
+        retry = Retry(Backoff(initial=0.05, maximum=2.0), name="reading the stored candles")
+        while True:
+            try:
+                await ingestor.align(self.settings.retention)
+            except StoreUnavailable as error:
+                await retry.wait(error)
+            else:
+                return
 
     # --- readiness ----------------------------------------------------------------------
 
