@@ -23,6 +23,7 @@ from candlewire.domain import Instrument, Interval, Quote, SeriesKey
 from candlewire.errors import (
     CandlewireError,
     DataExpired,
+    DependencyUnavailable,
     InvalidArgument,
     NoData,
     UnknownSymbol,
@@ -47,8 +48,19 @@ class Catalog:
 
     instruments: dict[str, Instrument]
     intervals: tuple[Interval, ...]
+    known: bool = True
+    """False until the feed's symbols are known (see :meth:`pending`)."""
     _exact: frozenset[str] = dataclass_field(init=False, repr=False, compare=False)
     """Symbols that :meth:`symbol` returns unchanged when given as they are."""
+
+    @classmethod
+    def pending(cls, intervals: tuple[Interval, ...]) -> Catalog:
+        """The catalog while the feed's symbols are not known: every symbol is UNAVAILABLE."""
+        return cls({}, intervals, known=False)
+
+    def _require(self) -> None:
+        if not self.known:
+            raise DependencyUnavailable("the feed's symbols are not known yet")
 
     def __post_init__(self) -> None:
         exact = frozenset(
@@ -65,6 +77,7 @@ class Catalog:
             raise InvalidArgument(field, f"at most {_MAX_SYMBOL} characters")
         symbol = value.upper()
         if symbol not in self.instruments:
+            self._require()
             raise UnknownSymbol(value, field)
         return symbol
 
@@ -177,6 +190,10 @@ class MarketDataServicer:
         self._prices = _PriceCache()
         self._messages: dict[_MessageKey, bytes] = {}
 
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Serve ``catalog`` (the feed's symbols, once known)."""
+        self._catalog = catalog
+
     def _stale(self, receive_time: int) -> bool:
         return time.time_ns() - receive_time > self._stale_ns
 
@@ -247,6 +264,7 @@ class MarketDataServicer:
     async def ListSymbols(
         self, request: pb.ListSymbolsRequest, context: Context
     ) -> pb.ListSymbolsResponse:
+        self._catalog._require()
         intervals = [i.value for i in self._catalog.intervals]
         return pb.ListSymbolsResponse(
             symbols=[
