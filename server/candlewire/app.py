@@ -218,7 +218,12 @@ class App:
         serving = self._serving = shared is None or s.role != "ingest"
         self._ingesting = shared is None or s.role != "api"
         if serving:
-            limits = Limits(stale_after=s.stale_after, heartbeat_interval=s.heartbeat_interval)
+            limits = Limits(
+                stale_after=s.stale_after,
+                heartbeat_interval=s.heartbeat_interval,
+                history_bytes=s.stream_history_bytes,
+                history_bytes_per_connection=s.stream_history_bytes_per_connection,
+            )
             self.servicer = MarketDataServicer(
                 self.read_store(shared), self.hub, Catalog.pending(s.intervals), limits
             )

@@ -25,6 +25,7 @@ from candlewire.errors import (
     DataExpired,
     DependencyUnavailable,
     InvalidArgument,
+    LimitExceeded,
     NoData,
     UnknownSymbol,
 )
@@ -117,6 +118,10 @@ class Limits:
     max_batch: int = 1000
     default_page_size: int = 500
     max_page_size: int = 1000
+    history_bytes: int = 256 << 20
+    """Encoded history all streams may hold at once (see :class:`_HistoryBudget`)."""
+    history_bytes_per_connection: int = 64 << 20
+    """... and the streams of one connection."""
 
 
 def _time(ts: Timestamp, field: str) -> int:
@@ -178,6 +183,57 @@ class _PriceCache:
         return encoded
 
 
+def _snapshot_bytes(snapshot: Snapshot) -> int:
+    """The encoded candles a snapshot holds."""
+    size = 0
+    for candles in snapshot.slices:
+        frames = candles.frames
+        size += len(frames.data) if isinstance(frames, FrameRun) else sum(map(len, frames))
+    return size
+
+
+class _HistoryBudget:
+    """The encoded history that streams in their history phase hold, in
+    total and per connection (gRPC peer).
+
+    A stream holds its snapshot until it has sent all of it; a client that
+    does not read keeps it suspended, and the snapshot with it. So a stream
+    whose snapshot would take a connection, or the server, past its bound
+    is refused (RESOURCE_EXHAUSTED, with a retry delay) instead.
+    """
+
+    __slots__ = ("_by_peer", "_per_peer", "_total", "used")
+
+    def __init__(self, total: int, per_peer: int) -> None:
+        self._total = total
+        self._per_peer = per_peer
+        self._by_peer: dict[str, int] = {}
+        self.used = 0
+
+    def take(self, peer: str, size: int) -> None:
+        held = self._by_peer.get(peer, 0)
+        if held + size > self._per_peer:
+            raise LimitExceeded(
+                "this connection's streams hold too much unsent history; "
+                "read the streams already open, or retry later",
+                retry_after=1.0,
+            )
+        if self.used + size > self._total:
+            raise LimitExceeded(
+                "the server's streams hold too much unsent history; retry later", retry_after=1.0
+            )
+        self._by_peer[peer] = held + size
+        self.used += size
+
+    def give(self, peer: str, size: int) -> None:
+        self.used -= size
+        held = self._by_peer[peer] - size
+        if held:
+            self._by_peer[peer] = held
+        else:
+            del self._by_peer[peer]
+
+
 class MarketDataServicer:
     """Implements ``marketdata.v1.MarketDataService``."""
 
@@ -189,6 +245,7 @@ class MarketDataServicer:
         self._stale_ns = limits.stale_after * 1e9
         self._prices = _PriceCache()
         self._messages: dict[_MessageKey, bytes] = {}
+        self._history = _HistoryBudget(limits.history_bytes, limits.history_bytes_per_connection)
 
     def set_catalog(self, catalog: Catalog) -> None:
         """Serve ``catalog`` (the feed's symbols, once known)."""
@@ -354,9 +411,17 @@ class MarketDataServicer:
                         closed_only=stream.closed_only,
                         at=stream.resumed,
                     )
-                    for message in stream.history_messages(snapshot):
-                        yield message
-                    position = snapshot.position
+                    # Held until sent (a client that does not read keeps it):
+                    # bounded per connection and in total.
+                    size, peer = _snapshot_bytes(snapshot), context.peer()
+                    self._history.take(peer, size)
+                    try:
+                        for message in stream.history_messages(snapshot):
+                            yield message
+                        position = snapshot.position
+                    finally:
+                        del snapshot  # not held through the live phase
+                        self._history.give(peer, size)
                 # Live phase: what was missed since the position, then the hub's updates.
                 live = _LivePhase(stream, position, self._messages)
                 missed = await store.read_updates(stream.series, after=position)
