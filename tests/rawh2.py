@@ -128,6 +128,11 @@ class RawGrpc:
         stream = self.streams[stream_id] = RawStream(stream_id)
         return stream
 
+    async def grant(self, stream: RawStream, size: int) -> None:
+        """Let the server send ``size`` more bytes on ``stream`` (a WINDOW_UPDATE)."""
+        self._conn.increment_flow_control_window(size, stream_id=stream.stream_id)
+        await self.flush()
+
     async def flush(self) -> None:
         assert self._writer is not None
         data = self._conn.data_to_send()

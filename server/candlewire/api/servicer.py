@@ -211,6 +211,8 @@ class _HistoryBudget:
         self.used = 0
 
     def take(self, peer: str, size: int) -> None:
+        if not size:
+            return
         held = self._by_peer.get(peer, 0)
         if held + size > self._per_peer:
             raise LimitExceeded(
@@ -226,6 +228,8 @@ class _HistoryBudget:
         self.used += size
 
     def give(self, peer: str, size: int) -> None:
+        if not size:
+            return
         self.used -= size
         held = self._by_peer[peer] - size
         if held:
