@@ -48,9 +48,9 @@ from candlewire.api.server import ApiServer
 from candlewire.api.servicer import Catalog, Limits, MarketDataServicer
 from candlewire.api.tls import CertificateFiles
 from candlewire.config import Settings, describe_settings, parse_listen
-from candlewire.domain import NANOS_PER_SECOND, SeriesKey, Source
-from candlewire.errors import ConfigError, StoreUnavailable
-from candlewire.feeds.base import Feed, ReportsStatus
+from candlewire.domain import NANOS_PER_SECOND, FeedState, Instrument, SeriesKey, Source
+from candlewire.errors import ConfigError, DependencyUnavailable, StoreUnavailable
+from candlewire.feeds.base import Feed, HasOperatorRoutes, NeedsLogin, ReportsStatus
 from candlewire.feeds.registry import build_feed
 from candlewire.flow import Ingestor, LeasedIngestion, UpdateReader
 from candlewire.gateway import Gateway
@@ -65,6 +65,8 @@ from candlewire.store.timed import TimedStore
 from candlewire.tasks import cancel_and_wait, checkpoint
 
 if TYPE_CHECKING:
+    # PostgreSQL's driver is loaded only with a history tier
+    from candlewire.history.tier import HistoryTier
     from candlewire.tracing import Tracing
 
 __all__ = ["App"]
@@ -104,6 +106,22 @@ class App:
             queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
         )
         self.feed: Feed = feed or build_feed(settings)
+        self.history: HistoryTier | None = None
+        """The PostgreSQL history tier, with ``settings.postgres_url``."""
+        if settings.postgres_url:
+            from candlewire.history.options import parse_retention
+            from candlewire.history.tier import HistoryTier
+
+            self.history = HistoryTier(
+                settings.postgres_url,
+                read_url=settings.postgres_read_url,
+                retention=parse_retention(settings.history_retention),
+                queue_size=settings.history_queue,
+                hot_retention=settings.retention,
+            )
+        self._write_store: Store = self.store
+        """What the ingestor writes to (with a history tier and the memory
+        store: the store, with closed candles queued for PostgreSQL)."""
         self.api: ApiServer | None = None
         self.gateway: Gateway | None = None
         self.ingestor: Ingestor | None = None
@@ -112,9 +130,10 @@ class App:
         self.quote_cache = QuoteCache(settings.quote_ttl)
         self.candle_cache = CandleCache(settings.candle_cache) if settings.candle_cache else None
         self.started = asyncio.Event()
-        """Set once the gRPC server is bound (and the gateway, when configured)."""
+        """Set once the gRPC server is bound (and the gateway, when configured)
+        and the feed's symbols were asked for once (known, or the feed away)."""
         self.readiness = ReadinessWatch(
-            self.store, self._observe, self._publish_ready, store_answered=self._flush_buffered
+            self.store, self._observe, self._publish_ready, store_answered=self._store_answered
         )
         self._stopping = asyncio.Event()
         self._backfilled = False
@@ -133,6 +152,9 @@ class App:
         self._metrics_server: Any = None
         self.started_callback: Callable[[], None] | None = None
         """Called once the service serves (the CLI tells start-up failures apart by it)."""
+        self.servicer: MarketDataServicer | None = None
+        self._feed_error: str | None = "waiting for the feed's symbols"
+        self._failed: ConfigError | None = None
 
     @property
     def port(self) -> int:
@@ -199,7 +221,6 @@ class App:
         try:
             await self._start_gateway(api.port)
             self._start_metrics_port()
-            self.started.set()
             if self.started_callback is not None:
                 self.started_callback()
             async with asyncio.TaskGroup() as tasks:
@@ -214,9 +235,15 @@ class App:
             if self.gateway is not None:
                 await self.gateway.stop()
             await api.stop(0)
+            if isinstance(self.feed, NeedsLogin):
+                await self.feed.close()
             await self.store.close()
+            if self.history is not None:
+                await self.history.close()
             await self._release()
             log.info("stopped")
+        if self._failed is not None:
+            raise self._failed
 
     async def _limiter_upkeep(self) -> None:
         if self.limiter is not None:
@@ -257,31 +284,31 @@ class App:
     # --- wiring -------------------------------------------------------------------------
 
     async def _assemble(self) -> ApiServer:
-        """Build the parts the settings and the store call for; return the gRPC server."""
+        """Build the gRPC server the settings and the store call for. The
+        feed's symbols are not known yet (see :meth:`_wire_feed`): until they
+        are, the API answers UNAVAILABLE."""
         s = self.settings
-        instruments = dict(await self.feed.instruments())
-        self._instruments = list(instruments)
-        self._source = next(iter(instruments.values())).source if instruments else Source.LIVE
+        if self.history is not None:
+            # A wrong URL or password stops the start here, naming the setting.
+            await self.history.connect()
         shared = _shared(self.store)
         serving = self._serving = shared is None or s.role != "ingest"
         self._ingesting = shared is None or s.role != "api"
-        if shared is None:
-            self.ingestor = self._new_ingestor(publish=True)
-        else:
-            series = [SeriesKey(sym, i) for sym in instruments for i in s.intervals]
-            if serving:
-                self.reader = UpdateReader(
-                    shared, self.hub, series, self.quote_cache, self.candle_cache
-                )
-            if self._ingesting:
-                self.leased = LeasedIngestion(
-                    shared, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl
-                )
-        servicer = None
         if serving:
-            catalog = Catalog(instruments, s.intervals)
-            limits = Limits(stale_after=s.stale_after, heartbeat_interval=s.heartbeat_interval)
-            servicer = MarketDataServicer(self.read_store(shared), self.hub, catalog, limits)
+            limits = Limits(
+                stale_after=s.stale_after,
+                heartbeat_interval=s.heartbeat_interval,
+                recent_ticks=s.recent_ticks,
+                history_bytes=s.stream_history_bytes,
+                history_bytes_per_connection=s.stream_history_bytes_per_connection,
+            )
+            self.servicer = MarketDataServicer(
+                self.read_store(shared),
+                self.hub,
+                Catalog.pending(s.intervals),
+                limits,
+                feed_state=self._feed_state,
+            )
         self.gatekeeper = self._new_gatekeeper()
         if s.tls_cert_file:
             self.tls = CertificateFiles(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
@@ -296,7 +323,7 @@ class App:
 
             self.tracing = Tracing(s.otlp_endpoint)
         self.api = ApiServer(
-            servicer,
+            self.servicer,
             s.grpc_listen,
             gatekeeper=self.gatekeeper,
             tls=self.tls,
@@ -304,6 +331,49 @@ class App:
             tracing=self.tracing.interceptor if self.tracing is not None else None,
         )
         return self.api
+
+    async def _load_instruments(self) -> dict[str, Instrument]:
+        """The feed's symbols, asked until the venue answers (the policy of
+        every feed): readiness says why meanwhile. A symbol the venue does
+        not list (ConfigError) is raised."""
+        retry = Retry(Backoff(initial=0.5, maximum=30.0), name="the feed's symbols")
+        while True:
+            try:
+                found = await self.feed.instruments()
+            except DependencyUnavailable as error:
+                self._feed_error = f"feed unavailable: {error}"
+                self.readiness.recheck()
+                self.started.set()  # serving liveness while the feed is away
+                await retry.wait(error)
+            else:
+                self._feed_error = None
+                # The feed's own dict when it gives one: a feed that resolves
+                # its symbols later (Saxo, after a login) updates their
+                # precision in place.
+                return found if isinstance(found, dict) else dict(found)
+
+    def _wire_feed(self, instruments: dict[str, Instrument]) -> None:
+        """Build the parts that need the feed's symbols, and serve them."""
+        s = self.settings
+        self._instruments = list(instruments)
+        self._source = next(iter(instruments.values())).source if instruments else Source.LIVE
+        shared = _shared(self.store)
+        if shared is None:
+            if self.history is not None:
+                self._write_store = self.history.ingest_store(self.store)
+            self.ingestor = self._new_ingestor(publish=True)
+        else:
+            series = [SeriesKey(sym, i) for sym in instruments for i in s.intervals]
+            if self._serving:
+                self.reader = UpdateReader(
+                    shared, self.hub, series, self.quote_cache, self.candle_cache
+                )
+            if self._ingesting:
+                self.leased = LeasedIngestion(
+                    shared, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl
+                )
+        if self.servicer is not None:
+            self.servicer.set_catalog(Catalog(instruments, s.intervals))
 
     def _new_gatekeeper(self) -> Gatekeeper:
         """The call policy of both faces (see :mod:`candlewire.api.gatekeeper`)."""
@@ -392,11 +462,18 @@ class App:
 
     def read_store(self, shared: SharedStore | None) -> Store:
         """The store the API reads: a shared store through this replica's caches
-        (:mod:`candlewire.store.cached`), else the store itself."""
-        if shared is None:
-            return self.store  # in-process memory: nothing worth timing
-        timed = TimedStore(shared, self.metrics, "redis")
-        return CachedStore(timed, self.quote_cache, self.candle_cache)
+        (:mod:`candlewire.store.cached`), else the store itself; with a history
+        tier, that in front of PostgreSQL (:mod:`candlewire.history.tiered`)."""
+        hot: Store = (
+            self.store  # in-process memory: nothing worth timing
+            if shared is None
+            else CachedStore(
+                TimedStore(shared, self.metrics, "redis"), self.quote_cache, self.candle_cache
+            )
+        )
+        if self.history is not None:
+            return self.history.api_store(hot)
+        return hot
 
     async def _start_gateway(self, grpc_port: int) -> None:
         s = self.settings
@@ -414,6 +491,9 @@ class App:
             shutdown_grace=s.shutdown_grace,
             ssl_context=self.tls.ssl_context() if self.tls is not None else None,
             metrics=(lambda: render(metrics)) if s.http_metrics else None,
+            routes=(
+                self.feed.operator_routes() if isinstance(self.feed, HasOperatorRoutes) else None
+            ),
         )
         try:
             await self.gateway.start(*parse_listen(s.http_listen))
@@ -428,7 +508,7 @@ class App:
         s = self.settings
         shared = _shared(self.store)
         return Ingestor(
-            self.store if shared is None else TimedStore(shared, self.metrics, "redis"),
+            self._write_store if shared is None else TimedStore(shared, self.metrics, "redis"),
             self.hub,
             self._instruments,
             AggregatorConfig(
@@ -447,10 +527,25 @@ class App:
     # --- work ---------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        """The feed (a store of this process), or the connection, follower and
-        lease (a shared store)."""
+        """The feed's symbols, then the feed (a store of this process), or the
+        connection, follower and lease (a shared store). A start-up error
+        found here (a symbol the venue does not list) stops the service and
+        is raised by :meth:`run`."""
+        try:
+            self._wire_feed(await self._load_instruments())
+        except ConfigError as error:
+            self._failed = error
+            self.stop()
+            return
+        self.started.set()
+        history = self.history
         if not isinstance(self.store, Connects):
-            await self._feed()
+            if history is None:
+                await self._feed()
+                return
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(history.run_writer(self.store, ()), name="history-writer")
+                tasks.create_task(self._feed(), name="feed")
             return
         await self._connect(self.store)
         async with asyncio.TaskGroup() as tasks:
@@ -458,6 +553,17 @@ class App:
                 tasks.create_task(self.reader.run(), name="store-follower")
             if self.leased is not None:
                 tasks.create_task(self.leased.run(), name="lease")
+                if history is not None:
+                    leased = self.leased
+                    series = [
+                        SeriesKey(sym, i)
+                        for sym in self._instruments
+                        for i in self.settings.intervals
+                    ]
+                    tasks.create_task(
+                        history.run_writer(self.store, series, holding=lambda: leased.holding),
+                        name="history-archiver",
+                    )
 
     async def _connect(self, store: Connects) -> None:
         retry = Retry(Backoff(initial=0.1, maximum=5.0), name="store connection")
@@ -496,7 +602,7 @@ class App:
                     )
                 self._backfilled = False
                 self.ingestor = self._new_ingestor(publish=False)
-                await self.ingestor.align(self.settings.retention)
+                await self._align(self.ingestor)
                 run = asyncio.create_task(self._feed(), name="feed")
             else:
                 run = asyncio.create_task(self.feed.run(self.ingestor), name="feed")
@@ -513,7 +619,38 @@ class App:
             log.warning("the store's dataset was replaced: rebuilding history from the backfill")
             fresh = True
 
+    async def _align(self, ingestor: Ingestor) -> None:
+        """Continue what the store holds, retried while it cannot be read (a
+        Redis that just restarted may fail the first calls)."""
+        retry = Retry(Backoff(initial=0.05, maximum=2.0), name="reading the stored candles")
+        while True:
+            try:
+                await ingestor.align(self.settings.retention)
+            except StoreUnavailable as error:
+                await retry.wait(error)
+            else:
+                return
+
     # --- readiness ----------------------------------------------------------------------
+
+    async def _feed_state(self) -> tuple[FeedState, str]:
+        """The feed's state for ListSymbols. A process that does not run the feed
+        (an API replica, an ingestor standing by) knows only whether a login is
+        needed, from the shared token store; otherwise it says UNSPECIFIED."""
+        feed = self.feed
+        if self.ingestor is None:
+            if isinstance(feed, NeedsLogin):
+                reason = await feed.check_login()
+                if reason is not None:
+                    return FeedState.LOGIN_REQUIRED, f"login required ({reason})"
+            return FeedState.UNSPECIFIED, ""
+        if isinstance(feed, NeedsLogin) and feed.login_required:
+            why = feed.status()[1] if isinstance(feed, ReportsStatus) else "login required"
+            return FeedState.LOGIN_REQUIRED, why
+        if not isinstance(feed, ReportsStatus):
+            return FeedState.UNSPECIFIED, ""
+        healthy, why = feed.status()
+        return (FeedState.OK, "") if healthy else (FeedState.DOWN, why)
 
     def _observe(self, store_error: str | None) -> Observed:
         ingestor = self.ingestor
@@ -521,6 +658,7 @@ class App:
         return Observed(
             now=time.monotonic(),
             store_error=store_error,
+            feed_error=self._feed_error,
             follows=self.reader is not None,
             following=self.quote_cache.connected,
             ingests=self._ingesting,
@@ -530,13 +668,17 @@ class App:
             backfilled=self._backfilled and ingestor is not None,
             last_receive=None if ingestor is None else ingestor.last_receive,
             stale_after=self.settings.feed_stale_after,
+            history_error=None if self.history is None else self.history.problem,
         )
 
     async def _publish_ready(self, ready: bool) -> None:
         if self.api is not None and not self._stopping.is_set():
             await self.api.set_ready(ready)
 
-    async def _flush_buffered(self) -> None:
-        """The store answered: write what the ingestor buffered while it was away."""
+    async def _store_answered(self) -> None:
+        """The store answered: write what the ingestor buffered while it was
+        away, and see whether PostgreSQL answers too."""
         if self.ingestor is not None and self.ingestor.buffered:
             await self.ingestor.flush()
+        if self.history is not None:
+            await self.history.check()

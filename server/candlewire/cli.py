@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from candlewire import __version__
 from candlewire.config import Settings, add_arguments, load
 from candlewire.errors import ConfigError
+from candlewire.history import commands as history_commands
 from candlewire.logs import setup_logging
 from candlewire_client.cli import add_commands, run
 
@@ -55,7 +56,15 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="the keys file (default: CANDLEWIRE_API_KEYS_FILE)",
         )
+    saxo = commands.add_parser("saxo", help="Saxo feed operations")
+    saxo_commands = saxo.add_subparsers(dest="saxo_command", required=True)
+    saxo_login = saxo_commands.add_parser(
+        "login",
+        help="log in at Saxo for the service (prints the URL, reads back the redirect)",
+    )
+    add_arguments(saxo_login)
     add_commands(commands)  # the client: price, candles, watch, symbols, health
+    history_commands.add_commands(commands)  # db upgrade, import, backfill
     return parser
 
 
@@ -99,6 +108,19 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _saxo_login(args: argparse.Namespace) -> int:
+    from candlewire.feeds.saxo.cli import login
+    from candlewire.feeds.saxo.setup import from_settings
+
+    args.feed = "saxo"
+    try:
+        settings = load(args)
+        return asyncio.run(login(from_settings(settings)))
+    except ConfigError as error:
+        print(f"candlewire: {error}", file=sys.stderr)
+        return 2
+
+
 async def _serve(settings: Settings, started: list[bool]) -> None:
     from candlewire.app import App
 
@@ -114,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "keys":
         return _keys(args)
+    if args.command in history_commands.COMMANDS:
+        return history_commands.run(args)
+    if args.command == "saxo":
+        return _saxo_login(args)
     if args.command not in ("serve", "ingest"):
         return run(args)
     if args.command == "ingest":

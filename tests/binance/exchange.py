@@ -288,12 +288,19 @@ class Exchange:
         *,
         now: int = T0,
         weight_limit: int = 6000,
+        clock: Callable[[], float] = time.time,
+        rest_port: int = 0,
+        ws_port: int = 0,
     ) -> None:
+        """``rest_port`` and ``ws_port``: where to listen (0: free ports)."""
         self.market = Market(tape)
+        self._ports = (rest_port, ws_port)
         self.tape = list(tape)
         self.specs = {s.symbol: s for s in specs}
         self.now = now
         self.weight_limit = weight_limit
+        self.clock = clock
+        """Wall-clock seconds by which request weight is counted per minute."""
         self.requests: list[Request] = []
         self.clients: list[_Client] = []
         self.connections = 0
@@ -318,9 +325,10 @@ class Exchange:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Exchange:
-        self._ws = await serve(self._serve_ws, "127.0.0.1", 0)
+        rest_port, ws_port = self._ports
+        self._ws = await serve(self._serve_ws, "127.0.0.1", ws_port)
         ws_port = self._ws.sockets[0].getsockname()[1]
-        self._http = await asyncio.start_server(self._serve_http, "127.0.0.1", 0)
+        self._http = await asyncio.start_server(self._serve_http, "127.0.0.1", rest_port)
         http_port = self._http.sockets[0].getsockname()[1]
         self.ws_url = f"ws://127.0.0.1:{ws_port}"
         self.rest_url = f"http://127.0.0.1:{http_port}"
@@ -544,7 +552,7 @@ class Exchange:
         now = time.monotonic()
         request = Request(now, url.path, params, 200)
         self.requests.append(request)
-        minute = int(time.time() // 60)
+        minute = int(self.clock() // 60)
         weight = {"/api/v3/klines": 2, "/api/v3/exchangeInfo": 20}.get(url.path, 1)
         self._weight[minute] = self._weight.get(minute, 0) + weight
         extra = {"X-MBX-USED-WEIGHT-1M": str(self._weight[minute])}

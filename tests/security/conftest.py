@@ -20,7 +20,14 @@ SERVICE = pb.DESCRIPTOR.services_by_name["MarketDataService"]
 METHODS = {f"/{SERVICE.full_name}/{m.name}": m for m in SERVICE.methods}
 
 
-KNOWN_REQUESTS = {"GetPrice", "BatchGetPrices", "GetCandles", "SubscribeCandles", "ListSymbols"}
+KNOWN_REQUESTS = {
+    "GetPrice",
+    "GetRecentTicks",
+    "BatchGetPrices",
+    "GetCandles",
+    "SubscribeCandles",
+    "ListSymbols",
+}
 
 
 def admitted(path: str, code: grpc.StatusCode) -> bool:
@@ -36,6 +43,8 @@ def request_for(path: str) -> bytes:
     name = path.rsplit("/", 1)[1]
     if name == "GetPrice":
         return pb.GetPriceRequest(symbol="BTCUSDT").SerializeToString()
+    if name == "GetRecentTicks":
+        return pb.GetRecentTicksRequest(symbol="BTCUSDT", limit=1).SerializeToString()
     if name == "BatchGetPrices":
         return pb.BatchGetPricesRequest(symbols=["BTCUSDT"]).SerializeToString()
     if name == "GetCandles":

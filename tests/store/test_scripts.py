@@ -59,6 +59,12 @@ async def _use_every_script(store: RedisStore) -> None:
     updates, bounds = await store.follow_updates([KEY], after={"BTCUSDT": 0})  # follow
     assert updates == applied and bounds[KEY] == (3, applied[0].open_time)
     assert await store.head(BTC) == {"BTCUSDT": applied[-1].seq}
+    # The symbol's counter goes back (as after a restart from an older
+    # snapshot): the next ping rotates the epoch.
+    epoch = store.epoch
+    await store._redis.set(store.keys.seq("BTCUSDT"), 1)
+    await store.ping()  # rotate
+    assert store.epoch != epoch
 
 
 def _shas(*, cluster: bool) -> dict[str, str]:

@@ -49,6 +49,7 @@ _SERVICE = "/" + pb.DESCRIPTOR.services_by_name["MarketDataService"].full_name +
 
 METHOD_SCOPES: dict[str, str] = {
     _SERVICE + "GetPrice": "prices",
+    _SERVICE + "GetRecentTicks": "prices",
     _SERVICE + "BatchGetPrices": "prices",
     _SERVICE + "GetCandles": "candles",
     _SERVICE + "ListSymbols": "symbols",

@@ -9,7 +9,7 @@ candles are assembled from the frames the store encoded once (see
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -19,16 +19,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from candlewire.api.status import abort, translate_errors
 from candlewire.api.tokens import PageToken, Phase, ResumeToken, fingerprint, live_token
 from candlewire.codec import FrameRun, field_bytes, quote_to_price, timestamp, timestamp_ns
-from candlewire.domain import Instrument, Interval, Quote, SeriesKey
+from candlewire.domain import FeedState, Instrument, Interval, Quote, SeriesKey
 from candlewire.errors import (
     CandlewireError,
     DataExpired,
+    DependencyUnavailable,
     InvalidArgument,
+    LimitExceeded,
     NoData,
     UnknownSymbol,
 )
 from candlewire.hub import Hub
-from candlewire.store.base import Snapshot, Store, Update
+from candlewire.intervals import bucket_end, bucket_start
+from candlewire.store.base import CandleSlice, Snapshot, Store, Update
+from candlewire.store.coverage import coverage_of
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["Catalog", "Limits", "MarketDataServicer"]
@@ -47,8 +51,20 @@ class Catalog:
 
     instruments: dict[str, Instrument]
     intervals: tuple[Interval, ...]
+    known: bool = True
+    """False until the feed's symbols are known (see :meth:`pending`)."""
     _exact: frozenset[str] = dataclass_field(init=False, repr=False, compare=False)
     """Symbols that :meth:`symbol` returns unchanged when given as they are."""
+
+    @classmethod
+    def pending(cls, intervals: tuple[Interval, ...]) -> Catalog:
+        """The catalog while the feed's symbols are not known: every symbol is UNAVAILABLE."""
+        return cls({}, intervals, known=False)
+
+    def require_known(self) -> None:
+        """Raise DependencyUnavailable while the feed's symbols are not known."""
+        if not self.known:
+            raise DependencyUnavailable("the feed's symbols are not known yet")
 
     def __post_init__(self) -> None:
         exact = frozenset(
@@ -65,6 +81,7 @@ class Catalog:
             raise InvalidArgument(field, f"at most {_MAX_SYMBOL} characters")
         symbol = value.upper()
         if symbol not in self.instruments:
+            self.require_known()
             raise UnknownSymbol(value, field)
         return symbol
 
@@ -104,6 +121,12 @@ class Limits:
     max_batch: int = 1000
     default_page_size: int = 500
     max_page_size: int = 1000
+    recent_ticks: int = 100
+    """Quotes kept per symbol: the most GetRecentTicks returns."""
+    history_bytes: int = 256 << 20
+    """Encoded history all streams may hold at once (see :class:`_HistoryBudget`)."""
+    history_bytes_per_connection: int = 64 << 20
+    """... and the streams of one connection."""
 
 
 def _time(ts: Timestamp, field: str) -> int:
@@ -165,10 +188,74 @@ class _PriceCache:
         return encoded
 
 
+def _snapshot_bytes(snapshot: Snapshot) -> int:
+    """The encoded candles a snapshot holds."""
+    size = 0
+    for candles in snapshot.slices:
+        frames = candles.frames
+        size += len(frames.data) if isinstance(frames, FrameRun) else sum(map(len, frames))
+    return size
+
+
+class _HistoryBudget:
+    """The encoded history that streams in their history phase hold, in
+    total and per connection (gRPC peer).
+
+    A stream holds its snapshot until it has sent all of it; a client that
+    does not read keeps it suspended, and the snapshot with it. So a stream
+    whose snapshot would take a connection, or the server, past its bound
+    is refused (RESOURCE_EXHAUSTED, with a retry delay) instead.
+    """
+
+    __slots__ = ("_by_peer", "_per_peer", "_total", "used")
+
+    def __init__(self, total: int, per_peer: int) -> None:
+        self._total = total
+        self._per_peer = per_peer
+        self._by_peer: dict[str, int] = {}
+        self.used = 0
+
+    def take(self, peer: str, size: int) -> None:
+        if not size:
+            return
+        held = self._by_peer.get(peer, 0)
+        if held + size > self._per_peer:
+            raise LimitExceeded(
+                "this connection's streams hold too much unsent history; "
+                "read the streams already open, or retry later",
+                retry_after=1.0,
+            )
+        if self.used + size > self._total:
+            raise LimitExceeded(
+                "the server's streams hold too much unsent history; retry later", retry_after=1.0
+            )
+        self._by_peer[peer] = held + size
+        self.used += size
+
+    def give(self, peer: str, size: int) -> None:
+        if not size:
+            return
+        self.used -= size
+        held = self._by_peer[peer] - size
+        if held:
+            self._by_peer[peer] = held
+        else:
+            del self._by_peer[peer]
+
+
 class MarketDataServicer:
     """Implements ``marketdata.v1.MarketDataService``."""
 
-    def __init__(self, store: Store, hub: Hub, catalog: Catalog, limits: Limits) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        catalog: Catalog,
+        limits: Limits,
+        *,
+        feed_state: Callable[[], Awaitable[tuple[FeedState, str]]] | None = None,
+    ) -> None:
+        self._feed_state = feed_state
         self._store = store
         self._hub = hub
         self._catalog = catalog
@@ -176,6 +263,11 @@ class MarketDataServicer:
         self._stale_ns = limits.stale_after * 1e9
         self._prices = _PriceCache()
         self._messages: dict[_MessageKey, bytes] = {}
+        self._history = _HistoryBudget(limits.history_bytes, limits.history_bytes_per_connection)
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Serve ``catalog`` (the feed's symbols, once known)."""
+        self._catalog = catalog
 
     def _stale(self, receive_time: int) -> bool:
         return time.time_ns() - receive_time > self._stale_ns
@@ -238,16 +330,71 @@ class MarketDataServicer:
         )
         frames = found.frames
         body = _joined(frames, size)
+        following = None
         if len(frames) > size:
-            token = PageToken(request_id, found.open_times[size]).encode()
+            following = found.open_times[size]
+            token = PageToken(request_id, following).encode()
             body += field_bytes(2, token.encode())
+        if request.include_missing:
+            body += await self._missing(SeriesKey(symbol, interval), found, start, end, following)
         return body
+
+    async def _missing(
+        self,
+        series: SeriesKey,
+        found: CandleSlice,
+        start: int | None,
+        end: int | None,
+        following: int | None,
+    ) -> bytes:
+        """``missing_ranges`` of a GetCandles page (see the proto for its span)."""
+        times = found.open_times
+        if start is not None:
+            first = bucket_start(series.interval, start)
+            start = first if first == start else bucket_end(series.interval, first)
+        elif len(times):
+            start = times[0]
+        else:
+            return b""
+        if following is not None:
+            stop = following
+        else:
+            newest = await self._store.get_candles(series, start=None, end=None, limit=1)
+            if not len(newest):
+                return b""
+            stop = bucket_end(series.interval, newest.open_times[0])
+            if end is not None:
+                stop = min(stop, end)
+        if stop <= start:
+            return b""
+        holes = await coverage_of(self._store).missing(series, start, stop)
+        return b"".join(
+            field_bytes(
+                30,
+                pb.TimeRange(start_time=timestamp(lo), end_time=timestamp(hi)).SerializeToString(),
+            )
+            for lo, hi in holes
+        )
 
     @translate_errors
     async def ListSymbols(
         self, request: pb.ListSymbolsRequest, context: Context
     ) -> pb.ListSymbolsResponse:
-        intervals = [i.value for i in self._catalog.intervals]
+        self._catalog.require_known()
+        served = self._catalog.intervals
+        intervals = [i.value for i in served]
+        instruments = self._catalog.instruments
+        state, status = (
+            await self._feed_state()
+            if self._feed_state is not None
+            else (FeedState.UNSPECIFIED, "")
+        )
+        try:
+            earliest = await coverage_of(self._store).earliest(
+                [SeriesKey(symbol, i) for symbol in instruments for i in served]
+            )
+        except DependencyUnavailable:
+            earliest = {}  # coverage unknown while the history tier is away; the rest holds
         return pb.ListSymbolsResponse(
             symbols=[
                 pb.SymbolInfo(
@@ -258,8 +405,35 @@ class MarketDataServicer:
                     source=i.source.value,  # type: ignore[arg-type]
                     base_asset=i.base_asset,
                     quote_asset=i.quote_asset,
+                    feed_state=state.value,  # type: ignore[arg-type]
+                    feed_status="" if state is FeedState.OK else status,
+                    coverage=[
+                        pb.SeriesCoverage(
+                            interval=interval.value,  # type: ignore[arg-type]
+                            earliest_open_time=timestamp(earliest[key]),
+                        )
+                        for interval in served
+                        if (key := SeriesKey(i.symbol, interval)) in earliest
+                    ],
                 )
-                for i in self._catalog.instruments.values()
+                for i in instruments.values()
+            ]
+        )
+
+    @translate_errors
+    async def GetRecentTicks(
+        self, request: pb.GetRecentTicksRequest, context: Context
+    ) -> pb.GetRecentTicksResponse:
+        symbol = self._catalog.symbol(request.symbol, "symbol")
+        if request.limit < 0:
+            raise InvalidArgument("limit", "must not be negative")
+        kept = self._limits.recent_ticks
+        ticks = await self._store.recent_ticks(symbol, min(request.limit or kept, kept))
+        now = time.time_ns()
+        stale_ns = self._stale_ns
+        return pb.GetRecentTicksResponse(
+            ticks=[
+                quote_to_price(quote, stale=now - quote.receive_time > stale_ns) for quote in ticks
             ]
         )
 
@@ -336,9 +510,17 @@ class MarketDataServicer:
                         closed_only=stream.closed_only,
                         at=stream.resumed,
                     )
-                    for message in stream.history_messages(snapshot):
-                        yield message
-                    position = snapshot.position
+                    # Held until sent (a client that does not read keeps it):
+                    # bounded per connection and in total.
+                    size, peer = _snapshot_bytes(snapshot), context.peer()
+                    self._history.take(peer, size)
+                    try:
+                        for message in stream.history_messages(snapshot):
+                            yield message
+                        position = snapshot.position
+                    finally:
+                        del snapshot  # not held through the live phase
+                        self._history.give(peer, size)
                 # Live phase: what was missed since the position, then the hub's updates.
                 live = _LivePhase(stream, position, self._messages)
                 missed = await store.read_updates(stream.series, after=position)
@@ -348,14 +530,21 @@ class MarketDataServicer:
                 heartbeat_interval = self._limits.heartbeat_interval
                 published = self._hub.published_seq
                 message_for = live.message
+                # Heartbeats follow what this stream sent, not what the hub
+                # published: updates it does not send (already sent, or
+                # filtered) do not keep it silent past the interval.
+                clock = time.monotonic
+                quiet_until = clock() + heartbeat_interval
                 while True:
                     update = subscription.pop()
                     if update is None:
-                        update = await subscription.next(heartbeat_interval)
-                    if update is None:
-                        yield live.heartbeat(published, self._heartbeat(stream.series))
-                    elif (sent := message_for(update)) is not None:
+                        update = await subscription.next(quiet_until - clock())
+                    if update is not None and (sent := message_for(update)) is not None:
                         yield sent
+                        quiet_until = clock() + heartbeat_interval
+                    elif update is None or clock() >= quiet_until:
+                        yield live.heartbeat(published, self._heartbeat(stream.series))
+                        quiet_until = clock() + heartbeat_interval
             finally:
                 subscription.close()
         except CandlewireError as error:

@@ -44,6 +44,9 @@ def _binance(settings: Settings) -> Feed:
             silence_timeout=settings.binance_silence_timeout,
             weight_share=settings.binance_weight_share,
             connection_lifetime=settings.binance_connection_lifetime,
+            # Asked once per attempt: the App asks again with its own backoff
+            # (the same for every feed) and reports readiness meanwhile.
+            startup_attempts=1,
         ),
     )
 
@@ -59,7 +62,19 @@ def _replay(settings: Settings) -> Feed:
     )
 
 
-FEEDS: dict[str, FeedBuilder] = {"sim": _sim, "binance": _binance, "replay": _replay}
+def _saxo(settings: Settings) -> Feed:
+    from candlewire.feeds.saxo import setup
+
+    saxo = setup.from_settings(settings)
+    return setup.feed(settings.symbols, saxo, setup.build(saxo))
+
+
+FEEDS: dict[str, FeedBuilder] = {
+    "sim": _sim,
+    "binance": _binance,
+    "replay": _replay,
+    "saxo": _saxo,
+}
 """Feed name (the ``feed`` setting) -> its builder."""
 
 

@@ -137,6 +137,13 @@ class Ingestor:
         self.last_receive = time.monotonic()
 
     async def trades(self, trades: Sequence[Trade]) -> None:
+        await self._aggregate(trades)
+        await self._note_last_trades(trades)
+
+    async def ticks(self, ticks: Sequence[Trade]) -> None:
+        await self._aggregate(ticks)
+
+    async def _aggregate(self, trades: Sequence[Trade]) -> None:
         self._touch()
         by_symbol: dict[str, list[Trade]] = defaultdict(list)
         for trade in trades:
@@ -158,7 +165,6 @@ class Ingestor:
                 self._hub.note_event_time(symbol, aggregator.now)
         self.trades_in += len(trades)
         await self._write(candles)
-        await self._note_last_trades(trades)
 
     async def _note_last_trades(self, trades: Sequence[Trade]) -> None:
         """Keep each symbol's stored quote carrying the price of its last trade."""
@@ -202,6 +208,12 @@ class Ingestor:
             return
         await self._write(aggregator.advance(time))
         self._hub.note_event_time(symbol, time)
+
+    async def market_closed(self, symbol: str) -> None:
+        self._touch()
+        aggregator = self._aggregators.get(symbol)
+        if aggregator is not None:
+            aggregator.skip_gap()
 
     async def candles(self, candles: Sequence[Candle]) -> None:
         self._touch()

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import cast
 
@@ -23,7 +23,7 @@ from hypercorn.config import Config
 from hypercorn.typing import ASGIFramework
 
 from candlewire.gateway import _h2fix
-from candlewire.gateway._asgi import GrpcWebApp
+from candlewire.gateway._asgi import AsgiApp, GrpcWebApp
 from candlewire.gateway._cors import CorsPolicy
 from candlewire.gateway._methods import MethodTable
 from candlewire.gateway._static import StaticFiles
@@ -98,7 +98,9 @@ class Gateway:
     here is same-origin and needs no entry. ``max_request_bytes`` bounds a
     request message. A connection without a request in progress (idle
     between requests, or still sending its headers) is closed after
-    ``idle_timeout`` seconds.
+    ``idle_timeout`` seconds. ``routes`` maps exact paths to operator
+    handlers (plain ASGI applications, such as a venue's login), served before
+    the API and the page; each decides itself who may use it.
 
     Shutdown has two steps so the owner can interleave them with the gRPC
     server's: :meth:`close` stops accepting (at once: new calls are refused
@@ -120,6 +122,7 @@ class Gateway:
         grpc_credentials: grpc.ChannelCredentials | None = None,
         ssl_context: ssl.SSLContext | None = None,
         metrics: Callable[[], bytes] | None = None,
+        routes: Mapping[str, AsgiApp] | None = None,
     ) -> None:
         if idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
@@ -136,6 +139,8 @@ class Gateway:
         self.grpc_credentials = grpc_credentials
         self.ssl_context = ssl_context
         self.metrics = metrics
+        self.routes = dict(routes or {})
+        """Operator routes: exact path -> ASGI handler, served before the page and the API."""
         self._port: int | None = None
         self._channel: grpc.aio.Channel | None = None
         self._app: GrpcWebApp | None = None
@@ -178,6 +183,7 @@ class Gateway:
             static=self.static,
             max_request_bytes=self.max_request_bytes,
             metrics=self.metrics,
+            routes=self.routes,
         )
         config = _Config()
         config.ssl_context = self.ssl_context

@@ -34,5 +34,8 @@ def build_store(settings: Settings) -> Store:
             retention=settings.retention,
             log_size=settings.update_log_size,
             quote_ttl=settings.quote_ttl,
+            ticks=settings.recent_ticks,
         )
-    return MemoryStore(retention=settings.retention, log_size=settings.update_log_size)
+    return MemoryStore(
+        retention=settings.retention, log_size=settings.update_log_size, ticks=settings.recent_ticks
+    )

@@ -95,6 +95,11 @@ class Store(Protocol):
         """The latest quote of each symbol, None where there is none."""
         ...
 
+    async def recent_ticks(self, symbol: str, limit: int) -> list[Quote]:
+        """The last ``limit`` quotes put for ``symbol`` (at most the number the
+        store keeps), oldest first."""
+        ...
+
     async def write_candles(self, candles: Sequence[Candle]) -> list[Update]:
         """Upsert candles by (series, open_time) and append them to the log.
 

@@ -25,6 +25,7 @@ import heapq
 import os
 from array import array
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Sequence
 from itertools import accumulate
 from operator import attrgetter
@@ -137,13 +138,15 @@ class _Series:
 class MemoryStore:
     """Implements :class:`~candlewire.store.base.Store` in process memory."""
 
-    def __init__(self, *, retention: int = 5000, log_size: int = 4096) -> None:
-        if retention < 1 or log_size < 1:
-            raise ValueError("retention and log_size must be positive")
+    def __init__(self, *, retention: int = 5000, log_size: int = 4096, ticks: int = 100) -> None:
+        if retention < 1 or log_size < 1 or ticks < 1:
+            raise ValueError("retention, log_size and ticks must be positive")
         self._retention = retention
         self._log_size = log_size
         self._series: dict[SeriesKey, _Series] = {}
         self._quotes: dict[str, Quote] = {}
+        self._ticks_kept = ticks
+        self._ticks: dict[str, deque[Quote]] = {}
         self._seq = 0
         self._epoch = os.urandom(8)
 
@@ -160,6 +163,16 @@ class MemoryStore:
     async def put_quotes(self, quotes: Sequence[Quote]) -> None:
         for quote in quotes:
             self._quotes[quote.symbol] = quote
+            ticks = self._ticks.get(quote.symbol)
+            if ticks is None:
+                ticks = self._ticks[quote.symbol] = deque(maxlen=self._ticks_kept)
+            ticks.append(quote)
+
+    async def recent_ticks(self, symbol: str, limit: int) -> list[Quote]:
+        ticks = self._ticks.get(symbol)
+        if not ticks or limit <= 0:
+            return []
+        return list(ticks)[-limit:]
 
     async def get_quotes(self, symbols: Sequence[str]) -> list[Quote | None]:
         return [self._quotes.get(symbol) for symbol in symbols]
@@ -281,7 +294,16 @@ class MemoryStore:
             return CandleSlice((), ())
         return CandleSlice(times[lo:hi], s.run(lo, hi))  # an array: no int objects
 
+    def _check_position(self, series: Sequence[SeriesKey], position: Position) -> None:
+        """A position ahead of every number given is impossible here (a
+        forged token, or one of another store): refused as no longer held."""
+        for key in series:
+            seq = position.get(key.symbol, 0)
+            if seq > self._seq:
+                raise DataExpired(f"{key.symbol} has no position {seq}")
+
     async def read_updates(self, series: Sequence[SeriesKey], after: Position) -> list[Update]:
+        self._check_position(series, after)
         runs: list[list[Update]] = []
         for key in series:
             s = self._series.get(key)
@@ -318,9 +340,9 @@ class MemoryStore:
         at: Position | None = None,
     ) -> Snapshot:
         seq = self._seq
-        position = {
-            key.symbol: seq if at is None else min(at.get(key.symbol, 0), seq) for key in series
-        }
+        if at is not None:
+            self._check_position(series, at)
+        position = {key.symbol: seq if at is None else at.get(key.symbol, 0) for key in series}
         slices = [
             self._slice(
                 key, history=history, start=start, closed_only=closed_only, at=position[key.symbol]

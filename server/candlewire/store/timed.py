@@ -67,6 +67,9 @@ class TimedStore:
     async def get_quotes(self, symbols: Sequence[str]) -> list[Quote | None]:
         return await self._timed("get_quotes", self._store.get_quotes(symbols))
 
+    async def recent_ticks(self, symbol: str, limit: int) -> list[Quote]:
+        return await self._timed("recent_ticks", self._store.recent_ticks(symbol, limit))
+
     async def write_candles(self, candles: Sequence[Candle]) -> list[Update]:
         return await self._timed("write_candles", self._store.write_candles(candles))
 

@@ -25,6 +25,7 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "snapshot": ("lib/pack", "lib/trimmed", "snapshot"),
     "updates": ("lib/trimmed", "updates"),
     "follow": ("lib/trimmed", "follow"),
+    "rotate": ("rotate",),
 }
 """Script name -> the files (under ``scripts/``, without ``.lua``) it is made
 of, in order; ``{guard}`` is ``guard``, or ``guard_cluster`` on Redis Cluster."""
@@ -43,6 +44,7 @@ class Scripts:
     snapshot: str
     updates: str
     follow: str
+    rotate: str
 
 
 def parts(name: str, *, cluster: bool) -> list[str]:

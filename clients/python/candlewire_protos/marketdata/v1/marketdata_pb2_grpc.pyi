@@ -48,6 +48,8 @@ class MarketDataServiceStub:
     """
     ListSymbols: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.ListSymbolsRequest, _marketdata_pb2.ListSymbolsResponse]
     """ListSymbols returns the symbols and intervals this deployment serves."""
+    GetRecentTicks: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.GetRecentTicksRequest, _marketdata_pb2.GetRecentTicksResponse]
+    """GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first."""
 
 @_typing.type_check_only
 class MarketDataServiceAsyncStub(MarketDataServiceStub):
@@ -68,6 +70,8 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     """
     ListSymbols: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.ListSymbolsRequest, _marketdata_pb2.ListSymbolsResponse]  # type: ignore[assignment]
     """ListSymbols returns the symbols and intervals this deployment serves."""
+    GetRecentTicks: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.GetRecentTicksRequest, _marketdata_pb2.GetRecentTicksResponse]  # type: ignore[assignment]
+    """GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first."""
 
 class MarketDataServiceServicer(metaclass=_abc_1.ABCMeta):
     """MarketDataService serves prices and OHLCV candles of the symbols a deployment
@@ -115,5 +119,13 @@ class MarketDataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_marketdata_pb2.ListSymbolsResponse, _abc.Awaitable[_marketdata_pb2.ListSymbolsResponse]]:
         """ListSymbols returns the symbols and intervals this deployment serves."""
+
+    @_abc_1.abstractmethod
+    def GetRecentTicks(
+        self,
+        request: _marketdata_pb2.GetRecentTicksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_marketdata_pb2.GetRecentTicksResponse, _abc.Awaitable[_marketdata_pb2.GetRecentTicksResponse]]:
+        """GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first."""
 
 def add_MarketDataServiceServicer_to_server(servicer: MarketDataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

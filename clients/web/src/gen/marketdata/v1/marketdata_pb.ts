@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file marketdata/v1/marketdata.proto.
  */
 export const file_marketdata_v1_marketdata: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tYXJrZXRkYXRhL3YxL21hcmtldGRhdGEucHJvdG8SDW1hcmtldGRhdGEudjEi3gIKBkNhbmRsZRIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi0KCW9wZW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEb3BlbhgFIAEoARIMCgRoaWdoGAYgASgBEgsKA2xvdxgHIAEoARINCgVjbG9zZRgIIAEoARIOCgZ2b2x1bWUYCSABKAESEwoLdHJhZGVfY291bnQYCiABKAQSDgoGY2xvc2VkGAsgASgIEhAKCHJldmlzaW9uGAwgASgNEiUKBnNvdXJjZRgNIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhQKDHF1b3RlX3ZvbHVtZRgOIAEoASKYAgoFUHJpY2USDgoGc3ltYm9sGAEgASgJEgsKA2JpZBgCIAEoARILCgNhc2sYAyABKAESCwoDbWlkGAQgASgBEg4KBnNwcmVhZBgFIAEoARIMCgRsYXN0GAYgASgBEhAKCGJpZF9zaXplGAcgASgBEhAKCGFza19zaXplGAggASgBEi4KCmV2ZW50X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFc3RhbGUYCyABKAgSJQoGc291cmNlGAwgASgOMhUubWFya2V0ZGF0YS52MS5Tb3VyY2UiIQoPR2V0UHJpY2VSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCSI3ChBHZXRQcmljZVJlc3BvbnNlEiMKBXByaWNlGAEgASgLMhQubWFya2V0ZGF0YS52MS5QcmljZSIoChVCYXRjaEdldFByaWNlc1JlcXVlc3QSDwoHc3ltYm9scxgBIAMoCSI+ChZCYXRjaEdldFByaWNlc1Jlc3BvbnNlEiQKBnByaWNlcxgBIAMoCzIULm1hcmtldGRhdGEudjEuUHJpY2Ui0wEKEUdldENhbmRsZXNSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRIpCghpbnRlcnZhbBgCIAEoDjIXLm1hcmtldGRhdGEudjEuSW50ZXJ2YWwSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIlUKEkdldENhbmRsZXNSZXNwb25zZRImCgdjYW5kbGVzGAEgAygLMhUubWFya2V0ZGF0YS52MS5DYW5kbGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkMKBlNlcmllcxIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsIqwBChdTdWJzY3JpYmVDYW5kbGVzUmVxdWVzdBIlCgZzZXJpZXMYASADKAsyFS5tYXJrZXRkYXRhLnYxLlNlcmllcxIPCgdoaXN0b3J5GAIgASgNEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Nsb3NlZF9vbmx5GAQgASgIEhQKDHJlc3VtZV90b2tlbhgFIAEoCSINCgtTbmFwc2hvdEVuZCJtCg9TZXJpZXNXYXRlcm1hcmsSJQoGc2VyaWVzGAEgASgLMhUubWFya2V0ZGF0YS52MS5TZXJpZXMSMwoPbGFzdF9ldmVudF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJwCglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCndhdGVybWFya3MYAiADKAsyHi5tYXJrZXRkYXRhLnYxLlNlcmllc1dhdGVybWFyayLFAQoYU3Vic2NyaWJlQ2FuZGxlc1Jlc3BvbnNlEicKBmNhbmRsZRgBIAEoCzIVLm1hcmtldGRhdGEudjEuQ2FuZGxlSAASMgoMc25hcHNob3RfZW5kGAIgASgLMhoubWFya2V0ZGF0YS52MS5TbmFwc2hvdEVuZEgAEi0KCWhlYXJ0YmVhdBgDIAEoCzIYLm1hcmtldGRhdGEudjEuSGVhcnRiZWF0SAASFAoMcmVzdW1lX3Rva2VuGA8gASgJQgcKBWV2ZW50IhQKEkxpc3RTeW1ib2xzUmVxdWVzdCLNAQoKU3ltYm9sSW5mbxIOCgZzeW1ib2wYASABKAkSFwoPcHJpY2VfcHJlY2lzaW9uGAIgASgNEhoKEnF1YW50aXR5X3ByZWNpc2lvbhgDIAEoDRIqCglpbnRlcnZhbHMYBCADKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEiUKBnNvdXJjZRgFIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhIKCmJhc2VfYXNzZXQYBiABKAkSEwoLcXVvdGVfYXNzZXQYByABKAkiQQoTTGlzdFN5bWJvbHNSZXNwb25zZRIqCgdzeW1ib2xzGAEgAygLMhkubWFya2V0ZGF0YS52MS5TeW1ib2xJbmZvKrgCCghJbnRlcnZhbBIYChRJTlRFUlZBTF9VTlNQRUNJRklFRBAAEg8KC0lOVEVSVkFMXzFTEAESDwoLSU5URVJWQUxfMU0QAhIPCgtJTlRFUlZBTF8zTRADEg8KC0lOVEVSVkFMXzVNEAQSEAoMSU5URVJWQUxfMTVNEAUSEAoMSU5URVJWQUxfMzBNEAYSDwoLSU5URVJWQUxfMUgQBxIPCgtJTlRFUlZBTF8ySBAIEg8KC0lOVEVSVkFMXzRIEAkSDwoLSU5URVJWQUxfNkgQChIPCgtJTlRFUlZBTF84SBALEhAKDElOVEVSVkFMXzEySBAMEg8KC0lOVEVSVkFMXzFEEA0SDwoLSU5URVJWQUxfM0QQDhIPCgtJTlRFUlZBTF8xVxAPEhAKDElOVEVSVkFMXzFNTxAQKm8KBlNvdXJjZRIWChJTT1VSQ0VfVU5TUEVDSUZJRUQQABIPCgtTT1VSQ0VfTElWRRABEhMKD1NPVVJDRV9CQUNLRklMTBACEhQKEFNPVVJDRV9TSU1VTEFURUQQAxIRCg1TT1VSQ0VfUkVQTEFZEAQyzwMKEU1hcmtldERhdGFTZXJ2aWNlEksKCEdldFByaWNlEh4ubWFya2V0ZGF0YS52MS5HZXRQcmljZVJlcXVlc3QaHy5tYXJrZXRkYXRhLnYxLkdldFByaWNlUmVzcG9uc2USXQoOQmF0Y2hHZXRQcmljZXMSJC5tYXJrZXRkYXRhLnYxLkJhdGNoR2V0UHJpY2VzUmVxdWVzdBolLm1hcmtldGRhdGEudjEuQmF0Y2hHZXRQcmljZXNSZXNwb25zZRJRCgpHZXRDYW5kbGVzEiAubWFya2V0ZGF0YS52MS5HZXRDYW5kbGVzUmVxdWVzdBohLm1hcmtldGRhdGEudjEuR2V0Q2FuZGxlc1Jlc3BvbnNlEmUKEFN1YnNjcmliZUNhbmRsZXMSJi5tYXJrZXRkYXRhLnYxLlN1YnNjcmliZUNhbmRsZXNSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVDYW5kbGVzUmVzcG9uc2UwARJUCgtMaXN0U3ltYm9scxIhLm1hcmtldGRhdGEudjEuTGlzdFN5bWJvbHNSZXF1ZXN0GiIubWFya2V0ZGF0YS52MS5MaXN0U3ltYm9sc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5tYXJrZXRkYXRhL3YxL21hcmtldGRhdGEucHJvdG8SDW1hcmtldGRhdGEudjEi3gIKBkNhbmRsZRIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi0KCW9wZW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEb3BlbhgFIAEoARIMCgRoaWdoGAYgASgBEgsKA2xvdxgHIAEoARINCgVjbG9zZRgIIAEoARIOCgZ2b2x1bWUYCSABKAESEwoLdHJhZGVfY291bnQYCiABKAQSDgoGY2xvc2VkGAsgASgIEhAKCHJldmlzaW9uGAwgASgNEiUKBnNvdXJjZRgNIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhQKDHF1b3RlX3ZvbHVtZRgOIAEoASL4AgoFUHJpY2USDgoGc3ltYm9sGAEgASgJEgsKA2JpZBgCIAEoARILCgNhc2sYAyABKAESCwoDbWlkGAQgASgBEg4KBnNwcmVhZBgFIAEoARIMCgRsYXN0GAYgASgBEhAKCGJpZF9zaXplGAcgASgBEhAKCGFza19zaXplGAggASgBEi4KCmV2ZW50X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFc3RhbGUYCyABKAgSJQoGc291cmNlGAwgASgOMhUubWFya2V0ZGF0YS52MS5Tb3VyY2USMAoMbWFya2V0X3N0YXRlGBQgASgOMhoubWFya2V0ZGF0YS52MS5NYXJrZXRTdGF0ZRIsCgpwcmljZV90eXBlGBUgASgOMhgubWFya2V0ZGF0YS52MS5QcmljZVR5cGUiIQoPR2V0UHJpY2VSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCSI3ChBHZXRQcmljZVJlc3BvbnNlEiMKBXByaWNlGAEgASgLMhQubWFya2V0ZGF0YS52MS5QcmljZSIoChVCYXRjaEdldFByaWNlc1JlcXVlc3QSDwoHc3ltYm9scxgBIAMoCSI+ChZCYXRjaEdldFByaWNlc1Jlc3BvbnNlEiQKBnByaWNlcxgBIAMoCzIULm1hcmtldGRhdGEudjEuUHJpY2Ui7AEKEUdldENhbmRsZXNSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRIpCghpbnRlcnZhbBgCIAEoDjIXLm1hcmtldGRhdGEudjEuSW50ZXJ2YWwSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJEhcKD2luY2x1ZGVfbWlzc2luZxgeIAEoCCKHAQoSR2V0Q2FuZGxlc1Jlc3BvbnNlEiYKB2NhbmRsZXMYASADKAsyFS5tYXJrZXRkYXRhLnYxLkNhbmRsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSMAoObWlzc2luZ19yYW5nZXMYHiADKAsyGC5tYXJrZXRkYXRhLnYxLlRpbWVSYW5nZSJpCglUaW1lUmFuZ2USLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkMKBlNlcmllcxIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsIqwBChdTdWJzY3JpYmVDYW5kbGVzUmVxdWVzdBIlCgZzZXJpZXMYASADKAsyFS5tYXJrZXRkYXRhLnYxLlNlcmllcxIPCgdoaXN0b3J5GAIgASgNEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Nsb3NlZF9vbmx5GAQgASgIEhQKDHJlc3VtZV90b2tlbhgFIAEoCSINCgtTbmFwc2hvdEVuZCJtCg9TZXJpZXNXYXRlcm1hcmsSJQoGc2VyaWVzGAEgASgLMhUubWFya2V0ZGF0YS52MS5TZXJpZXMSMwoPbGFzdF9ldmVudF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJwCglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCndhdGVybWFya3MYAiADKAsyHi5tYXJrZXRkYXRhLnYxLlNlcmllc1dhdGVybWFyayLFAQoYU3Vic2NyaWJlQ2FuZGxlc1Jlc3BvbnNlEicKBmNhbmRsZRgBIAEoCzIVLm1hcmtldGRhdGEudjEuQ2FuZGxlSAASMgoMc25hcHNob3RfZW5kGAIgASgLMhoubWFya2V0ZGF0YS52MS5TbmFwc2hvdEVuZEgAEi0KCWhlYXJ0YmVhdBgDIAEoCzIYLm1hcmtldGRhdGEudjEuSGVhcnRiZWF0SAASFAoMcmVzdW1lX3Rva2VuGA8gASgJQgcKBWV2ZW50IhQKEkxpc3RTeW1ib2xzUmVxdWVzdCLBAgoKU3ltYm9sSW5mbxIOCgZzeW1ib2wYASABKAkSFwoPcHJpY2VfcHJlY2lzaW9uGAIgASgNEhoKEnF1YW50aXR5X3ByZWNpc2lvbhgDIAEoDRIqCglpbnRlcnZhbHMYBCADKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEiUKBnNvdXJjZRgFIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhIKCmJhc2VfYXNzZXQYBiABKAkSEwoLcXVvdGVfYXNzZXQYByABKAkSLAoKZmVlZF9zdGF0ZRgUIAEoDjIYLm1hcmtldGRhdGEudjEuRmVlZFN0YXRlEhMKC2ZlZWRfc3RhdHVzGBUgASgJEi8KCGNvdmVyYWdlGB4gAygLMh0ubWFya2V0ZGF0YS52MS5TZXJpZXNDb3ZlcmFnZSJzCg5TZXJpZXNDb3ZlcmFnZRIpCghpbnRlcnZhbBgBIAEoDjIXLm1hcmtldGRhdGEudjEuSW50ZXJ2YWwSNgoSZWFybGllc3Rfb3Blbl90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJBChNMaXN0U3ltYm9sc1Jlc3BvbnNlEioKB3N5bWJvbHMYASADKAsyGS5tYXJrZXRkYXRhLnYxLlN5bWJvbEluZm8iNgoVR2V0UmVjZW50VGlja3NSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRINCgVsaW1pdBgCIAEoBSI9ChZHZXRSZWNlbnRUaWNrc1Jlc3BvbnNlEiMKBXRpY2tzGAEgAygLMhQubWFya2V0ZGF0YS52MS5QcmljZSq4AgoISW50ZXJ2YWwSGAoUSU5URVJWQUxfVU5TUEVDSUZJRUQQABIPCgtJTlRFUlZBTF8xUxABEg8KC0lOVEVSVkFMXzFNEAISDwoLSU5URVJWQUxfM00QAxIPCgtJTlRFUlZBTF81TRAEEhAKDElOVEVSVkFMXzE1TRAFEhAKDElOVEVSVkFMXzMwTRAGEg8KC0lOVEVSVkFMXzFIEAcSDwoLSU5URVJWQUxfMkgQCBIPCgtJTlRFUlZBTF80SBAJEg8KC0lOVEVSVkFMXzZIEAoSDwoLSU5URVJWQUxfOEgQCxIQCgxJTlRFUlZBTF8xMkgQDBIPCgtJTlRFUlZBTF8xRBANEg8KC0lOVEVSVkFMXzNEEA4SDwoLSU5URVJWQUxfMVcQDxIQCgxJTlRFUlZBTF8xTU8QECpvCgZTb3VyY2USFgoSU09VUkNFX1VOU1BFQ0lGSUVEEAASDwoLU09VUkNFX0xJVkUQARITCg9TT1VSQ0VfQkFDS0ZJTEwQAhIUChBTT1VSQ0VfU0lNVUxBVEVEEAMSEQoNU09VUkNFX1JFUExBWRAEKswBCgtNYXJrZXRTdGF0ZRIcChhNQVJLRVRfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFNQVJLRVRfU1RBVEVfT1BFThABEhcKE01BUktFVF9TVEFURV9DTE9TRUQQAhIbChdNQVJLRVRfU1RBVEVfUFJFX01BUktFVBADEhwKGE1BUktFVF9TVEFURV9QT1NUX01BUktFVBAEEhgKFE1BUktFVF9TVEFURV9BVUNUSU9OEAUSGgoWTUFSS0VUX1NUQVRFX1NVU1BFTkRFRBAGKpQBCglQcmljZVR5cGUSGgoWUFJJQ0VfVFlQRV9VTlNQRUNJRklFRBAAEhcKE1BSSUNFX1RZUEVfVFJBREFCTEUQARIZChVQUklDRV9UWVBFX0lORElDQVRJVkUQAhIdChlQUklDRV9UWVBFX09MRF9JTkRJQ0FUSVZFEAMSGAoUUFJJQ0VfVFlQRV9OT19NQVJLRVQQBCpuCglGZWVkU3RhdGUSGgoWRkVFRF9TVEFURV9VTlNQRUNJRklFRBAAEhEKDUZFRURfU1RBVEVfT0sQARITCg9GRUVEX1NUQVRFX0RPV04QAhIdChlGRUVEX1NUQVRFX0xPR0lOX1JFUVVJUkVEEAMyrgQKEU1hcmtldERhdGFTZXJ2aWNlEksKCEdldFByaWNlEh4ubWFya2V0ZGF0YS52MS5HZXRQcmljZVJlcXVlc3QaHy5tYXJrZXRkYXRhLnYxLkdldFByaWNlUmVzcG9uc2USXQoOQmF0Y2hHZXRQcmljZXMSJC5tYXJrZXRkYXRhLnYxLkJhdGNoR2V0UHJpY2VzUmVxdWVzdBolLm1hcmtldGRhdGEudjEuQmF0Y2hHZXRQcmljZXNSZXNwb25zZRJRCgpHZXRDYW5kbGVzEiAubWFya2V0ZGF0YS52MS5HZXRDYW5kbGVzUmVxdWVzdBohLm1hcmtldGRhdGEudjEuR2V0Q2FuZGxlc1Jlc3BvbnNlEmUKEFN1YnNjcmliZUNhbmRsZXMSJi5tYXJrZXRkYXRhLnYxLlN1YnNjcmliZUNhbmRsZXNSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVDYW5kbGVzUmVzcG9uc2UwARJUCgtMaXN0U3ltYm9scxIhLm1hcmtldGRhdGEudjEuTGlzdFN5bWJvbHNSZXF1ZXN0GiIubWFya2V0ZGF0YS52MS5MaXN0U3ltYm9sc1Jlc3BvbnNlEl0KDkdldFJlY2VudFRpY2tzEiQubWFya2V0ZGF0YS52MS5HZXRSZWNlbnRUaWNrc1JlcXVlc3QaJS5tYXJrZXRkYXRhLnYxLkdldFJlY2VudFRpY2tzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Candle is one OHLCV bar. Prices and volume are exact decimals in the
@@ -186,6 +186,20 @@ export type Price = Message<"marketdata.v1.Price"> & {
    * @generated from field: marketdata.v1.Source source = 12;
    */
   source: Source;
+
+  /**
+   * Whether the market is open; MARKET_STATE_UNSPECIFIED when the upstream does not say.
+   *
+   * @generated from field: marketdata.v1.MarketState market_state = 20;
+   */
+  marketState: MarketState;
+
+  /**
+   * The worse of the bid's and the ask's price type; PRICE_TYPE_UNSPECIFIED when not said.
+   *
+   * @generated from field: marketdata.v1.PriceType price_type = 21;
+   */
+  priceType: PriceType;
 };
 
 /**
@@ -314,6 +328,14 @@ export type GetCandlesRequest = Message<"marketdata.v1.GetCandlesRequest"> & {
    * @generated from field: string page_token = 6;
    */
   pageToken: string;
+
+  /**
+   * Also list the ranges of this page's span that hold no candle
+   * (missing_ranges). Costs a little more; off by default.
+   *
+   * @generated from field: bool include_missing = 30;
+   */
+  includeMissing: boolean;
 };
 
 /**
@@ -341,6 +363,19 @@ export type GetCandlesResponse = Message<"marketdata.v1.GetCandlesResponse"> & {
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * With include_missing: the ranges of open times in this page's span for
+   * which the service holds no candle, ascending. The span runs from
+   * start_time (or the page token's position; without start_time, the first
+   * candle returned) to the next page's start, or else to end_time, or else
+   * to the end of the series' newest candle. A missing range is data never
+   * loaded (or lost), never a quiet market: an interval without trades is a
+   * zero-volume candle.
+   *
+   * @generated from field: repeated marketdata.v1.TimeRange missing_ranges = 30;
+   */
+  missingRanges: TimeRange[];
 };
 
 /**
@@ -349,6 +384,30 @@ export type GetCandlesResponse = Message<"marketdata.v1.GetCandlesResponse"> & {
  */
 export const GetCandlesResponseSchema: GenMessage<GetCandlesResponse> = /*@__PURE__*/
   messageDesc(file_marketdata_v1_marketdata, 7);
+
+/**
+ * TimeRange is a half-open range of candle open times [start_time, end_time).
+ *
+ * @generated from message marketdata.v1.TimeRange
+ */
+export type TimeRange = Message<"marketdata.v1.TimeRange"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 2;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message marketdata.v1.TimeRange.
+ * Use `create(TimeRangeSchema)` to create a new message.
+ */
+export const TimeRangeSchema: GenMessage<TimeRange> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 8);
 
 /**
  * Series names one candle series.
@@ -372,7 +431,7 @@ export type Series = Message<"marketdata.v1.Series"> & {
  * Use `create(SeriesSchema)` to create a new message.
  */
 export const SeriesSchema: GenMessage<Series> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 8);
+  messageDesc(file_marketdata_v1_marketdata, 9);
 
 /**
  * @generated from message marketdata.v1.SubscribeCandlesRequest
@@ -420,7 +479,7 @@ export type SubscribeCandlesRequest = Message<"marketdata.v1.SubscribeCandlesReq
  * Use `create(SubscribeCandlesRequestSchema)` to create a new message.
  */
 export const SubscribeCandlesRequestSchema: GenMessage<SubscribeCandlesRequest> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 9);
+  messageDesc(file_marketdata_v1_marketdata, 10);
 
 /**
  * SnapshotEnd marks that history is complete for every series; live updates follow.
@@ -435,7 +494,7 @@ export type SnapshotEnd = Message<"marketdata.v1.SnapshotEnd"> & {
  * Use `create(SnapshotEndSchema)` to create a new message.
  */
 export const SnapshotEndSchema: GenMessage<SnapshotEnd> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 10);
+  messageDesc(file_marketdata_v1_marketdata, 11);
 
 /**
  * SeriesWatermark is how far the upstream of a series has progressed.
@@ -461,7 +520,7 @@ export type SeriesWatermark = Message<"marketdata.v1.SeriesWatermark"> & {
  * Use `create(SeriesWatermarkSchema)` to create a new message.
  */
 export const SeriesWatermarkSchema: GenMessage<SeriesWatermark> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 11);
+  messageDesc(file_marketdata_v1_marketdata, 12);
 
 /**
  * Heartbeat is sent when nothing else was sent for a heartbeat interval.
@@ -485,7 +544,7 @@ export type Heartbeat = Message<"marketdata.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 12);
+  messageDesc(file_marketdata_v1_marketdata, 13);
 
 /**
  * @generated from message marketdata.v1.SubscribeCandlesResponse
@@ -529,7 +588,7 @@ export type SubscribeCandlesResponse = Message<"marketdata.v1.SubscribeCandlesRe
  * Use `create(SubscribeCandlesResponseSchema)` to create a new message.
  */
 export const SubscribeCandlesResponseSchema: GenMessage<SubscribeCandlesResponse> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 13);
+  messageDesc(file_marketdata_v1_marketdata, 14);
 
 /**
  * @generated from message marketdata.v1.ListSymbolsRequest
@@ -542,7 +601,7 @@ export type ListSymbolsRequest = Message<"marketdata.v1.ListSymbolsRequest"> & {
  * Use `create(ListSymbolsRequestSchema)` to create a new message.
  */
 export const ListSymbolsRequestSchema: GenMessage<ListSymbolsRequest> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 14);
+  messageDesc(file_marketdata_v1_marketdata, 15);
 
 /**
  * SymbolInfo describes one served symbol.
@@ -588,6 +647,28 @@ export type SymbolInfo = Message<"marketdata.v1.SymbolInfo"> & {
    * @generated from field: string quote_asset = 7;
    */
   quoteAsset: string;
+
+  /**
+   * The state of the symbol's upstream feed, as this process knows it.
+   *
+   * @generated from field: marketdata.v1.FeedState feed_state = 20;
+   */
+  feedState: FeedState;
+
+  /**
+   * Why the feed is not FEED_STATE_OK ("login required (...)"); empty when it is.
+   *
+   * @generated from field: string feed_status = 21;
+   */
+  feedStatus: string;
+
+  /**
+   * Per served interval, the oldest candle the service holds (hot store and
+   * history tier together); an interval with no candle yet is left out.
+   *
+   * @generated from field: repeated marketdata.v1.SeriesCoverage coverage = 30;
+   */
+  coverage: SeriesCoverage[];
 };
 
 /**
@@ -595,7 +676,34 @@ export type SymbolInfo = Message<"marketdata.v1.SymbolInfo"> & {
  * Use `create(SymbolInfoSchema)` to create a new message.
  */
 export const SymbolInfoSchema: GenMessage<SymbolInfo> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 15);
+  messageDesc(file_marketdata_v1_marketdata, 16);
+
+/**
+ * SeriesCoverage tells how far back one interval of a symbol goes.
+ *
+ * @generated from message marketdata.v1.SeriesCoverage
+ */
+export type SeriesCoverage = Message<"marketdata.v1.SeriesCoverage"> & {
+  /**
+   * @generated from field: marketdata.v1.Interval interval = 1;
+   */
+  interval: Interval;
+
+  /**
+   * open_time of the oldest candle held. Later ranges may still have holes:
+   * GetCandles with include_missing lists them.
+   *
+   * @generated from field: google.protobuf.Timestamp earliest_open_time = 2;
+   */
+  earliestOpenTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message marketdata.v1.SeriesCoverage.
+ * Use `create(SeriesCoverageSchema)` to create a new message.
+ */
+export const SeriesCoverageSchema: GenMessage<SeriesCoverage> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 17);
 
 /**
  * @generated from message marketdata.v1.ListSymbolsResponse
@@ -612,7 +720,53 @@ export type ListSymbolsResponse = Message<"marketdata.v1.ListSymbolsResponse"> &
  * Use `create(ListSymbolsResponseSchema)` to create a new message.
  */
 export const ListSymbolsResponseSchema: GenMessage<ListSymbolsResponse> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 16);
+  messageDesc(file_marketdata_v1_marketdata, 18);
+
+/**
+ * @generated from message marketdata.v1.GetRecentTicksRequest
+ */
+export type GetRecentTicksRequest = Message<"marketdata.v1.GetRecentTicksRequest"> & {
+  /**
+   * Symbol as listed by ListSymbols, for example "EURUSD".
+   *
+   * @generated from field: string symbol = 1;
+   */
+  symbol: string;
+
+  /**
+   * Ticks wanted, newest ones: 0 means all that are kept (CANDLEWIRE_RECENT_TICKS,
+   * 100 by default); larger values are treated as that.
+   *
+   * @generated from field: int32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message marketdata.v1.GetRecentTicksRequest.
+ * Use `create(GetRecentTicksRequestSchema)` to create a new message.
+ */
+export const GetRecentTicksRequestSchema: GenMessage<GetRecentTicksRequest> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 19);
+
+/**
+ * @generated from message marketdata.v1.GetRecentTicksResponse
+ */
+export type GetRecentTicksResponse = Message<"marketdata.v1.GetRecentTicksResponse"> & {
+  /**
+   * The latest quotes of the symbol, one per upstream update, oldest first.
+   *
+   * @generated from field: repeated marketdata.v1.Price ticks = 1;
+   */
+  ticks: Price[];
+};
+
+/**
+ * Describes the message marketdata.v1.GetRecentTicksResponse.
+ * Use `create(GetRecentTicksResponseSchema)` to create a new message.
+ */
+export const GetRecentTicksResponseSchema: GenMessage<GetRecentTicksResponse> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 20);
 
 /**
  * Interval is a candle length. Boundaries are in UTC; weeks start on Monday
@@ -760,6 +914,145 @@ export const SourceSchema: GenEnum<Source> = /*@__PURE__*/
   enumDesc(file_marketdata_v1_marketdata, 1);
 
 /**
+ * MarketState says whether the market of a quote is open.
+ *
+ * @generated from enum marketdata.v1.MarketState
+ */
+export enum MarketState {
+  /**
+   * The upstream does not say (crypto venues trade around the clock).
+   *
+   * @generated from enum value: MARKET_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: MARKET_STATE_OPEN = 1;
+   */
+  OPEN = 1,
+
+  /**
+   * Closed (an FX weekend, a holiday): prices are indicative and no candles are built.
+   *
+   * @generated from enum value: MARKET_STATE_CLOSED = 2;
+   */
+  CLOSED = 2,
+
+  /**
+   * @generated from enum value: MARKET_STATE_PRE_MARKET = 3;
+   */
+  PRE_MARKET = 3,
+
+  /**
+   * @generated from enum value: MARKET_STATE_POST_MARKET = 4;
+   */
+  POST_MARKET = 4,
+
+  /**
+   * @generated from enum value: MARKET_STATE_AUCTION = 5;
+   */
+  AUCTION = 5,
+
+  /**
+   * @generated from enum value: MARKET_STATE_SUSPENDED = 6;
+   */
+  SUSPENDED = 6,
+}
+
+/**
+ * Describes the enum marketdata.v1.MarketState.
+ */
+export const MarketStateSchema: GenEnum<MarketState> = /*@__PURE__*/
+  enumDesc(file_marketdata_v1_marketdata, 2);
+
+/**
+ * PriceType says what a quoted price is worth.
+ *
+ * @generated from enum marketdata.v1.PriceType
+ */
+export enum PriceType {
+  /**
+   * The upstream does not say.
+   *
+   * @generated from enum value: PRICE_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A price one can trade at.
+   *
+   * @generated from enum value: PRICE_TYPE_TRADABLE = 1;
+   */
+  TRADABLE = 1,
+
+  /**
+   * For information only (a closed market, no firm quote).
+   *
+   * @generated from enum value: PRICE_TYPE_INDICATIVE = 2;
+   */
+  INDICATIVE = 2,
+
+  /**
+   * An indicative price that has not been updated for a while.
+   *
+   * @generated from enum value: PRICE_TYPE_OLD_INDICATIVE = 3;
+   */
+  OLD_INDICATIVE = 3,
+
+  /**
+   * No market: the price is the last known one.
+   *
+   * @generated from enum value: PRICE_TYPE_NO_MARKET = 4;
+   */
+  NO_MARKET = 4,
+}
+
+/**
+ * Describes the enum marketdata.v1.PriceType.
+ */
+export const PriceTypeSchema: GenEnum<PriceType> = /*@__PURE__*/
+  enumDesc(file_marketdata_v1_marketdata, 3);
+
+/**
+ * FeedState is the state of the upstream feed of a symbol.
+ *
+ * @generated from enum marketdata.v1.FeedState
+ */
+export enum FeedState {
+  /**
+   * @generated from enum value: FEED_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Connected and delivering.
+   *
+   * @generated from enum value: FEED_STATE_OK = 1;
+   */
+  OK = 1,
+
+  /**
+   * Not delivering (a lost connection, an outage); it recovers by itself.
+   *
+   * @generated from enum value: FEED_STATE_DOWN = 2;
+   */
+  DOWN = 2,
+
+  /**
+   * The venue needs an operator to log in again (for Saxo: /auth/saxo/login).
+   *
+   * @generated from enum value: FEED_STATE_LOGIN_REQUIRED = 3;
+   */
+  LOGIN_REQUIRED = 3,
+}
+
+/**
+ * Describes the enum marketdata.v1.FeedState.
+ */
+export const FeedStateSchema: GenEnum<FeedState> = /*@__PURE__*/
+  enumDesc(file_marketdata_v1_marketdata, 4);
+
+/**
  * MarketDataService serves prices and OHLCV candles of the symbols a deployment
  * ingests, as unary reads and as a resumable server stream.
  *
@@ -816,6 +1109,16 @@ export const MarketDataService: GenService<{
     methodKind: "unary";
     input: typeof ListSymbolsRequestSchema;
     output: typeof ListSymbolsResponseSchema;
+  },
+  /**
+   * GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first.
+   *
+   * @generated from rpc marketdata.v1.MarketDataService.GetRecentTicks
+   */
+  getRecentTicks: {
+    methodKind: "unary";
+    input: typeof GetRecentTicksRequestSchema;
+    output: typeof GetRecentTicksResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_marketdata_v1_marketdata, 0);
