@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from decimal import Decimal
 from types import TracebackType
 
 from candlewire.aggregate import AggregatorConfig
@@ -43,14 +44,16 @@ from candlewire.errors import StoreUnavailable
 from candlewire.feeds.base import Feed, ReportsStatus
 from candlewire.feeds.registry import build_feed
 from candlewire.flow import Ingestor, LeasedIngestion, UpdateReader
+from candlewire.flow.follow import TradeReader
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
 from candlewire.readiness import Observed, ReadinessWatch
 from candlewire.retry import Backoff, Retry
 from candlewire.store import build_store
-from candlewire.store.base import Connects, SharedStore, Store
+from candlewire.store.base import Connects, SharedStore, Store, TradeUpdate, Update
 from candlewire.store.cached import CachedStore, CandleCache, QuoteCache
 from candlewire.tasks import cancel_and_wait, checkpoint
+from candlewire.validate import Rejections, ValidationConfig
 
 __all__ = ["App"]
 
@@ -85,9 +88,15 @@ class App:
     ) -> None:
         self.settings = settings
         self.store: Store = store or build_store(settings)
-        self.hub = Hub(
+        self.hub: Hub[Update] = Hub(
             queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
         )
+        self.trade_hub: Hub[TradeUpdate] = Hub(
+            queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
+        )
+        self.rejections = Rejections()
+        """What the validation policy refused, per symbol and reason (shown by ListSymbols)."""
+        self.trade_reader: TradeReader | None = None
         self.feed: Feed = feed or build_feed(settings)
         self.api: ApiServer | None = None
         self.gateway: Gateway | None = None
@@ -197,6 +206,7 @@ class App:
             self.gateway.close()
         stopping = tasks.create_task(api.stop(self.settings.shutdown_grace), name="grpc-stop")
         self.hub.close()
+        self.trade_hub.close()
         await stopping
         if self.gateway is not None:
             await self.gateway.wait_closed()
@@ -221,6 +231,7 @@ class App:
                 self.reader = UpdateReader(
                     shared, self.hub, series, self.quote_cache, self.candle_cache
                 )
+                self.trade_reader = TradeReader(shared, self.trade_hub, list(instruments))
             if self._ingesting:
                 self.leased = LeasedIngestion(
                     shared, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl
@@ -229,7 +240,14 @@ class App:
         if serving:
             catalog = Catalog(instruments, s.intervals)
             limits = Limits(stale_after=s.stale_after, heartbeat_interval=s.heartbeat_interval)
-            servicer = MarketDataServicer(self.read_store(shared), self.hub, catalog, limits)
+            servicer = MarketDataServicer(
+                self.read_store(shared),
+                self.hub,
+                catalog,
+                limits,
+                trade_hub=self.trade_hub,
+                rejections=self.rejections,
+            )
         self.api = ApiServer(servicer, s.grpc_listen)
         return self.api
 
@@ -270,6 +288,15 @@ class App:
             self._source,
             publish=publish,
             buffer_size=s.ingest_buffer,
+            trade_hub=self.trade_hub,
+            validation=ValidationConfig(
+                lateness=int(s.lateness * NANOS_PER_SECOND),
+                max_future=int(s.max_future * NANOS_PER_SECOND),
+                max_jump=Decimal(repr(s.max_jump)) if s.max_jump else None,
+                outlier_window=s.outlier_window,
+                outlier_min=max(1, s.outlier_window // 4),
+            ),
+            rejections=self.rejections,
         )
 
     # --- work ---------------------------------------------------------------------------
@@ -284,6 +311,8 @@ class App:
         async with asyncio.TaskGroup() as tasks:
             if self.reader is not None:
                 tasks.create_task(self.reader.run(), name="store-follower")
+            if self.trade_reader is not None:
+                tasks.create_task(self.trade_reader.run(), name="trade-follower")
             if self.leased is not None:
                 tasks.create_task(self.leased.run(), name="lease")
 

@@ -4,6 +4,15 @@ Every request field is checked before anything is read; a bad field is an
 InvalidArgument naming it (``series[2].interval``). Responses that carry
 candles are assembled from the frames the store encoded once (see
 :mod:`candlewire.codec`), so these handlers return bytes.
+
+Trades follow the candles' conventions: ``GetTrades`` pages like
+``GetCandles`` (its page token names the next trade's sequence number), and
+``SubscribeTrades`` is ``SubscribeCandles`` over the store's trade log, with
+trade sequence numbers in its resume tokens (history: the snapshot position
+and the last trade sent; live: the last trade sent per symbol). Trades are
+never conflated: a stream that falls behind is ended by the trade hub.
+``GetVolumeProfile`` reads the stored trades of its range and computes the
+profile and footprint exactly (:mod:`candlewire.orderflow`).
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from decimal import Decimal, InvalidOperation
+from typing import Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,7 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from candlewire.api.status import abort, translate_errors
 from candlewire.api.tokens import PageToken, Phase, ResumeToken, fingerprint, live_token
 from candlewire.codec import FrameRun, field_bytes, quote_to_price, timestamp, timestamp_ns
-from candlewire.domain import Instrument, Interval, Quote, SeriesKey
+from candlewire.domain import Instrument, Interval, Quote, SeriesKey, Side
 from candlewire.errors import (
     CandlewireError,
     DataExpired,
@@ -27,8 +38,10 @@ from candlewire.errors import (
     NoData,
     UnknownSymbol,
 )
-from candlewire.hub import Hub
-from candlewire.store.base import Snapshot, Store, Update
+from candlewire.hub import Hub, Key
+from candlewire.orderflow import Level, TapeTrade, footprint, profile
+from candlewire.store.base import Snapshot, Store, TradeSymbol, TradeUpdate, Update
+from candlewire.validate import Rejections
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["Catalog", "Limits", "MarketDataServicer"]
@@ -168,9 +181,23 @@ class _PriceCache:
 class MarketDataServicer:
     """Implements ``marketdata.v1.MarketDataService``."""
 
-    def __init__(self, store: Store, hub: Hub, catalog: Catalog, limits: Limits) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub[Update],
+        catalog: Catalog,
+        limits: Limits,
+        *,
+        trade_hub: Hub[TradeUpdate] | None = None,
+        rejections: Rejections | None = None,
+    ) -> None:
         self._store = store
         self._hub = hub
+        self._trade_hub: Hub[TradeUpdate] = trade_hub or Hub(
+            queue_size=1024, max_subscriptions=10_000
+        )
+        self._rejections = rejections or Rejections()
+        self._trade_messages: dict[_MessageKey, bytes] = {}
         self._catalog = catalog
         self._limits = limits
         self._stale_ns = limits.stale_after * 1e9
@@ -258,6 +285,14 @@ class MarketDataServicer:
                     source=i.source.value,  # type: ignore[arg-type]
                     base_asset=i.base_asset,
                     quote_asset=i.quote_asset,
+                    rejections=[
+                        pb.RejectionCount(
+                            reason=reason.value,  # type: ignore[arg-type]
+                            count=count,
+                            last_time=timestamp(last),
+                        )
+                        for reason, count, last in self._rejections.of(i.symbol)
+                    ],
                 )
                 for i in self._catalog.instruments.values()
             ]
@@ -378,6 +413,261 @@ class MarketDataServicer:
             ],
         ).SerializeToString()
 
+    # --- trades -------------------------------------------------------------------------
+
+    @translate_errors
+    async def GetTrades(self, request: pb.GetTradesRequest, context: Context) -> bytes:
+        symbol = self._catalog.symbol(request.symbol, "symbol")
+        start = _time(request.start_time, "start_time") if request.HasField("start_time") else None
+        end = _time(request.end_time, "end_time") if request.HasField("end_time") else None
+        if start is not None and end is not None and end <= start:
+            raise InvalidArgument("end_time", "must be after start_time")
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        size = min(request.page_size or self._limits.default_page_size, self._limits.max_page_size)
+        request_id = fingerprint(("trades", symbol, start, end))
+        after = 0
+        if request.page_token:
+            if start is None:
+                raise InvalidArgument("page_token", "paging needs start_time")
+            page = PageToken.decode(request.page_token)
+            if page.request != request_id:
+                raise InvalidArgument("page_token", "belongs to a request with other fields")
+            after = page.next_start - 1
+        found = await self._store.get_trades(
+            symbol,
+            start=start,
+            end=end,
+            after=after,
+            limit=size + 1 if start is not None else size,
+            latest=start is None,
+        )
+        frames = found.frames
+        body = _joined(frames, size)
+        if len(frames) > size:
+            token = PageToken(request_id, found.seqs[size]).encode()
+            body += field_bytes(2, token.encode())
+        return body
+
+    def _trade_stream(self, request: pb.SubscribeTradesRequest) -> _Stream:
+        if not request.symbols:
+            raise InvalidArgument("symbols", "at least one symbol is required")
+        if len(request.symbols) > self._limits.max_series:
+            raise InvalidArgument(
+                "symbols", f"at most {self._limits.max_series} symbols per stream"
+            )
+        symbols = self._catalog.distinct_symbols(request.symbols, "symbols")
+        if request.history > self._limits.max_history:
+            raise InvalidArgument("history", f"at most {self._limits.max_history}")
+        start = _time(request.start_time, "start_time") if request.HasField("start_time") else None
+        if start is not None and request.history:
+            raise InvalidArgument("start_time", "set either history or start_time, not both")
+        request_id = fingerprint(("trades", *symbols, request.history, start))
+        resume = ResumeToken.decode(request.resume_token) if request.resume_token else None
+        if resume is not None and resume.request != request_id:
+            raise InvalidArgument("resume_token", "belongs to a request with other fields")
+        if resume is not None and len(resume.positions) != len(symbols):
+            raise InvalidArgument("resume_token", "not a token issued by this service")
+        resumed = None if resume is None else dict(zip(symbols, resume.positions, strict=True))
+        epoch = self._store.epoch
+        if resume is not None and resume.epoch != epoch:
+            raise DataExpired("the data this resume_token points to is no longer retained")
+        keys: list[Key] = [TradeSymbol(s) for s in symbols]
+        return _Stream(
+            keys,  # type: ignore[arg-type]
+            symbols,
+            request.history,
+            start,
+            False,
+            request_id,
+            epoch,
+            resume,
+            resumed,
+        )
+
+    async def _trade_history(
+        self, stream: _Stream, position: Mapping[str, int]
+    ) -> AsyncIterator[bytes]:
+        """The stored trades of every symbol at ``position`` (after the resume
+        token's trade, when resuming in history), then ``snapshot_end``."""
+        store, resume = self._store, stream.resume
+        vector = tuple(position[s] for s in stream.symbols)
+        epoch, request_id = stream.epoch, stream.request_id
+        history, start = stream.history, stream.start
+        for index, symbol in enumerate(stream.symbols):
+            if resume is not None and index < resume.series_index:
+                continue
+            upto = position[symbol]
+            if resume is not None and index == resume.series_index and resume.cursor is not None:
+                after = resume.cursor
+            elif start is None:
+                after = max(0, upto - history)
+            else:
+                after = 0
+            if start is None and not history:
+                continue
+            while after < upto:
+                found = await store.get_trades(
+                    symbol, start=start, after=after, upto=upto, limit=_HISTORY_CHUNK
+                )
+                if resume is not None and not found.complete:
+                    raise DataExpired(f"trades of {symbol} at this position are no longer retained")
+                if not len(found):
+                    break
+                for seq, frame in zip(found.seqs, found.frames, strict=True):
+                    token = ResumeToken(epoch, request_id, Phase.HISTORY, vector, index, seq)
+                    yield frame + _token_field(token)
+                after = found.seqs[-1]
+        yield _SNAPSHOT_END + _token_field(ResumeToken(epoch, request_id, Phase.LIVE, vector))
+
+    async def SubscribeTrades(
+        self, request: pb.SubscribeTradesRequest, context: Context
+    ) -> AsyncIterator[bytes]:
+        """Stored trades at one position, ``snapshot_end``, then the live
+        trades after that position: the ones missed since, then the hub's."""
+        try:
+            store = self._store
+            stream = self._trade_stream(request)
+            subscription = self._trade_hub.subscribe(stream.series)
+            try:
+                position = stream.resumed_position()
+                if position is None:
+                    position = stream.resumed
+                    if position is None:
+                        position = await store.trade_heads(stream.symbols)
+                    async for message in self._trade_history(stream, position):
+                        yield message
+                live = _LivePhase(stream, dict(position), self._trade_messages)
+                missed = await store.read_trades(stream.symbols, after=position)
+                for message in live.missed(missed):
+                    yield message
+                subscription.discard_through(position)
+                heartbeat_interval = self._limits.heartbeat_interval
+                published = self._trade_hub.published_seq
+                message_for = live.message
+                while True:
+                    update = subscription.pop()
+                    if update is None:
+                        update = await subscription.next(heartbeat_interval)
+                    if update is None:
+                        beat = pb.TradesHeartbeat(server_time=timestamp(time.time_ns()))
+                        yield live.heartbeat(published, beat.SerializeToString())
+                    elif (sent := message_for(update)) is not None:
+                        yield sent
+            finally:
+                subscription.close()
+        except CandlewireError as error:
+            await abort(context, error)
+
+    @translate_errors
+    async def GetVolumeProfile(
+        self, request: pb.GetVolumeProfileRequest, context: Context
+    ) -> pb.GetVolumeProfileResponse:
+        symbol = self._catalog.symbol(request.symbol, "symbol")
+        if not request.HasField("start_time"):
+            raise InvalidArgument("start_time", "required")
+        start = _time(request.start_time, "start_time")
+        end = _time(request.end_time, "end_time") if request.HasField("end_time") else None
+        if end is not None and end <= start:
+            raise InvalidArgument("end_time", "must be after start_time")
+        step = _price_step(request.price_step)
+        interval = (
+            self._catalog.interval(request.interval, "interval")
+            if request.interval != pb.INTERVAL_UNSPECIFIED
+            else None
+        )
+        trades: list[TapeTrade] = []
+        after = 0
+        truncated = False
+        upto = (await self._store.trade_heads([symbol]))[symbol]
+        while after < upto:
+            found = await self._store.get_trades(
+                symbol, start=start, end=end, after=after, upto=upto, limit=_PROFILE_CHUNK
+            )
+            if after == 0 and not found.complete:
+                truncated = True
+            if not len(found):
+                break
+            trades.extend(_tape(found.frames, start, end))
+            after = found.seqs[-1]
+        response = pb.GetVolumeProfileResponse(
+            levels=[_level(level) for level in profile(trades, step)],
+            trade_count=len(trades),
+            truncated=truncated,
+        )
+        if interval is not None:
+            response.footprint.extend(
+                pb.FootprintCandle(
+                    open_time=timestamp(candle.open_time),
+                    close_time=timestamp(candle.close_time),
+                    levels=[_level(level) for level in candle.levels],
+                )
+                for candle in footprint(trades, step, interval)
+            )
+        return response
+
+
+_HISTORY_CHUNK = 1000  # trades read per store call while sending history
+_PROFILE_CHUNK = 20_000  # trades read per store call for a volume profile
+_MAX_STEP_DIGITS = 30
+
+
+def _price_step(text: str) -> Decimal:
+    if not text:
+        raise InvalidArgument("price_step", 'required, for example "0.5"')
+    try:
+        step = Decimal(text)
+    except InvalidOperation:
+        raise InvalidArgument("price_step", f"{text[:40]!r} is not a decimal number") from None
+    if not step.is_finite() or step <= 0 or len(step.as_tuple().digits) > _MAX_STEP_DIGITS:
+        raise InvalidArgument("price_step", "must be a positive decimal number")
+    return step
+
+
+_SIDES = {pb.AGGRESSOR_SIDE_BUY: Side.BUY, pb.AGGRESSOR_SIDE_SELL: Side.SELL}
+
+
+def _tape(frames: Sequence[bytes], start: int, end: int | None) -> Iterator[TapeTrade]:
+    """The trades of ``frames`` whose own event time is in ``[start, end)``,
+    with their exact decimals (the shortest repr of the doubles on the wire)."""
+    joined = frames.data if isinstance(frames, FrameRun) else b"".join(frames)
+    for trade in pb.GetTradesResponse.FromString(joined).trades:
+        t = timestamp_ns(trade.event_time)
+        if t < start or (end is not None and t >= end):
+            continue
+        yield (
+            t,
+            Decimal(repr(trade.price)),
+            Decimal(repr(trade.quantity)),
+            _SIDES.get(trade.side, Side.UNKNOWN),
+        )
+
+
+def _level(level: Level) -> pb.PriceLevel:
+    return pb.PriceLevel(
+        price=float(level.price),
+        buy_volume=float(level.buy),
+        sell_volume=float(level.sell),
+        unknown_volume=float(level.unknown),
+        trade_count=level.count,
+    )
+
+
+class _Framed(Protocol):
+    """What a stream message is made of: a candle update or a trade."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def series(self) -> Key: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def frame(self) -> bytes: ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Stream:
@@ -451,7 +741,7 @@ class _LivePhase:
         self._closed_only = stream.closed_only
         self._messages = messages
 
-    def message(self, update: Update) -> bytes | None:
+    def message(self, update: _Framed) -> bytes | None:
         """The response carrying ``update`` (the position moves past it), or
         None when the stream already sent it."""
         position = self.position
@@ -472,7 +762,7 @@ class _LivePhase:
             messages[key] = message
         return message
 
-    def missed(self, updates: Sequence[Update]) -> Iterator[bytes]:
+    def missed(self, updates: Sequence[_Framed]) -> Iterator[bytes]:
         """The messages of updates read from the store's log after the position."""
         closed_only = self._closed_only
         for update in updates:

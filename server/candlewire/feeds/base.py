@@ -22,6 +22,11 @@ class FeedSink(Protocol):
         """Trades of any symbols, in arrival order."""
         ...
 
+    async def record_trades(self, trades: Sequence[Trade]) -> None:
+        """Trades of a kline feed: validated, stored and streamed, but not
+        aggregated (the venue's candles already count them)."""
+        ...
+
     async def quotes(self, quotes: Sequence[Quote]) -> None:
         """Latest quotes."""
         ...

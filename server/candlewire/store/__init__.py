@@ -34,5 +34,17 @@ def build_store(settings: Settings) -> Store:
             retention=settings.retention,
             log_size=settings.update_log_size,
             quote_ttl=settings.quote_ttl,
+            trade_retention=settings.trade_retention,
+            trade_window=_window(settings),
         )
-    return MemoryStore(retention=settings.retention, log_size=settings.update_log_size)
+    return MemoryStore(
+        retention=settings.retention,
+        log_size=settings.update_log_size,
+        trade_retention=settings.trade_retention,
+        trade_window=_window(settings),
+    )
+
+
+def _window(settings: Settings) -> int | None:
+    """The trade window in nanoseconds (None: no limit)."""
+    return round(settings.trade_window * 1e9) or None

@@ -25,6 +25,8 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "snapshot": ("lib/pack", "lib/trimmed", "snapshot"),
     "updates": ("lib/trimmed", "updates"),
     "follow": ("lib/trimmed", "follow"),
+    "trades_write": ("lib/{guard}", "lib/timekey", "trades_write"),
+    "trades_range": ("lib/timekey", "trades_range"),
 }
 """Script name -> the files (under ``scripts/``, without ``.lua``) it is made
 of, in order; ``{guard}`` is ``guard``, or ``guard_cluster`` on Redis Cluster."""
@@ -43,6 +45,8 @@ class Scripts:
     snapshot: str
     updates: str
     follow: str
+    trades_write: str
+    trades_range: str
 
 
 def parts(name: str, *, cluster: bool) -> list[str]:
