@@ -35,7 +35,11 @@ def test_every_script_file_is_part_of_a_registered_script() -> None:
     assert shipped == used
     # The two deployments differ in the write guard only.
     one, cluster = lua.sources(cluster=False), lua.sources(cluster=True)
-    assert {name for name in lua.SCRIPTS if one[name] != cluster[name]} == {"write", "quote", "trades_write"}
+    assert {name for name in lua.SCRIPTS if one[name] != cluster[name]} == {
+        "write",
+        "quote",
+        "trades_write",
+    }
     assert "CWFENCED" in one["write"] and "CWFENCED" in cluster["write"]
 
 
