@@ -143,8 +143,11 @@ def _joined(frames: Sequence[bytes], count: int) -> bytes:
 # is one sequence number per symbol of the request; a one-symbol request's
 # key holds that number alone. The cache is small and simply restarted when full.
 _MESSAGES_MAX = 8192
-_MessageKey = tuple[bytes, int, int | tuple[int, ...]]
-"""(epoch, request fingerprint, position) of a shared live message."""
+_MessageKey = tuple[bytes, int, int | tuple[int, ...], str]
+"""(epoch, request fingerprint, position, symbol of the update) of a shared
+live message. With sequence numbers per symbol, one position of a
+several-symbol request is reached by the last update of either symbol: the
+symbol tells which."""
 
 
 class _PriceCache:
@@ -193,10 +196,9 @@ class MarketDataServicer:
     ) -> None:
         self._store = store
         self._hub = hub
-        self._trade_hub: Hub[TradeUpdate] = trade_hub or Hub(
-            queue_size=1024, max_subscriptions=10_000
-        )
-        self._rejections = rejections or Rejections()
+        # (an empty hub is falsy: compare with None)
+        self._trade_hub: Hub[TradeUpdate] = Hub() if trade_hub is None else trade_hub
+        self._rejections = Rejections() if rejections is None else rejections
         self._trade_messages: dict[_MessageKey, bytes] = {}
         self._catalog = catalog
         self._limits = limits
@@ -750,7 +752,7 @@ class _LivePhase:
             return None
         position[symbol] = seq
         at: int | tuple[int, ...] = seq if self._single else tuple(map(self._at, self._symbols))
-        key = (self._epoch, self._request_id, at)
+        key = (self._epoch, self._request_id, at, symbol)
         messages = self._messages
         message = messages.get(key)
         if message is None:
