@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_FLOOR, Context, Decimal, localcontext
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
 
 from candlewire.domain import Interval, Side
 from candlewire.intervals import bucket_end, bucket_start
@@ -19,6 +19,7 @@ from candlewire.intervals import bucket_end, bucket_start
 __all__ = ["FootprintCandle", "Level", "TapeTrade", "footprint", "level_of", "profile"]
 
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+_DIVIDE = Context(prec=400, Emax=MAX_EMAX, Emin=MIN_EMIN)
 _ZERO = Decimal(0)
 
 TapeTrade = tuple[int, Decimal, Decimal, Side]
@@ -52,9 +53,14 @@ class FootprintCandle:
 
 
 def level_of(price: Decimal, step: Decimal) -> Decimal:
-    """The lower bound of the level of ``price``: ``floor(price / step) * step``."""
+    """The lower bound of the level of ``price``: ``floor(price / step) * step``
+    (an integer division, exact; the quotient has few digits)."""
+    with localcontext(_DIVIDE):
+        whole, rest = divmod(price, step)
+        if rest and (rest < 0) != (step < 0):
+            whole -= 1
     with localcontext(_EXACT):
-        return (price / step).to_integral_value(rounding=ROUND_FLOOR) * step
+        return whole * step
 
 
 def _add(levels: dict[Decimal, Level], price: Decimal, quantity: Decimal, side: Side) -> None:
