@@ -35,7 +35,7 @@ def tape(
                 Decimal(rng.randint(1, 5000)) / 1000,
                 Source.LIVE,
                 rng.choice(_SIDES),
-                f"{symbol}-{n}",
+                f"{symbol}-{start:g}-{n}",
             )
         )
     return out
