@@ -8,7 +8,7 @@ from decimal import Decimal
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-from candlewire.domain import Quote, Source
+from candlewire.domain import Quote, Source, Trade
 from candlewire.store.redis import RedisStore, lua
 from tests.store.conftest import RedisClusterNodes, RedisServer, cluster_prefix
 from tests.store.test_contract import BTC, KEY, candle
@@ -63,6 +63,12 @@ async def _use_every_script(store: RedisStore) -> None:
     updates, bounds = await store.follow_updates([KEY], after={"BTCUSDT": 0})  # follow
     assert updates == applied and bounds[KEY] == (3, applied[0].open_time)
     assert await store.head(BTC) == {"BTCUSDT": applied[-1].seq}
+    trades = [
+        Trade("BTCUSDT", i * 10**9, Decimal(100 + i), Decimal(1), Source.LIVE) for i in range(3)
+    ]
+    written = await store.write_trades(trades)  # trades_write
+    assert [u.seq for u in written] == [1, 2, 3]
+    assert len(await store.get_trades("BTCUSDT", start=10**9, limit=5)) == 2  # trades_range
 
 
 def _shas(*, cluster: bool) -> dict[str, str]:
