@@ -81,9 +81,13 @@ def profile(trades: Iterable[TapeTrade], step: Decimal) -> list[Level]:
     if not step.is_finite() or step <= 0:
         raise ValueError(f"price step must be a positive number, got {step}")
     levels: dict[Decimal, Level] = {}
+    of: dict[Decimal, Decimal] = {}  # price -> its level (prices repeat)
     with localcontext(_EXACT):
         for _, price, quantity, side in trades:
-            _add(levels, level_of(price, step), quantity, side)
+            level = of.get(price)
+            if level is None:
+                level = of[price] = level_of(price, step)
+            _add(levels, level, quantity, side)
     return [levels[p] for p in sorted(levels)]
 
 
@@ -97,12 +101,16 @@ def footprint(
     with localcontext(_EXACT):
         start = end = 0
         levels: dict[Decimal, Level] = {}
+        of: dict[Decimal, Decimal] = {}  # price -> its level (prices repeat)
         for time, price, quantity, side in trades:
             if not start <= time < end or not candles:
                 start = bucket_start(interval, time)
                 end = bucket_end(interval, start)
                 levels = candles.setdefault(start, {})
-            _add(levels, level_of(price, step), quantity, side)
+            level = of.get(price)
+            if level is None:
+                level = of[price] = level_of(price, step)
+            _add(levels, level, quantity, side)
     return [
         FootprintCandle(
             open_time, bucket_end(interval, open_time), [found[p] for p in sorted(found)]

@@ -17,6 +17,7 @@ profile and footprint exactly (:mod:`candlewire.orderflow`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -578,7 +579,7 @@ class MarketDataServicer:
             if request.interval != pb.INTERVAL_UNSPECIFIED
             else None
         )
-        trades: list[TapeTrade] = []
+        chunks: list[bytes] = []
         after = 0
         truncated = False
         upto = (await self._store.trade_heads([symbol]))[symbol]
@@ -590,23 +591,34 @@ class MarketDataServicer:
                 truncated = True
             if not len(found):
                 break
-            trades.extend(_tape(found.frames, start, end))
+            chunks.append(_joined(found.frames, len(found)))
             after = found.seqs[-1]
-        response = pb.GetVolumeProfileResponse(
-            levels=[_level(level) for level in profile(trades, step)],
-            trade_count=len(trades),
-            truncated=truncated,
-        )
-        if interval is not None:
-            response.footprint.extend(
-                pb.FootprintCandle(
-                    open_time=timestamp(candle.open_time),
-                    close_time=timestamp(candle.close_time),
-                    levels=[_level(level) for level in candle.levels],
-                )
-                for candle in footprint(trades, step, interval)
-            )
+        # Decoding and summing a day of trades takes a while: off the event loop.
+        response = await asyncio.to_thread(_profile, chunks, start, end, step, interval)
+        response.truncated = truncated
         return response
+
+
+def _profile(
+    chunks: Sequence[bytes], start: int, end: int | None, step: Decimal, interval: Interval | None
+) -> pb.GetVolumeProfileResponse:
+    """The response of GetVolumeProfile over the trades of ``chunks`` (joined frames)."""
+    trades: list[TapeTrade] = []
+    for chunk in chunks:
+        trades.extend(_tape((chunk,), start, end))
+    response = pb.GetVolumeProfileResponse(
+        levels=[_level(level) for level in profile(trades, step)], trade_count=len(trades)
+    )
+    if interval is not None:
+        response.footprint.extend(
+            pb.FootprintCandle(
+                open_time=timestamp(candle.open_time),
+                close_time=timestamp(candle.close_time),
+                levels=[_level(level) for level in candle.levels],
+            )
+            for candle in footprint(trades, step, interval)
+        )
+    return response
 
 
 _HISTORY_CHUNK = 1000  # trades read per store call while sending history
@@ -633,16 +645,19 @@ def _tape(frames: Sequence[bytes], start: int, end: int | None) -> Iterator[Tape
     """The trades of ``frames`` whose own event time is in ``[start, end)``,
     with their exact decimals (the shortest repr of the doubles on the wire)."""
     joined = frames.data if isinstance(frames, FrameRun) else b"".join(frames)
+    exact: dict[float, Decimal] = {}  # prices and sizes repeat: convert each once
     for trade in pb.GetTradesResponse.FromString(joined).trades:
         t = timestamp_ns(trade.event_time)
         if t < start or (end is not None and t >= end):
             continue
-        yield (
-            t,
-            Decimal(repr(trade.price)),
-            Decimal(repr(trade.quantity)),
-            _SIDES.get(trade.side, Side.UNKNOWN),
-        )
+        price, quantity = trade.price, trade.quantity
+        p = exact.get(price)
+        if p is None:
+            p = exact[price] = Decimal(repr(price))
+        q = exact.get(quantity)
+        if q is None:
+            q = exact[quantity] = Decimal(repr(quantity))
+        yield (t, p, q, _SIDES.get(trade.side, Side.UNKNOWN))
 
 
 def _level(level: Level) -> pb.PriceLevel:
