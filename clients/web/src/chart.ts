@@ -1,6 +1,7 @@
 // The candle chart: history from SubscribeCandles (drawn at snapshot_end),
 // then live updates (the forming candle redrawn, new candles appended, late
-// corrections applied), resumed after drops without a gap.
+// corrections applied), resumed after drops without a gap. Under it, in a
+// pane of its own, the delta of each candle: buy minus sell volume.
 
 import { Code, type ConnectError } from "@connectrpc/connect";
 import {
@@ -35,6 +36,8 @@ interface Bar {
   low: number;
   close: number;
   volume: number;
+  /** Aggressor-buy minus aggressor-sell volume. */
+  delta: number;
   closed: boolean;
   revision: number;
 }
@@ -45,6 +48,7 @@ export class CandleChart {
   private readonly chart: IChartApi;
   private readonly candles: ISeriesApi<"Candlestick">;
   private readonly volumes: ISeriesApi<"Histogram">;
+  private readonly deltas: ISeriesApi<"Histogram">;
   private readonly bars = new Map<number, Bar>();
   private times: number[] = [];
   private live = false;
@@ -88,6 +92,12 @@ export class CandleChart {
       priceLineVisible: false,
     });
     this.chart.priceScale("volume").applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
+    this.deltas = this.chart.addSeries(
+      HistogramSeries,
+      { priceFormat: { type: "volume" }, lastValueVisible: false, priceLineVisible: false },
+      1,
+    );
+    this.chart.panes()[1]?.setHeight(90);
     this.chart.subscribeCrosshairMove((param: MouseEventParams) => {
       this.hovered = param.time === undefined ? undefined : Number(param.time);
       this.renderLegend();
@@ -137,6 +147,7 @@ export class CandleChart {
     this.hovered = undefined;
     this.candles.setData([]);
     this.volumes.setData([]);
+    this.deltas.setData([]);
     this.container.dataset["ready"] = "false";
     this.reflect();
   }
@@ -153,6 +164,7 @@ export class CandleChart {
       low: candle.low,
       close: candle.close,
       volume: candle.volume,
+      delta: 2 * candle.buyVolume - candle.volume,
       closed: candle.closed,
       revision: candle.revision,
     };
@@ -166,6 +178,7 @@ export class CandleChart {
     } else {
       this.candles.update(this.candleData(bar), historical);
       this.volumes.update(this.volumeData(bar), historical);
+      this.deltas.update(this.deltaData(bar), historical);
     }
     this.reflect();
   }
@@ -202,6 +215,7 @@ export class CandleChart {
     const bars = this.times.map((time) => this.bars.get(time)).filter((b) => b !== undefined);
     this.candles.setData(bars.map((bar) => this.candleData(bar)));
     this.volumes.setData(bars.map((bar) => this.volumeData(bar)));
+    this.deltas.setData(bars.map((bar) => this.deltaData(bar)));
   }
 
   private heartbeat(heartbeat: Heartbeat): void {
@@ -266,6 +280,14 @@ export class CandleChart {
     };
   }
 
+  private deltaData(bar: Bar): HistogramData {
+    return {
+      time: bar.time as UTCTimestamp,
+      value: bar.delta,
+      color: bar.delta >= 0 ? "rgba(4, 120, 87, 0.7)" : "rgba(185, 28, 28, 0.7)",
+    };
+  }
+
   /** Mirror the drawn data in attributes (tests and assistive tools read them). */
   private reflect(): void {
     const data = this.container.dataset;
@@ -285,6 +307,7 @@ export class CandleChart {
     data["lastClose"] = last === undefined ? "" : String(last.close);
     data["lastRevision"] = last === undefined ? "" : String(last.revision);
     data["lastClosed"] = last === undefined ? "" : String(last.closed);
+    data["lastDelta"] = last === undefined ? "" : String(last.delta);
     this.renderLegend();
   }
 
@@ -302,6 +325,7 @@ export class CandleChart {
       ["L", p(bar.low)],
       ["C", p(bar.close)],
       ["V", volume(bar.volume)],
+      ["Δ", volume(bar.delta)],
     ];
     const label = document.createElement("span");
     label.textContent = `${this.symbol} · ${intervalLabel(this.interval)} · ${utc(bar.time)} · `;

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file marketdata/v1/marketdata.proto.
  */
 export const file_marketdata_v1_marketdata: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tYXJrZXRkYXRhL3YxL21hcmtldGRhdGEucHJvdG8SDW1hcmtldGRhdGEudjEi3gIKBkNhbmRsZRIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi0KCW9wZW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEb3BlbhgFIAEoARIMCgRoaWdoGAYgASgBEgsKA2xvdxgHIAEoARINCgVjbG9zZRgIIAEoARIOCgZ2b2x1bWUYCSABKAESEwoLdHJhZGVfY291bnQYCiABKAQSDgoGY2xvc2VkGAsgASgIEhAKCHJldmlzaW9uGAwgASgNEiUKBnNvdXJjZRgNIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhQKDHF1b3RlX3ZvbHVtZRgOIAEoASKYAgoFUHJpY2USDgoGc3ltYm9sGAEgASgJEgsKA2JpZBgCIAEoARILCgNhc2sYAyABKAESCwoDbWlkGAQgASgBEg4KBnNwcmVhZBgFIAEoARIMCgRsYXN0GAYgASgBEhAKCGJpZF9zaXplGAcgASgBEhAKCGFza19zaXplGAggASgBEi4KCmV2ZW50X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFc3RhbGUYCyABKAgSJQoGc291cmNlGAwgASgOMhUubWFya2V0ZGF0YS52MS5Tb3VyY2UiIQoPR2V0UHJpY2VSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCSI3ChBHZXRQcmljZVJlc3BvbnNlEiMKBXByaWNlGAEgASgLMhQubWFya2V0ZGF0YS52MS5QcmljZSIoChVCYXRjaEdldFByaWNlc1JlcXVlc3QSDwoHc3ltYm9scxgBIAMoCSI+ChZCYXRjaEdldFByaWNlc1Jlc3BvbnNlEiQKBnByaWNlcxgBIAMoCzIULm1hcmtldGRhdGEudjEuUHJpY2Ui0wEKEUdldENhbmRsZXNSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRIpCghpbnRlcnZhbBgCIAEoDjIXLm1hcmtldGRhdGEudjEuSW50ZXJ2YWwSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIlUKEkdldENhbmRsZXNSZXNwb25zZRImCgdjYW5kbGVzGAEgAygLMhUubWFya2V0ZGF0YS52MS5DYW5kbGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkMKBlNlcmllcxIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsIqwBChdTdWJzY3JpYmVDYW5kbGVzUmVxdWVzdBIlCgZzZXJpZXMYASADKAsyFS5tYXJrZXRkYXRhLnYxLlNlcmllcxIPCgdoaXN0b3J5GAIgASgNEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Nsb3NlZF9vbmx5GAQgASgIEhQKDHJlc3VtZV90b2tlbhgFIAEoCSINCgtTbmFwc2hvdEVuZCJtCg9TZXJpZXNXYXRlcm1hcmsSJQoGc2VyaWVzGAEgASgLMhUubWFya2V0ZGF0YS52MS5TZXJpZXMSMwoPbGFzdF9ldmVudF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJwCglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCndhdGVybWFya3MYAiADKAsyHi5tYXJrZXRkYXRhLnYxLlNlcmllc1dhdGVybWFyayLFAQoYU3Vic2NyaWJlQ2FuZGxlc1Jlc3BvbnNlEicKBmNhbmRsZRgBIAEoCzIVLm1hcmtldGRhdGEudjEuQ2FuZGxlSAASMgoMc25hcHNob3RfZW5kGAIgASgLMhoubWFya2V0ZGF0YS52MS5TbmFwc2hvdEVuZEgAEi0KCWhlYXJ0YmVhdBgDIAEoCzIYLm1hcmtldGRhdGEudjEuSGVhcnRiZWF0SAASFAoMcmVzdW1lX3Rva2VuGA8gASgJQgcKBWV2ZW50IhQKEkxpc3RTeW1ib2xzUmVxdWVzdCLNAQoKU3ltYm9sSW5mbxIOCgZzeW1ib2wYASABKAkSFwoPcHJpY2VfcHJlY2lzaW9uGAIgASgNEhoKEnF1YW50aXR5X3ByZWNpc2lvbhgDIAEoDRIqCglpbnRlcnZhbHMYBCADKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEiUKBnNvdXJjZRgFIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhIKCmJhc2VfYXNzZXQYBiABKAkSEwoLcXVvdGVfYXNzZXQYByABKAkiQQoTTGlzdFN5bWJvbHNSZXNwb25zZRIqCgdzeW1ib2xzGAEgAygLMhkubWFya2V0ZGF0YS52MS5TeW1ib2xJbmZvKrgCCghJbnRlcnZhbBIYChRJTlRFUlZBTF9VTlNQRUNJRklFRBAAEg8KC0lOVEVSVkFMXzFTEAESDwoLSU5URVJWQUxfMU0QAhIPCgtJTlRFUlZBTF8zTRADEg8KC0lOVEVSVkFMXzVNEAQSEAoMSU5URVJWQUxfMTVNEAUSEAoMSU5URVJWQUxfMzBNEAYSDwoLSU5URVJWQUxfMUgQBxIPCgtJTlRFUlZBTF8ySBAIEg8KC0lOVEVSVkFMXzRIEAkSDwoLSU5URVJWQUxfNkgQChIPCgtJTlRFUlZBTF84SBALEhAKDElOVEVSVkFMXzEySBAMEg8KC0lOVEVSVkFMXzFEEA0SDwoLSU5URVJWQUxfM0QQDhIPCgtJTlRFUlZBTF8xVxAPEhAKDElOVEVSVkFMXzFNTxAQKm8KBlNvdXJjZRIWChJTT1VSQ0VfVU5TUEVDSUZJRUQQABIPCgtTT1VSQ0VfTElWRRABEhMKD1NPVVJDRV9CQUNLRklMTBACEhQKEFNPVVJDRV9TSU1VTEFURUQQAxIRCg1TT1VSQ0VfUkVQTEFZEAQyzwMKEU1hcmtldERhdGFTZXJ2aWNlEksKCEdldFByaWNlEh4ubWFya2V0ZGF0YS52MS5HZXRQcmljZVJlcXVlc3QaHy5tYXJrZXRkYXRhLnYxLkdldFByaWNlUmVzcG9uc2USXQoOQmF0Y2hHZXRQcmljZXMSJC5tYXJrZXRkYXRhLnYxLkJhdGNoR2V0UHJpY2VzUmVxdWVzdBolLm1hcmtldGRhdGEudjEuQmF0Y2hHZXRQcmljZXNSZXNwb25zZRJRCgpHZXRDYW5kbGVzEiAubWFya2V0ZGF0YS52MS5HZXRDYW5kbGVzUmVxdWVzdBohLm1hcmtldGRhdGEudjEuR2V0Q2FuZGxlc1Jlc3BvbnNlEmUKEFN1YnNjcmliZUNhbmRsZXMSJi5tYXJrZXRkYXRhLnYxLlN1YnNjcmliZUNhbmRsZXNSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVDYW5kbGVzUmVzcG9uc2UwARJUCgtMaXN0U3ltYm9scxIhLm1hcmtldGRhdGEudjEuTGlzdFN5bWJvbHNSZXF1ZXN0GiIubWFya2V0ZGF0YS52MS5MaXN0U3ltYm9sc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5tYXJrZXRkYXRhL3YxL21hcmtldGRhdGEucHJvdG8SDW1hcmtldGRhdGEudjEijAMKBkNhbmRsZRIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi0KCW9wZW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEb3BlbhgFIAEoARIMCgRoaWdoGAYgASgBEgsKA2xvdxgHIAEoARINCgVjbG9zZRgIIAEoARIOCgZ2b2x1bWUYCSABKAESEwoLdHJhZGVfY291bnQYCiABKAQSDgoGY2xvc2VkGAsgASgIEhAKCHJldmlzaW9uGAwgASgNEiUKBnNvdXJjZRgNIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhQKDHF1b3RlX3ZvbHVtZRgOIAEoARISCgpidXlfdm9sdW1lGCggASgBEhgKEGJ1eV9xdW90ZV92b2x1bWUYKSABKAEimAIKBVByaWNlEg4KBnN5bWJvbBgBIAEoCRILCgNiaWQYAiABKAESCwoDYXNrGAMgASgBEgsKA21pZBgEIAEoARIOCgZzcHJlYWQYBSABKAESDAoEbGFzdBgGIAEoARIQCghiaWRfc2l6ZRgHIAEoARIQCghhc2tfc2l6ZRgIIAEoARIuCgpldmVudF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZWNlaXZlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXN0YWxlGAsgASgIEiUKBnNvdXJjZRgMIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlIiEKD0dldFByaWNlUmVxdWVzdBIOCgZzeW1ib2wYASABKAkiNwoQR2V0UHJpY2VSZXNwb25zZRIjCgVwcmljZRgBIAEoCzIULm1hcmtldGRhdGEudjEuUHJpY2UiKAoVQmF0Y2hHZXRQcmljZXNSZXF1ZXN0Eg8KB3N5bWJvbHMYASADKAkiPgoWQmF0Y2hHZXRQcmljZXNSZXNwb25zZRIkCgZwcmljZXMYASADKAsyFC5tYXJrZXRkYXRhLnYxLlByaWNlItMBChFHZXRDYW5kbGVzUmVxdWVzdBIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJVChJHZXRDYW5kbGVzUmVzcG9uc2USJgoHY2FuZGxlcxgBIAMoCzIVLm1hcmtldGRhdGEudjEuQ2FuZGxlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJDCgZTZXJpZXMSDgoGc3ltYm9sGAEgASgJEikKCGludGVydmFsGAIgASgOMhcubWFya2V0ZGF0YS52MS5JbnRlcnZhbCKsAQoXU3Vic2NyaWJlQ2FuZGxlc1JlcXVlc3QSJQoGc2VyaWVzGAEgAygLMhUubWFya2V0ZGF0YS52MS5TZXJpZXMSDwoHaGlzdG9yeRgCIAEoDRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtjbG9zZWRfb25seRgEIAEoCBIUCgxyZXN1bWVfdG9rZW4YBSABKAkiDQoLU25hcHNob3RFbmQibQoPU2VyaWVzV2F0ZXJtYXJrEiUKBnNlcmllcxgBIAEoCzIVLm1hcmtldGRhdGEudjEuU2VyaWVzEjMKD2xhc3RfZXZlbnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicAoJSGVhcnRiZWF0Ei8KC3NlcnZlcl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgp3YXRlcm1hcmtzGAIgAygLMh4ubWFya2V0ZGF0YS52MS5TZXJpZXNXYXRlcm1hcmsixQEKGFN1YnNjcmliZUNhbmRsZXNSZXNwb25zZRInCgZjYW5kbGUYASABKAsyFS5tYXJrZXRkYXRhLnYxLkNhbmRsZUgAEjIKDHNuYXBzaG90X2VuZBgCIAEoCzIaLm1hcmtldGRhdGEudjEuU25hcHNob3RFbmRIABItCgloZWFydGJlYXQYAyABKAsyGC5tYXJrZXRkYXRhLnYxLkhlYXJ0YmVhdEgAEhQKDHJlc3VtZV90b2tlbhgPIAEoCUIHCgVldmVudCIUChJMaXN0U3ltYm9sc1JlcXVlc3QigAIKClN5bWJvbEluZm8SDgoGc3ltYm9sGAEgASgJEhcKD3ByaWNlX3ByZWNpc2lvbhgCIAEoDRIaChJxdWFudGl0eV9wcmVjaXNpb24YAyABKA0SKgoJaW50ZXJ2YWxzGAQgAygOMhcubWFya2V0ZGF0YS52MS5JbnRlcnZhbBIlCgZzb3VyY2UYBSABKA4yFS5tYXJrZXRkYXRhLnYxLlNvdXJjZRISCgpiYXNlX2Fzc2V0GAYgASgJEhMKC3F1b3RlX2Fzc2V0GAcgASgJEjEKCnJlamVjdGlvbnMYKCADKAsyHS5tYXJrZXRkYXRhLnYxLlJlamVjdGlvbkNvdW50IkEKE0xpc3RTeW1ib2xzUmVzcG9uc2USKgoHc3ltYm9scxgBIAMoCzIZLm1hcmtldGRhdGEudjEuU3ltYm9sSW5mbyJ7Cg5SZWplY3Rpb25Db3VudBIrCgZyZWFzb24YASABKA4yGy5tYXJrZXRkYXRhLnYxLlJlamVjdFJlYXNvbhINCgVjb3VudBgCIAEoBBItCglsYXN0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIv8BCgVUcmFkZRIOCgZzeW1ib2wYASABKAkSEAoIdHJhZGVfaWQYAiABKAkSDQoFcHJpY2UYAyABKAESEAoIcXVhbnRpdHkYBCABKAESKgoEc2lkZRgFIAEoDjIcLm1hcmtldGRhdGEudjEuQWdncmVzc29yU2lkZRIuCgpldmVudF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZWNlaXZlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKBnNvdXJjZRgIIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlIqcBChBHZXRUcmFkZXNSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiUgoRR2V0VHJhZGVzUmVzcG9uc2USJAoGdHJhZGVzGAEgAygLMhQubWFya2V0ZGF0YS52MS5UcmFkZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkigAEKFlN1YnNjcmliZVRyYWRlc1JlcXVlc3QSDwoHc3ltYm9scxgBIAMoCRIPCgdoaXN0b3J5GAIgASgNEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDHJlc3VtZV90b2tlbhgEIAEoCSJCCg9UcmFkZXNIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsgBChdTdWJzY3JpYmVUcmFkZXNSZXNwb25zZRIlCgV0cmFkZRgBIAEoCzIULm1hcmtldGRhdGEudjEuVHJhZGVIABIyCgxzbmFwc2hvdF9lbmQYAiABKAsyGi5tYXJrZXRkYXRhLnYxLlNuYXBzaG90RW5kSAASMwoJaGVhcnRiZWF0GAMgASgLMh4ubWFya2V0ZGF0YS52MS5UcmFkZXNIZWFydGJlYXRIABIUCgxyZXN1bWVfdG9rZW4YDyABKAlCBwoFZXZlbnQixgEKF0dldFZvbHVtZVByb2ZpbGVSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKcHJpY2Vfc3RlcBgEIAEoCRIpCghpbnRlcnZhbBgFIAEoDjIXLm1hcmtldGRhdGEudjEuSW50ZXJ2YWwicQoKUHJpY2VMZXZlbBINCgVwcmljZRgBIAEoARISCgpidXlfdm9sdW1lGAIgASgBEhMKC3NlbGxfdm9sdW1lGAMgASgBEhYKDnVua25vd25fdm9sdW1lGAQgASgBEhMKC3RyYWRlX2NvdW50GAUgASgEIpsBCg9Gb290cHJpbnRDYW5kbGUSLQoJb3Blbl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjbG9zZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZsZXZlbHMYAyADKAsyGS5tYXJrZXRkYXRhLnYxLlByaWNlTGV2ZWwioAEKGEdldFZvbHVtZVByb2ZpbGVSZXNwb25zZRIpCgZsZXZlbHMYASADKAsyGS5tYXJrZXRkYXRhLnYxLlByaWNlTGV2ZWwSMQoJZm9vdHByaW50GAIgAygLMh4ubWFya2V0ZGF0YS52MS5Gb290cHJpbnRDYW5kbGUSEwoLdHJhZGVfY291bnQYAyABKAQSEQoJdHJ1bmNhdGVkGAQgASgIKrgCCghJbnRlcnZhbBIYChRJTlRFUlZBTF9VTlNQRUNJRklFRBAAEg8KC0lOVEVSVkFMXzFTEAESDwoLSU5URVJWQUxfMU0QAhIPCgtJTlRFUlZBTF8zTRADEg8KC0lOVEVSVkFMXzVNEAQSEAoMSU5URVJWQUxfMTVNEAUSEAoMSU5URVJWQUxfMzBNEAYSDwoLSU5URVJWQUxfMUgQBxIPCgtJTlRFUlZBTF8ySBAIEg8KC0lOVEVSVkFMXzRIEAkSDwoLSU5URVJWQUxfNkgQChIPCgtJTlRFUlZBTF84SBALEhAKDElOVEVSVkFMXzEySBAMEg8KC0lOVEVSVkFMXzFEEA0SDwoLSU5URVJWQUxfM0QQDhIPCgtJTlRFUlZBTF8xVxAPEhAKDElOVEVSVkFMXzFNTxAQKm8KBlNvdXJjZRIWChJTT1VSQ0VfVU5TUEVDSUZJRUQQABIPCgtTT1VSQ0VfTElWRRABEhMKD1NPVVJDRV9CQUNLRklMTBACEhQKEFNPVVJDRV9TSU1VTEFURUQQAxIRCg1TT1VSQ0VfUkVQTEFZEAQq6wEKDFJlamVjdFJlYXNvbhIdChlSRUpFQ1RfUkVBU09OX1VOU1BFQ0lGSUVEEAASJAogUkVKRUNUX1JFQVNPTl9OT05fUE9TSVRJVkVfUFJJQ0UQARIjCh9SRUpFQ1RfUkVBU09OX05PTl9QT1NJVElWRV9TSVpFEAISHwobUkVKRUNUX1JFQVNPTl9DUk9TU0VEX1FVT1RFEAMSHQoZUkVKRUNUX1JFQVNPTl9GVVRVUkVfVElNRRAEEhYKElJFSkVDVF9SRUFTT05fTEFURRAFEhkKFVJFSkVDVF9SRUFTT05fT1VUTElFUhAGKmAKDUFnZ3Jlc3NvclNpZGUSHgoaQUdHUkVTU09SX1NJREVfVU5TUEVDSUZJRUQQABIWChJBR0dSRVNTT1JfU0lERV9CVVkQARIXChNBR0dSRVNTT1JfU0lERV9TRUxMEAIy6AUKEU1hcmtldERhdGFTZXJ2aWNlEksKCEdldFByaWNlEh4ubWFya2V0ZGF0YS52MS5HZXRQcmljZVJlcXVlc3QaHy5tYXJrZXRkYXRhLnYxLkdldFByaWNlUmVzcG9uc2USXQoOQmF0Y2hHZXRQcmljZXMSJC5tYXJrZXRkYXRhLnYxLkJhdGNoR2V0UHJpY2VzUmVxdWVzdBolLm1hcmtldGRhdGEudjEuQmF0Y2hHZXRQcmljZXNSZXNwb25zZRJRCgpHZXRDYW5kbGVzEiAubWFya2V0ZGF0YS52MS5HZXRDYW5kbGVzUmVxdWVzdBohLm1hcmtldGRhdGEudjEuR2V0Q2FuZGxlc1Jlc3BvbnNlEmUKEFN1YnNjcmliZUNhbmRsZXMSJi5tYXJrZXRkYXRhLnYxLlN1YnNjcmliZUNhbmRsZXNSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVDYW5kbGVzUmVzcG9uc2UwARJUCgtMaXN0U3ltYm9scxIhLm1hcmtldGRhdGEudjEuTGlzdFN5bWJvbHNSZXF1ZXN0GiIubWFya2V0ZGF0YS52MS5MaXN0U3ltYm9sc1Jlc3BvbnNlEk4KCUdldFRyYWRlcxIfLm1hcmtldGRhdGEudjEuR2V0VHJhZGVzUmVxdWVzdBogLm1hcmtldGRhdGEudjEuR2V0VHJhZGVzUmVzcG9uc2USYgoPU3Vic2NyaWJlVHJhZGVzEiUubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVUcmFkZXNSZXF1ZXN0GiYubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVUcmFkZXNSZXNwb25zZTABEmMKEEdldFZvbHVtZVByb2ZpbGUSJi5tYXJrZXRkYXRhLnYxLkdldFZvbHVtZVByb2ZpbGVSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5HZXRWb2x1bWVQcm9maWxlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Candle is one OHLCV bar. Prices and volume are exact decimals in the
@@ -104,6 +104,21 @@ export type Candle = Message<"marketdata.v1.Candle"> & {
    * @generated from field: double quote_volume = 14;
    */
   quoteVolume: number;
+
+  /**
+   * Base-asset volume of trades whose aggressor (taker) bought. Delta is
+   * 2 * buy_volume - volume; VWAP is quote_volume / volume.
+   *
+   * @generated from field: double buy_volume = 40;
+   */
+  buyVolume: number;
+
+  /**
+   * Quote-asset volume of trades whose aggressor bought.
+   *
+   * @generated from field: double buy_quote_volume = 41;
+   */
+  buyQuoteVolume: number;
 };
 
 /**
@@ -588,6 +603,14 @@ export type SymbolInfo = Message<"marketdata.v1.SymbolInfo"> & {
    * @generated from field: string quote_asset = 7;
    */
   quoteAsset: string;
+
+  /**
+   * Input of this symbol the validation policy refused since the service
+   * started, per reason (reasons with no refusal are left out).
+   *
+   * @generated from field: repeated marketdata.v1.RejectionCount rejections = 40;
+   */
+  rejections: RejectionCount[];
 };
 
 /**
@@ -613,6 +636,431 @@ export type ListSymbolsResponse = Message<"marketdata.v1.ListSymbolsResponse"> &
  */
 export const ListSymbolsResponseSchema: GenMessage<ListSymbolsResponse> = /*@__PURE__*/
   messageDesc(file_marketdata_v1_marketdata, 16);
+
+/**
+ * RejectionCount is how much input of one symbol was refused for one reason.
+ *
+ * @generated from message marketdata.v1.RejectionCount
+ */
+export type RejectionCount = Message<"marketdata.v1.RejectionCount"> & {
+  /**
+   * @generated from field: marketdata.v1.RejectReason reason = 1;
+   */
+  reason: RejectReason;
+
+  /**
+   * @generated from field: uint64 count = 2;
+   */
+  count: bigint;
+
+  /**
+   * Event time of the last refused input.
+   *
+   * @generated from field: google.protobuf.Timestamp last_time = 3;
+   */
+  lastTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message marketdata.v1.RejectionCount.
+ * Use `create(RejectionCountSchema)` to create a new message.
+ */
+export const RejectionCountSchema: GenMessage<RejectionCount> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 17);
+
+/**
+ * Trade is one trade as the upstream reported it.
+ *
+ * @generated from message marketdata.v1.Trade
+ */
+export type Trade = Message<"marketdata.v1.Trade"> & {
+  /**
+   * @generated from field: string symbol = 1;
+   */
+  symbol: string;
+
+  /**
+   * The venue's id of the trade (empty when the venue has none).
+   *
+   * @generated from field: string trade_id = 2;
+   */
+  tradeId: string;
+
+  /**
+   * @generated from field: double price = 3;
+   */
+  price: number;
+
+  /**
+   * @generated from field: double quantity = 4;
+   */
+  quantity: number;
+
+  /**
+   * Unspecified when the venue does not say.
+   *
+   * @generated from field: marketdata.v1.AggressorSide side = 5;
+   */
+  side: AggressorSide;
+
+  /**
+   * When the trade happened (upstream clock).
+   *
+   * @generated from field: google.protobuf.Timestamp event_time = 6;
+   */
+  eventTime?: Timestamp | undefined;
+
+  /**
+   * When this service received it (service clock).
+   *
+   * @generated from field: google.protobuf.Timestamp receive_time = 7;
+   */
+  receiveTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: marketdata.v1.Source source = 8;
+   */
+  source: Source;
+};
+
+/**
+ * Describes the message marketdata.v1.Trade.
+ * Use `create(TradeSchema)` to create a new message.
+ */
+export const TradeSchema: GenMessage<Trade> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 18);
+
+/**
+ * @generated from message marketdata.v1.GetTradesRequest
+ */
+export type GetTradesRequest = Message<"marketdata.v1.GetTradesRequest"> & {
+  /**
+   * @generated from field: string symbol = 1;
+   */
+  symbol: string;
+
+  /**
+   * Inclusive lower bound on event time. Optional.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Exclusive upper bound on event time. Optional.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Trades per page: default 500, values above 1000 are treated as 1000.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of a previous response with the same request fields.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message marketdata.v1.GetTradesRequest.
+ * Use `create(GetTradesRequestSchema)` to create a new message.
+ */
+export const GetTradesRequestSchema: GenMessage<GetTradesRequest> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 19);
+
+/**
+ * @generated from message marketdata.v1.GetTradesResponse
+ */
+export type GetTradesResponse = Message<"marketdata.v1.GetTradesResponse"> & {
+  /**
+   * In the order received. Without start_time, the latest trades before
+   * end_time (or now) are returned and there is no next page.
+   *
+   * @generated from field: repeated marketdata.v1.Trade trades = 1;
+   */
+  trades: Trade[];
+
+  /**
+   * Empty when there are no more trades in the range.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message marketdata.v1.GetTradesResponse.
+ * Use `create(GetTradesResponseSchema)` to create a new message.
+ */
+export const GetTradesResponseSchema: GenMessage<GetTradesResponse> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 20);
+
+/**
+ * @generated from message marketdata.v1.SubscribeTradesRequest
+ */
+export type SubscribeTradesRequest = Message<"marketdata.v1.SubscribeTradesRequest"> & {
+  /**
+   * One to 100 distinct symbols.
+   *
+   * @generated from field: repeated string symbols = 1;
+   */
+  symbols: string[];
+
+  /**
+   * Number of most recent trades per symbol sent before snapshot_end (0..1000).
+   *
+   * @generated from field: uint32 history = 2;
+   */
+  history: number;
+
+  /**
+   * Alternative to history: send the stored trades with event_time >= start_time.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * resume_token of the last response received: the stream continues exactly
+   * after it. The other fields must equal those of the original request.
+   *
+   * @generated from field: string resume_token = 4;
+   */
+  resumeToken: string;
+};
+
+/**
+ * Describes the message marketdata.v1.SubscribeTradesRequest.
+ * Use `create(SubscribeTradesRequestSchema)` to create a new message.
+ */
+export const SubscribeTradesRequestSchema: GenMessage<SubscribeTradesRequest> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 21);
+
+/**
+ * TradesHeartbeat is sent when nothing else was sent for a heartbeat interval.
+ *
+ * @generated from message marketdata.v1.TradesHeartbeat
+ */
+export type TradesHeartbeat = Message<"marketdata.v1.TradesHeartbeat"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp server_time = 1;
+   */
+  serverTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message marketdata.v1.TradesHeartbeat.
+ * Use `create(TradesHeartbeatSchema)` to create a new message.
+ */
+export const TradesHeartbeatSchema: GenMessage<TradesHeartbeat> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 22);
+
+/**
+ * @generated from message marketdata.v1.SubscribeTradesResponse
+ */
+export type SubscribeTradesResponse = Message<"marketdata.v1.SubscribeTradesResponse"> & {
+  /**
+   * @generated from oneof marketdata.v1.SubscribeTradesResponse.event
+   */
+  event: {
+    /**
+     * @generated from field: marketdata.v1.Trade trade = 1;
+     */
+    value: Trade;
+    case: "trade";
+  } | {
+    /**
+     * @generated from field: marketdata.v1.SnapshotEnd snapshot_end = 2;
+     */
+    value: SnapshotEnd;
+    case: "snapshotEnd";
+  } | {
+    /**
+     * @generated from field: marketdata.v1.TradesHeartbeat heartbeat = 3;
+     */
+    value: TradesHeartbeat;
+    case: "heartbeat";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Opaque; pass it in a new request to continue after this response.
+   *
+   * @generated from field: string resume_token = 15;
+   */
+  resumeToken: string;
+};
+
+/**
+ * Describes the message marketdata.v1.SubscribeTradesResponse.
+ * Use `create(SubscribeTradesResponseSchema)` to create a new message.
+ */
+export const SubscribeTradesResponseSchema: GenMessage<SubscribeTradesResponse> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 23);
+
+/**
+ * @generated from message marketdata.v1.GetVolumeProfileRequest
+ */
+export type GetVolumeProfileRequest = Message<"marketdata.v1.GetVolumeProfileRequest"> & {
+  /**
+   * @generated from field: string symbol = 1;
+   */
+  symbol: string;
+
+  /**
+   * Inclusive lower bound on trade event time. Required.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Exclusive upper bound on trade event time. Optional (default: now).
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Width of a price level, a positive decimal such as "0.5" or "10".
+   *
+   * @generated from field: string price_step = 4;
+   */
+  priceStep: string;
+
+  /**
+   * When set, the profile per candle of this interval (the footprint) as well.
+   *
+   * @generated from field: marketdata.v1.Interval interval = 5;
+   */
+  interval: Interval;
+};
+
+/**
+ * Describes the message marketdata.v1.GetVolumeProfileRequest.
+ * Use `create(GetVolumeProfileRequestSchema)` to create a new message.
+ */
+export const GetVolumeProfileRequestSchema: GenMessage<GetVolumeProfileRequest> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 24);
+
+/**
+ * PriceLevel is the volume traded at prices [price, price + price_step).
+ *
+ * @generated from message marketdata.v1.PriceLevel
+ */
+export type PriceLevel = Message<"marketdata.v1.PriceLevel"> & {
+  /**
+   * @generated from field: double price = 1;
+   */
+  price: number;
+
+  /**
+   * @generated from field: double buy_volume = 2;
+   */
+  buyVolume: number;
+
+  /**
+   * @generated from field: double sell_volume = 3;
+   */
+  sellVolume: number;
+
+  /**
+   * Volume of trades whose aggressor side is unknown.
+   *
+   * @generated from field: double unknown_volume = 4;
+   */
+  unknownVolume: number;
+
+  /**
+   * @generated from field: uint64 trade_count = 5;
+   */
+  tradeCount: bigint;
+};
+
+/**
+ * Describes the message marketdata.v1.PriceLevel.
+ * Use `create(PriceLevelSchema)` to create a new message.
+ */
+export const PriceLevelSchema: GenMessage<PriceLevel> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 25);
+
+/**
+ * FootprintCandle is the volume profile of one candle.
+ *
+ * @generated from message marketdata.v1.FootprintCandle
+ */
+export type FootprintCandle = Message<"marketdata.v1.FootprintCandle"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp open_time = 1;
+   */
+  openTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp close_time = 2;
+   */
+  closeTime?: Timestamp | undefined;
+
+  /**
+   * Ascending by price.
+   *
+   * @generated from field: repeated marketdata.v1.PriceLevel levels = 3;
+   */
+  levels: PriceLevel[];
+};
+
+/**
+ * Describes the message marketdata.v1.FootprintCandle.
+ * Use `create(FootprintCandleSchema)` to create a new message.
+ */
+export const FootprintCandleSchema: GenMessage<FootprintCandle> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 26);
+
+/**
+ * @generated from message marketdata.v1.GetVolumeProfileResponse
+ */
+export type GetVolumeProfileResponse = Message<"marketdata.v1.GetVolumeProfileResponse"> & {
+  /**
+   * Ascending by price; levels without trades are left out.
+   *
+   * @generated from field: repeated marketdata.v1.PriceLevel levels = 1;
+   */
+  levels: PriceLevel[];
+
+  /**
+   * Ascending by open time, when interval was set; candles without trades are left out.
+   *
+   * @generated from field: repeated marketdata.v1.FootprintCandle footprint = 2;
+   */
+  footprint: FootprintCandle[];
+
+  /**
+   * Trades the profile covers.
+   *
+   * @generated from field: uint64 trade_count = 3;
+   */
+  tradeCount: bigint;
+
+  /**
+   * True when the range starts before the oldest trade retained: trades older
+   * than those retained are missing.
+   *
+   * @generated from field: bool truncated = 4;
+   */
+  truncated: boolean;
+};
+
+/**
+ * Describes the message marketdata.v1.GetVolumeProfileResponse.
+ * Use `create(GetVolumeProfileResponseSchema)` to create a new message.
+ */
+export const GetVolumeProfileResponseSchema: GenMessage<GetVolumeProfileResponse> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 27);
 
 /**
  * Interval is a candle length. Boundaries are in UTC; weeks start on Monday
@@ -760,6 +1208,98 @@ export const SourceSchema: GenEnum<Source> = /*@__PURE__*/
   enumDesc(file_marketdata_v1_marketdata, 1);
 
 /**
+ * RejectReason is why the validation policy refused a feed's input.
+ *
+ * @generated from enum marketdata.v1.RejectReason
+ */
+export enum RejectReason {
+  /**
+   * @generated from enum value: REJECT_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A price that is zero, negative, infinite or not a number.
+   *
+   * @generated from enum value: REJECT_REASON_NON_POSITIVE_PRICE = 1;
+   */
+  NON_POSITIVE_PRICE = 1,
+
+  /**
+   * A quantity or size that is zero (a trade), negative, infinite or not a number.
+   *
+   * @generated from enum value: REJECT_REASON_NON_POSITIVE_SIZE = 2;
+   */
+  NON_POSITIVE_SIZE = 2,
+
+  /**
+   * A quote whose bid is above its ask.
+   *
+   * @generated from enum value: REJECT_REASON_CROSSED_QUOTE = 3;
+   */
+  CROSSED_QUOTE = 3,
+
+  /**
+   * An event time further ahead of the service clock than allowed.
+   *
+   * @generated from enum value: REJECT_REASON_FUTURE_TIME = 4;
+   */
+  FUTURE_TIME = 4,
+
+  /**
+   * An event time behind the symbol's watermark by more than the lateness.
+   *
+   * @generated from enum value: REJECT_REASON_LATE = 5;
+   */
+  LATE = 5,
+
+  /**
+   * A price further from the recent reference price than the outlier limit.
+   *
+   * @generated from enum value: REJECT_REASON_OUTLIER = 6;
+   */
+  OUTLIER = 6,
+}
+
+/**
+ * Describes the enum marketdata.v1.RejectReason.
+ */
+export const RejectReasonSchema: GenEnum<RejectReason> = /*@__PURE__*/
+  enumDesc(file_marketdata_v1_marketdata, 2);
+
+/**
+ * AggressorSide is the side of the order that took liquidity.
+ *
+ * @generated from enum marketdata.v1.AggressorSide
+ */
+export enum AggressorSide {
+  /**
+   * @generated from enum value: AGGRESSOR_SIDE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The taker bought (the seller was the maker).
+   *
+   * @generated from enum value: AGGRESSOR_SIDE_BUY = 1;
+   */
+  BUY = 1,
+
+  /**
+   * The taker sold (the buyer was the maker).
+   *
+   * @generated from enum value: AGGRESSOR_SIDE_SELL = 2;
+   */
+  SELL = 2,
+}
+
+/**
+ * Describes the enum marketdata.v1.AggressorSide.
+ */
+export const AggressorSideSchema: GenEnum<AggressorSide> = /*@__PURE__*/
+  enumDesc(file_marketdata_v1_marketdata, 3);
+
+/**
  * MarketDataService serves prices and OHLCV candles of the symbols a deployment
  * ingests, as unary reads and as a resumable server stream.
  *
@@ -816,6 +1356,39 @@ export const MarketDataService: GenService<{
     methodKind: "unary";
     input: typeof ListSymbolsRequestSchema;
     output: typeof ListSymbolsResponseSchema;
+  },
+  /**
+   * GetTrades returns stored trades of one symbol, in the order they were
+   * received, paged like GetCandles.
+   *
+   * @generated from rpc marketdata.v1.MarketDataService.GetTrades
+   */
+  getTrades: {
+    methodKind: "unary";
+    input: typeof GetTradesRequestSchema;
+    output: typeof GetTradesResponseSchema;
+  },
+  /**
+   * SubscribeTrades streams stored trades, then a snapshot_end marker, then
+   * live trades of one or more symbols. Every response carries a resume token.
+   *
+   * @generated from rpc marketdata.v1.MarketDataService.SubscribeTrades
+   */
+  subscribeTrades: {
+    methodKind: "server_streaming";
+    input: typeof SubscribeTradesRequestSchema;
+    output: typeof SubscribeTradesResponseSchema;
+  },
+  /**
+   * GetVolumeProfile returns the volume at each price level of one symbol over
+   * a time range, split by aggressor side, in total and per candle (footprint).
+   *
+   * @generated from rpc marketdata.v1.MarketDataService.GetVolumeProfile
+   */
+  getVolumeProfile: {
+    methodKind: "unary";
+    input: typeof GetVolumeProfileRequestSchema;
+    output: typeof GetVolumeProfileResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_marketdata_v1_marketdata, 0);
