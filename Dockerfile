@@ -14,12 +14,17 @@ RUN /opt/candlewire/bin/pip install --no-compile ./clients/python ./
 FROM python:3.11-slim
 LABEL org.opencontainers.image.title="candlewire" \
       org.opencontainers.image.description="Market-data service over gRPC"
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin candlewire
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin candlewire \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/candlewire
 COPY --from=build /opt/candlewire /opt/candlewire
 ENV PATH=/opt/candlewire/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     CANDLEWIRE_GRPC_LISTEN=0.0.0.0:50051 \
     CANDLEWIRE_HTTP_LISTEN=0.0.0.0:8080
+# Where the Saxo tokens are kept without Redis (feed saxo): a path, not a secret.
+# hadolint ignore=DL3064
+ENV CANDLEWIRE_SAXO_TOKEN_FILE=/var/lib/candlewire/saxo-tokens.json
+VOLUME /var/lib/candlewire
 USER 10001
 EXPOSE 50051 8080
 ENTRYPOINT ["candlewire"]

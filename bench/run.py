@@ -71,6 +71,42 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def history_rows(history: dict[str, Any]) -> list[list[str]]:
+    """The table rows of ``bench/history.py --json``."""
+    imp = history["import"]
+    h2 = history["h2load"]
+    single = history["single_client_ms"]
+    return [
+        [
+            f"History: import of kline files ({imp['candles']:,} 1m candles, "
+            f"{history['months']} months x {history['symbols']} symbols) into PostgreSQL",
+            f"{imp['rate']:,.0f} candles/s",
+            "",
+            "",
+            ">= 200,000 candles/s",
+            _mark(imp["rate"] >= 200_000),
+        ],
+        [
+            "History: GetCandles(1000) of a year-old window (PostgreSQL); single client",
+            f"{h2['history']['rps']:,.0f} req/s, mean {h2['history']['mean_ms']:.2f} ms; "
+            f"p50 {single['history']['p50']:.2f} / p99 {single['history']['p99']:.2f} ms",
+            f"hot store: {h2['hot']['rps']:,.0f} req/s; "
+            f"p50 {single['hot']['p50']:.2f} / p99 {single['hot']['p99']:.2f} ms",
+            f"{history['ratio']:.0%}",
+            ">= 40% of the hot store",
+            _mark(history["ratio"] >= 0.40),
+        ],
+        [
+            "History: bytes per stored candle (table, TOAST and indexes)",
+            f"{imp['bytes_per_candle']:.1f} B ({imp['stored']:,} candles, {imp['bytes']:,} B)",
+            "",
+            "",
+            "(reported)",
+            "",
+        ],
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -81,7 +117,7 @@ def main() -> None:
     parser.add_argument("--label", default="")
     parser.add_argument(
         "--only",
-        default="env,unary,redis,fanout,ingest,footprint,trades",
+        default="env,unary,redis,fanout,ingest,saxo,footprint,history,trades",
         help="comma-separated sections",
     )
     args = parser.parse_args()
@@ -275,6 +311,40 @@ def main() -> None:
             ]
         )
 
+    if "saxo" in sections:
+        count = "20000" if args.quick else "100000"
+        decoder = timed(
+            "saxo decoder", lambda: _json_child(["bench/saxo.py", "decoder", count], bench_core)
+        )
+        latency = timed(
+            "saxo latency",
+            lambda: _json_child(["bench/saxo.py", "latency", "100" if args.quick else "300"], None),
+        )
+        raw["saxo"] = {"decoder": decoder, "latency": latency}
+        rows.append(
+            [
+                "Saxo decoder: frames split, JSON, merged, quotes and ticks (7 pairs), one core",
+                f"{decoder['quotes_per_s']:,.0f} quotes/s",
+                f"struct + json.loads only: {decoder['baseline_frames_per_s']:,.0f} frames/s",
+                f"{1 / decoder['ratio']:.0%}",
+                ">= 100,000 quotes/s",
+                _mark(decoder["quotes_per_s"] >= 100_000),
+            ]
+        )
+        base = latency["baseline_ws"]
+        for key, label in (("get_price", "GetPrice"), ("subscriber", "a SubscribeCandles stream")):
+            row = latency[key]
+            rows.append(
+                [
+                    f"Saxo: frame on the fake Saxo's socket to {label} (p50 / p99)",
+                    f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f} ms",
+                    f"bare websocket message: {base['p50_ms']:.2f} / {base['p99_ms']:.2f} ms",
+                    f"{latency[key + '_p50_ratio']:.0f}x",
+                    "(reported)",
+                    "",
+                ]
+            )
+
     if "ingest" in sections:
         result = timed(
             "ingest",
@@ -378,6 +448,22 @@ def main() -> None:
             ]
         )
 
+    if "history" in sections:
+        import glob
+
+        if not glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("h2load") is None:
+            message = "not measured: PostgreSQL's server binaries or h2load are missing"
+            notes.append(f"History tier benchmarks {message}.")
+            rows.append(["History tier", message, "", "", "", ""])
+        else:
+            history = timed(
+                "history tier (PostgreSQL)",
+                lambda: _json_child(
+                    ["bench/history.py", "--json", *(["--quick"] if args.quick else [])], None
+                ),
+            )
+            raw["history"] = history
+            rows.extend(history_rows(history))
     if "trades" in sections:
         trades = timed(
             "trades",

@@ -366,6 +366,7 @@ async def test_reflection_describes_the_market_data_service(channel: grpc.aio.Ch
         "GetCandles",
         "SubscribeCandles",
         "ListSymbols",
+        "GetRecentTicks",
         "GetTrades",
         "SubscribeTrades",
         "GetVolumeProfile",

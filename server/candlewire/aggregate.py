@@ -269,6 +269,7 @@ class _Series:
         "interval",
         "keys",
         "length",
+        "skip_gap",
     )
 
     def __init__(self, interval: Interval) -> None:
@@ -282,6 +283,8 @@ class _Series:
         # Bounds of the last bucket looked up, to skip bucket_start.
         self.cur_start = 0
         self.cur_end = 0
+        # The next candle created leaves the gap before it empty (see skip_gap).
+        self.skip_gap = False
 
     def bucket(self, time: int) -> tuple[int, int]:
         """``(open_time, close_time)`` of the bucket holding ``time``."""
@@ -498,6 +501,16 @@ class SymbolAggregator:
             self._now = now
             return self._finish([parts[cell] for cell in sorted(parts)])
 
+    def skip_gap(self) -> None:
+        """The market closed: the buckets between the candles before and after the
+        closure stay empty (no zero-volume candles), so a closed market is a gap in
+        the series, not a quiet one. Applies to the next candle each interval creates;
+        the candle forming at the closure closes when the next trade or watermark
+        passes its end.
+        """
+        for series in self._series:
+            series.skip_gap = True
+
     def advance(self, time: int) -> list[Candle]:
         """Move ``now`` to ``time`` (a watermark); return the candles that changed.
 
@@ -626,11 +639,13 @@ class SymbolAggregator:
         candles = series.candles
         source = self._source
         index = bisect_left(keys, start)
+        cap = 0 if series.skip_gap else self._cap
+        series.skip_gap = False
         if index:
-            fills = series.last_starts(candles[keys[index - 1]].close_time, start, self._cap)
+            fills = series.last_starts(candles[keys[index - 1]].close_time, start, cap)
             created = [*fills, start]
         elif series.evicted_end is not None:
-            fills = series.last_starts(series.evicted_end, start, self._cap)
+            fills = series.last_starts(series.evicted_end, start, cap)
             created = [*fills, start]
         elif keys:
             fills = series.last_starts(end, keys[0], self._cap)

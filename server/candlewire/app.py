@@ -34,14 +34,15 @@ import logging
 import time
 from decimal import Decimal
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from candlewire.aggregate import AggregatorConfig
 from candlewire.api.server import ApiServer
 from candlewire.api.servicer import Catalog, Limits, MarketDataServicer
 from candlewire.config import Settings, describe_settings, parse_listen
-from candlewire.domain import NANOS_PER_SECOND, SeriesKey, Source
+from candlewire.domain import NANOS_PER_SECOND, FeedState, SeriesKey, Source
 from candlewire.errors import StoreUnavailable
-from candlewire.feeds.base import Feed, ReportsStatus
+from candlewire.feeds.base import Feed, HasOperatorRoutes, NeedsLogin, ReportsStatus
 from candlewire.feeds.registry import build_feed
 from candlewire.flow import Ingestor, LeasedIngestion, UpdateReader
 from candlewire.flow.follow import TradeReader
@@ -54,6 +55,9 @@ from candlewire.store.base import Connects, SharedStore, Store, TradeUpdate, Upd
 from candlewire.store.cached import CachedStore, CandleCache, QuoteCache
 from candlewire.tasks import cancel_and_wait, checkpoint
 from candlewire.validate import Rejections, ValidationConfig
+
+if TYPE_CHECKING:  # PostgreSQL's driver is loaded only with a history tier
+    from candlewire.history.tier import HistoryTier
 
 __all__ = ["App"]
 
@@ -98,6 +102,22 @@ class App:
         """What the validation policy refused, per symbol and reason (shown by ListSymbols)."""
         self.trade_reader: TradeReader | None = None
         self.feed: Feed = feed or build_feed(settings)
+        self.history: HistoryTier | None = None
+        """The PostgreSQL history tier, with ``settings.postgres_url``."""
+        if settings.postgres_url:
+            from candlewire.history.options import parse_retention
+            from candlewire.history.tier import HistoryTier
+
+            self.history = HistoryTier(
+                settings.postgres_url,
+                read_url=settings.postgres_read_url,
+                retention=parse_retention(settings.history_retention),
+                queue_size=settings.history_queue,
+                hot_retention=settings.retention,
+            )
+        self._write_store: Store = self.store
+        """What the ingestor writes to (with a history tier and the memory
+        store: the store, with closed candles queued for PostgreSQL)."""
         self.api: ApiServer | None = None
         self.gateway: Gateway | None = None
         self.ingestor: Ingestor | None = None
@@ -108,7 +128,7 @@ class App:
         self.started = asyncio.Event()
         """Set once the gRPC server is bound (and the gateway, when configured)."""
         self.readiness = ReadinessWatch(
-            self.store, self._observe, self._publish_ready, store_answered=self._flush_buffered
+            self.store, self._observe, self._publish_ready, store_answered=self._store_answered
         )
         self._stopping = asyncio.Event()
         self._backfilled = False
@@ -190,7 +210,11 @@ class App:
             if self.gateway is not None:
                 await self.gateway.stop()
             await api.stop(0)
+            if isinstance(self.feed, NeedsLogin):
+                await self.feed.close()
             await self.store.close()
+            if self.history is not None:
+                await self.history.close()
             log.info("stopped")
 
     async def _shut_down(
@@ -217,13 +241,21 @@ class App:
     async def _assemble(self) -> ApiServer:
         """Build the parts the settings and the store call for; return the gRPC server."""
         s = self.settings
-        instruments = dict(await self.feed.instruments())
+        if self.history is not None:
+            # A wrong URL or password stops the start here, naming the setting.
+            await self.history.connect()
+        found = await self.feed.instruments()
+        # The feed's own dict when it gives one: a feed that resolves its symbols
+        # later (Saxo, after a login) updates their precision in place.
+        instruments = found if isinstance(found, dict) else dict(found)
         self._instruments = list(instruments)
         self._source = next(iter(instruments.values())).source if instruments else Source.LIVE
         shared = _shared(self.store)
         serving = self._serving = shared is None or s.role != "ingest"
         self._ingesting = shared is None or s.role != "api"
         if shared is None:
+            if self.history is not None:
+                self._write_store = self.history.ingest_store(self.store)
             self.ingestor = self._new_ingestor(publish=True)
         else:
             series = [SeriesKey(sym, i) for sym in instruments for i in s.intervals]
@@ -239,12 +271,17 @@ class App:
         servicer = None
         if serving:
             catalog = Catalog(instruments, s.intervals)
-            limits = Limits(stale_after=s.stale_after, heartbeat_interval=s.heartbeat_interval)
+            limits = Limits(
+                stale_after=s.stale_after,
+                heartbeat_interval=s.heartbeat_interval,
+                recent_ticks=s.recent_ticks,
+            )
             servicer = MarketDataServicer(
                 self.read_store(shared),
                 self.hub,
                 catalog,
                 limits,
+                feed_state=self._feed_state,
                 trade_hub=self.trade_hub,
                 rejections=self.rejections,
             )
@@ -253,10 +290,16 @@ class App:
 
     def read_store(self, shared: SharedStore | None) -> Store:
         """The store the API reads: a shared store through this replica's caches
-        (:mod:`candlewire.store.cached`), else the store itself."""
-        if shared is None:
-            return self.store
-        return CachedStore(shared, self.quote_cache, self.candle_cache)
+        (:mod:`candlewire.store.cached`), else the store itself; with a history
+        tier, that in front of PostgreSQL (:mod:`candlewire.history.tiered`)."""
+        hot: Store = (
+            self.store
+            if shared is None
+            else CachedStore(shared, self.quote_cache, self.candle_cache)
+        )
+        if self.history is not None:
+            return self.history.api_store(hot)
+        return hot
 
     async def _start_gateway(self, grpc_port: int) -> None:
         s = self.settings
@@ -268,13 +311,16 @@ class App:
             max_request_bytes=s.http_max_request_bytes,
             idle_timeout=s.http_idle_timeout,
             shutdown_grace=s.shutdown_grace,
+            routes=(
+                self.feed.operator_routes() if isinstance(self.feed, HasOperatorRoutes) else None
+            ),
         )
         await self.gateway.start(*parse_listen(s.http_listen))
 
     def _new_ingestor(self, *, publish: bool) -> Ingestor:
         s = self.settings
         return Ingestor(
-            self.store,
+            self._write_store,
             self.hub,
             self._instruments,
             AggregatorConfig(
@@ -304,8 +350,14 @@ class App:
     async def _work(self) -> None:
         """The feed (a store of this process), or the connection, follower and
         lease (a shared store)."""
+        history = self.history
         if not isinstance(self.store, Connects):
-            await self._feed()
+            if history is None:
+                await self._feed()
+                return
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(history.run_writer(self.store, ()), name="history-writer")
+                tasks.create_task(self._feed(), name="feed")
             return
         await self._connect(self.store)
         async with asyncio.TaskGroup() as tasks:
@@ -315,6 +367,17 @@ class App:
                 tasks.create_task(self.trade_reader.run(), name="trade-follower")
             if self.leased is not None:
                 tasks.create_task(self.leased.run(), name="lease")
+                if history is not None:
+                    leased = self.leased
+                    series = [
+                        SeriesKey(sym, i)
+                        for sym in self._instruments
+                        for i in self.settings.intervals
+                    ]
+                    tasks.create_task(
+                        history.run_writer(self.store, series, holding=lambda: leased.holding),
+                        name="history-archiver",
+                    )
 
     async def _connect(self, store: Connects) -> None:
         retry = Retry(Backoff(initial=0.1, maximum=5.0), name="store connection")
@@ -372,6 +435,25 @@ class App:
 
     # --- readiness ----------------------------------------------------------------------
 
+    async def _feed_state(self) -> tuple[FeedState, str]:
+        """The feed's state for ListSymbols. A process that does not run the feed
+        (an API replica, an ingestor standing by) knows only whether a login is
+        needed, from the shared token store; otherwise it says UNSPECIFIED."""
+        feed = self.feed
+        if self.ingestor is None:
+            if isinstance(feed, NeedsLogin):
+                reason = await feed.check_login()
+                if reason is not None:
+                    return FeedState.LOGIN_REQUIRED, f"login required ({reason})"
+            return FeedState.UNSPECIFIED, ""
+        if isinstance(feed, NeedsLogin) and feed.login_required:
+            why = feed.status()[1] if isinstance(feed, ReportsStatus) else "login required"
+            return FeedState.LOGIN_REQUIRED, why
+        if not isinstance(feed, ReportsStatus):
+            return FeedState.UNSPECIFIED, ""
+        healthy, why = feed.status()
+        return (FeedState.OK, "") if healthy else (FeedState.DOWN, why)
+
     def _observe(self, store_error: str | None) -> Observed:
         ingestor = self.ingestor
         feed = self.feed
@@ -387,13 +469,17 @@ class App:
             backfilled=self._backfilled and ingestor is not None,
             last_receive=None if ingestor is None else ingestor.last_receive,
             stale_after=self.settings.feed_stale_after,
+            history_error=None if self.history is None else self.history.problem,
         )
 
     async def _publish_ready(self, ready: bool) -> None:
         if self.api is not None and not self._stopping.is_set():
             await self.api.set_ready(ready)
 
-    async def _flush_buffered(self) -> None:
-        """The store answered: write what the ingestor buffered while it was away."""
+    async def _store_answered(self) -> None:
+        """The store answered: write what the ingestor buffered while it was
+        away, and see whether PostgreSQL answers too."""
         if self.ingestor is not None and self.ingestor.buffered:
             await self.ingestor.flush()
+        if self.history is not None:
+            await self.history.check()

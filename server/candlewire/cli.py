@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from candlewire import __version__
 from candlewire.config import Settings, add_arguments, load
 from candlewire.errors import ConfigError
+from candlewire.history import commands as history_commands
 from candlewire_client.cli import add_commands, run
 
 __all__ = ["main"]
@@ -31,8 +32,29 @@ def _parser() -> argparse.ArgumentParser:
         "ingest", help="run the feed into Redis only (same as serve --role ingest)"
     )
     add_arguments(ingest)
+    saxo = commands.add_parser("saxo", help="Saxo feed operations")
+    saxo_commands = saxo.add_subparsers(dest="saxo_command", required=True)
+    saxo_login = saxo_commands.add_parser(
+        "login",
+        help="log in at Saxo for the service (prints the URL, reads back the redirect)",
+    )
+    add_arguments(saxo_login)
     add_commands(commands)  # the client: price, candles, watch, symbols, health
+    history_commands.add_commands(commands)  # db upgrade, import, backfill
     return parser
+
+
+def _saxo_login(args: argparse.Namespace) -> int:
+    from candlewire.feeds.saxo.cli import login
+    from candlewire.feeds.saxo.setup import from_settings
+
+    args.feed = "saxo"
+    try:
+        settings = load(args)
+        return asyncio.run(login(from_settings(settings)))
+    except ConfigError as error:
+        print(f"candlewire: {error}", file=sys.stderr)
+        return 2
 
 
 async def _serve(settings: Settings) -> None:
@@ -47,6 +69,10 @@ async def _serve(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in history_commands.COMMANDS:
+        return history_commands.run(args)
+    if args.command == "saxo":
+        return _saxo_login(args)
     if args.command not in ("serve", "ingest"):
         return run(args)
     if args.command == "ingest":

@@ -28,6 +28,7 @@ __all__ = [
     "candle_to_pb",
     "field_bytes",
     "frame_to_candle",
+    "kline_frame",
     "quote_to_price",
     "series_from_pb",
     "timestamp",
@@ -49,6 +50,16 @@ def timestamp_ns(ts: Timestamp) -> int:
 
 
 def _varint(value: int) -> bytes:
+    if 1 << 28 <= value < 1 << 35:  # seconds since the epoch, in timestamps: five bytes
+        return bytes(
+            (
+                value & 0x7F | 0x80,
+                value >> 7 & 0x7F | 0x80,
+                value >> 14 & 0x7F | 0x80,
+                value >> 21 & 0x7F | 0x80,
+                value >> 28,
+            )
+        )
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -216,6 +227,57 @@ def candle_frame(candle: Candle) -> bytes:
     return (b"\n" + _SMALL[size] if size < 128 else b"\n" + _varint(size)) + payload
 
 
+def _plain_time(tag: int, ns: int) -> bytes:
+    seconds, nanos = divmod(ns, NANOS_PER_SECOND)
+    body = (b"\x08" + _varint(seconds & _U64) if seconds else b"") + (
+        b"\x10" + _varint(nanos) if nanos else b""
+    )
+    return bytes((tag, len(body))) + body
+
+
+def kline_frame(
+    symbol: str,
+    interval: int,
+    open_time: int,
+    close_time: int,
+    prices: tuple[float, float, float, float, float],
+    quote_volume: float,
+    trade_count: int,
+    source: int,
+) -> bytes:
+    """The frame of a closed revision-0 candle given as doubles (open, high,
+    low, close, volume): byte for byte :func:`candle_frame` of the same candle
+    with decimals whose doubles these are. Bulk loads use it to skip building
+    a :class:`~candlewire.domain.Candle` per row."""
+    o, h, lo, c, v = prices
+    if o and h and lo and c and v:
+        body = _OHLCV.pack(_TAG_OPEN, o, _TAG_HIGH, h, _TAG_LOW, lo, _TAG_CLOSE, c, _TAG_VOLUME, v)
+    else:
+        body = (
+            _double(_TAG_OPEN, o)
+            + _double(_TAG_HIGH, h)
+            + _double(_TAG_LOW, lo)
+            + _double(_TAG_CLOSE, c)
+            + _double(_TAG_VOLUME, v)
+        )
+    if not 0 <= trade_count <= _U64:
+        raise ValueError(f"trade count {trade_count} out of range")
+    payload = b"".join(
+        (
+            _prefix(symbol, interval),
+            _plain_time(0x1A, open_time),
+            _plain_time(0x22, close_time),
+            body,
+            b"P" + _uvarint(trade_count) if trade_count else b"",
+            b"X\x01",
+            b"h" + _uvarint(source) if source else b"",
+            b"q" + _DOUBLE.pack(quote_volume) if quote_volume else _double(0x71, quote_volume),
+        )
+    )
+    size = len(payload)
+    return (b"\n" + _SMALL[size] if size < 128 else b"\n" + _varint(size)) + payload
+
+
 def frame_to_candle(frame: bytes) -> pb.Candle:
     """Parse a frame back into a ``marketdata.v1.Candle`` (tests and tools)."""
     return pb.GetCandlesResponse.FromString(frame).candles[0]
@@ -253,6 +315,8 @@ def quote_to_price(quote: Quote, *, stale: bool) -> pb.Price:
         receive_time=timestamp(quote.receive_time),
         stale=stale,
         source=quote.source.value,  # type: ignore[arg-type]
+        market_state=quote.market_state.value,  # type: ignore[arg-type]
+        price_type=quote.price_type.value,  # type: ignore[arg-type]
     )
 
 

@@ -8,11 +8,12 @@ message naming the setting.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from candlewire.domain import Interval
@@ -21,6 +22,7 @@ from candlewire.errors import ConfigError
 __all__ = ["Settings", "add_arguments", "describe_settings", "load", "parse_listen"]
 
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+_FX_PAIR = re.compile(r"^[A-Z]{3}[/-]?[A-Z]{3}$")
 
 
 class Settings(BaseSettings):
@@ -50,8 +52,8 @@ class Settings(BaseSettings):
         description="seconds an HTTP connection may go without a request in progress "
         "(idle between requests, or request headers not complete) before it is closed",
     )
-    feed: Literal["sim", "binance", "replay"] = Field(
-        "sim", description="upstream feed: sim, binance or replay"
+    feed: Literal["sim", "binance", "replay", "saxo"] = Field(
+        "sim", description="upstream feed: sim, binance, replay or saxo"
     )
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(
         ("BTCUSDT", "ETHUSDT", "EURUSD"), description="comma-separated symbols"
@@ -101,6 +103,27 @@ class Settings(BaseSettings):
     )
     update_log_size: int = Field(
         4096, ge=16, le=1_000_000, description="updates kept per series for resume tokens"
+    )
+    postgres_url: str = Field(
+        "",
+        description="PostgreSQL URL of the history tier (postgresql://user:password@host/db; "
+        "empty: no history beyond the hot store's retention)",
+    )
+    postgres_read_url: str = Field(
+        "",
+        description="PostgreSQL URL for history reads (a read replica; empty: postgres_url)",
+    )
+    history_retention: str = Field(
+        "1s=7d",
+        description="history kept per interval, comma-separated interval=span (7d, 12h, 52w "
+        "or forever); intervals not named are kept forever",
+    )
+    history_queue: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="closed candles queued for PostgreSQL with the in-memory store "
+        "(what does not fit while PostgreSQL is slow or away is counted and dropped)",
     )
     lateness: float = Field(
         2.0, ge=0, le=3600, description="seconds a late trade may still correct a closed candle"
@@ -173,6 +196,38 @@ class Settings(BaseSettings):
     replay_speed: float = Field(
         1.0, ge=0, le=1_000_000, description="replay speed: 1 real time, 60 faster, 0 at once"
     )
+    recent_ticks: int = Field(
+        100, ge=1, le=100_000, description="latest quotes kept per symbol for GetRecentTicks"
+    )
+    saxo_app_key: str = Field("", description="Saxo OpenAPI app key (OAuth client_id; feed saxo)")
+    saxo_app_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Saxo app secret (optional: the login uses PKCE); prefer the environment",
+    )
+    saxo_env: Literal["sim", "live"] = Field("sim", description="Saxo environment: sim or live")
+    saxo_redirect_url: str = Field(
+        "",
+        description="redirect URL registered for the Saxo app "
+        "(empty: http://localhost:<HTTP port>/auth/saxo/callback)",
+    )
+    saxo_auth_url: str = Field("", description="Saxo authorization server (empty: the env's)")
+    saxo_rest_url: str = Field("", description="Saxo OpenAPI gateway (empty: the env's)")
+    saxo_streaming_url: str = Field(
+        "", description="Saxo streaming base, ws(s)://.../streaming/ws (empty: the env's)"
+    )
+    saxo_candle_price: Literal["mid", "bid", "ask"] = Field(
+        "mid", description="price FX candles are built from: mid, bid or ask"
+    )
+    saxo_token_file: str = Field(
+        "",
+        description="file keeping the Saxo tokens without Redis, mode 0600 "
+        "(empty: $XDG_STATE_HOME/candlewire/saxo-tokens.json)",
+    )
+    saxo_login_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("127.0.0.0/8", "::1/128"),
+        description="comma-separated addresses or networks that may use /auth/saxo/login "
+        "and its callback on the HTTP port",
+    )
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -185,11 +240,14 @@ class Settings(BaseSettings):
 
     @field_validator("symbols")
     @classmethod
-    def _check_symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _check_symbols(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         if not value:
             raise ValueError("at least one symbol is required")
         for symbol in value:
-            if not _SYMBOL.match(symbol):
+            if info.data.get("feed") == "saxo":
+                if not _FX_PAIR.match(symbol):
+                    raise ValueError(f"{symbol!r} is not an FX pair (EURUSD, EUR-USD or EUR/USD)")
+            elif not _SYMBOL.match(symbol):
                 raise ValueError(f"{symbol!r} is not a symbol (A-Z, 0-9, '.', '_', '-')")
         if len(set(value)) != len(value):
             raise ValueError("symbols must be distinct")
@@ -268,6 +326,25 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("postgres_url", "postgres_read_url")
+    @classmethod
+    def _check_postgres_url(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            # The value is not repeated: it may hold a password.
+            raise ValueError("must start with postgresql:// or postgres://")
+        if value and info.field_name == "postgres_read_url" and not info.data.get("postgres_url"):
+            raise ValueError("needs postgres_url (CANDLEWIRE_POSTGRES_URL) as well")
+        return value
+
+    @field_validator("history_retention")
+    @classmethod
+    def _check_history_retention(cls, value: str) -> str:
+        from candlewire.history.options import parse_retention
+
+        parse_retention(value)
+        return value
+
     @field_validator("redis_prefix", "ingest_shard")
     @classmethod
     def _check_key_part(cls, value: str) -> str:
@@ -281,6 +358,44 @@ class Settings(BaseSettings):
     def _check_role(cls, value: str, info: ValidationInfo) -> str:
         if value != "all" and not info.data.get("redis_url"):
             raise ValueError(f"{value!r} needs a Redis URL (CANDLEWIRE_REDIS_URL)")
+        return value
+
+    @field_validator("saxo_app_key")
+    @classmethod
+    def _check_saxo_app_key(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if info.data.get("feed") == "saxo" and not value:
+            raise ValueError("required when feed is saxo")
+        return value
+
+    @field_validator("saxo_redirect_url", "saxo_auth_url", "saxo_rest_url", "saxo_streaming_url")
+    @classmethod
+    def _check_saxo_url(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        schemes = (
+            ("ws://", "wss://")
+            if info.field_name == "saxo_streaming_url"
+            else ("http://", "https://")
+        )
+        if value and not value.startswith(schemes):
+            raise ValueError(f"{value!r} must start with {' or '.join(schemes)}")
+        return value.rstrip("/") if info.field_name != "saxo_redirect_url" else value
+
+    @field_validator("saxo_login_allow", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("saxo_login_allow")
+    @classmethod
+    def _check_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an address or network") from None
         return value
 
     @field_validator("replay_path")
@@ -343,5 +458,12 @@ def _describe(exc: ValidationError) -> str:
 
 
 def describe_settings(settings: Settings) -> Sequence[str]:
-    """The settings as ``name=value`` lines, for the start-up log."""
-    return [f"{name}={_show(getattr(settings, name))}" for name in Settings.model_fields]
+    """The settings as ``name=value`` lines, for the start-up log (URLs
+    without their passwords)."""
+    from candlewire.history.options import redact_url
+
+    return [
+        f"{name}={redact_url(value) if name.endswith('_url') else value}"
+        for name in Settings.model_fields
+        for value in (_show(getattr(settings, name)),)
+    ]

@@ -15,8 +15,11 @@ __all__ = [
     "NANOS_PER_MILLI",
     "NANOS_PER_SECOND",
     "Candle",
+    "FeedState",
     "Instrument",
     "Interval",
+    "MarketState",
+    "PriceType",
     "Quote",
     "SeriesKey",
     "Side",
@@ -112,6 +115,39 @@ class Side(IntEnum):
     SELL = 2
 
 
+class FeedState(IntEnum):
+    """The state of the upstream feed; the values are those of ``marketdata.v1.FeedState``."""
+
+    UNSPECIFIED = 0
+    OK = 1
+    DOWN = 2
+    LOGIN_REQUIRED = 3
+
+
+class MarketState(IntEnum):
+    """Whether the market of a quote is open; the values are those of
+    ``marketdata.v1.MarketState`` (UNSPECIFIED: the feed does not say)."""
+
+    UNSPECIFIED = 0
+    OPEN = 1
+    CLOSED = 2
+    PRE_MARKET = 3
+    POST_MARKET = 4
+    AUCTION = 5
+    SUSPENDED = 6
+
+
+class PriceType(IntEnum):
+    """What a quoted price is worth; the values are those of ``marketdata.v1.PriceType``
+    (UNSPECIFIED: the feed does not say)."""
+
+    UNSPECIFIED = 0
+    TRADABLE = 1
+    INDICATIVE = 2
+    OLD_INDICATIVE = 3
+    NO_MARKET = 4
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesKey:
     """One candle series: a symbol at an interval."""
@@ -155,6 +191,9 @@ class Quote:
     source: Source
     receive_time: int
     last: Decimal | None = None
+    market_state: MarketState = MarketState.UNSPECIFIED
+    price_type: PriceType = PriceType.UNSPECIFIED
+    """The worse of the bid's and the ask's price type."""
 
     @property
     def mid(self) -> Decimal:

@@ -12,7 +12,8 @@
     ├── ShuttingDown           the service is stopping
     ├── LeaseLost              an ingestor wrote without holding its lease
     └── DependencyUnavailable  the store or the upstream cannot be reached
-        └── StoreUnavailable
+        ├── StoreUnavailable
+        └── HistoryUnavailable the history tier (PostgreSQL) cannot be reached
 
 Errors of dependencies (Redis, HTTP, websockets) are translated into these at
 the boundary of the module that talks to them. Only ``candlewire.api`` turns
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigError",
     "DataExpired",
     "DependencyUnavailable",
+    "HistoryUnavailable",
     "InvalidArgument",
     "LeaseLost",
     "LimitExceeded",
@@ -93,3 +95,7 @@ class DependencyUnavailable(CandlewireError):
 
 class StoreUnavailable(DependencyUnavailable):
     """The store cannot be reached right now."""
+
+
+class HistoryUnavailable(DependencyUnavailable):
+    """The history tier (PostgreSQL) cannot be reached right now."""

@@ -52,10 +52,24 @@ class Observed:
     """``time.monotonic()`` when the feed last delivered data (None: never)."""
     stale_after: float = 10.0
     """Seconds without data after which the feed counts as stale."""
+    history_error: str | None = None
+    """Why the history tier (PostgreSQL) cannot be used now (None: it can, or there is none)."""
 
 
 def evaluate(seen: Observed) -> tuple[bool, str]:
-    """``(ready, reason)``: the reason names what is missing, or says ok."""
+    """``(ready, reason)``: the reason names what is missing, or says ok.
+
+    PostgreSQL away leaves the process ready, degraded: what the hot store
+    holds is still served (requests that need history fail with UNAVAILABLE),
+    and the reason names the missing dependency.
+    """
+    ready, why = _evaluate(seen)
+    if ready and seen.history_error is not None:
+        return True, f"degraded: history store (PostgreSQL) unavailable: {seen.history_error}"
+    return ready, why
+
+
+def _evaluate(seen: Observed) -> tuple[bool, str]:
     if seen.store_error is not None:
         return False, f"store unavailable: {seen.store_error}"
     if seen.follows and not seen.following:

@@ -12,8 +12,9 @@ The rules, in the order they are checked:
 * ``NON_POSITIVE_PRICE``: a trade price, a quote's bid or ask, or a venue
   candle's open, high, low or close that is zero, negative, infinite or NaN.
 * ``NON_POSITIVE_SIZE``: a trade quantity that is zero, negative, infinite or
-  NaN; a quote size or a candle volume that is negative, infinite or NaN (a
-  quote size of 0 means "not stated").
+  NaN (a quote tick of a market without trades carries 0: only negative,
+  infinite and NaN are refused there); a quote size or a candle volume that
+  is negative, infinite or NaN (a quote size of 0 means "not stated").
 * ``CROSSED_QUOTE``: a quote whose bid is above its ask (bid == ask, a locked
   market, passes).
 * ``FUTURE_TIME``: an event time more than ``max_future`` ahead of the
@@ -144,8 +145,11 @@ class Validator:
     def _future(self, time: int, now: int) -> bool:
         return time > now + self._config.max_future
 
-    def trades(self, trades: Sequence[Trade], now: int) -> list[Trade]:
-        """The trades that pass, in order; ``now`` is the service clock (ns)."""
+    def trades(self, trades: Sequence[Trade], now: int, *, ticks: bool = False) -> list[Trade]:
+        """The trades that pass, in order; ``now`` is the service clock (ns).
+
+        ``ticks``: quote ticks of a market without trades (FX), whose size is
+        0 (not stated): a size must then be finite and not negative."""
         config = self._config
         accepted: list[Trade] = []
         for trade in trades:
@@ -153,7 +157,7 @@ class Validator:
             if not _positive(trade.price):
                 self._reject(symbol, Reason.NON_POSITIVE_PRICE, time, f"price {trade.price}")
                 continue
-            if not _positive(trade.quantity):
+            if not (_non_negative if ticks else _positive)(trade.quantity):
                 self._reject(symbol, Reason.NON_POSITIVE_SIZE, time, f"quantity {trade.quantity}")
                 continue
             if self._future(time, now):

@@ -288,12 +288,15 @@ class Exchange:
         *,
         now: int = T0,
         weight_limit: int = 6000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.market = Market(tape)
         self.tape = list(tape)
         self.specs = {s.symbol: s for s in specs}
         self.now = now
         self.weight_limit = weight_limit
+        self.clock = clock
+        """Wall-clock seconds by which request weight is counted per minute."""
         self.requests: list[Request] = []
         self.clients: list[_Client] = []
         self.connections = 0
@@ -544,7 +547,7 @@ class Exchange:
         now = time.monotonic()
         request = Request(now, url.path, params, 200)
         self.requests.append(request)
-        minute = int(time.time() // 60)
+        minute = int(self.clock() // 60)
         weight = {"/api/v3/klines": 2, "/api/v3/exchangeInfo": 20}.get(url.path, 1)
         self._weight[minute] = self._weight.get(minute, 0) + weight
         extra = {"X-MBX-USED-WEIGHT-1M": str(self._weight[minute])}

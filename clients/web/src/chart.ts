@@ -1,19 +1,28 @@
 // The candle chart: history from SubscribeCandles (drawn at snapshot_end),
 // then live updates (the forming candle redrawn, new candles appended, late
-// corrections applied), resumed after drops without a gap. Under it, in a
+// corrections applied), resumed after drops without a gap. Scrolling to the
+// left edge loads older candles page by page (GetCandles before the oldest
+// one shown, from the service's history tier), and holes in the data (ranges
+// the service has no candle for) are marked on the chart. Under it, in a
 // pane of its own, the delta of each candle: buy minus sell volume.
 
-import { Code, type ConnectError } from "@connectrpc/connect";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   CandlestickSeries,
   ColorType,
   HistogramSeries,
   createChart,
+  createSeriesMarkers,
   type CandlestickData,
   type HistogramData,
   type IChartApi,
   type ISeriesApi,
+  type ISeriesMarkersPluginApi,
+  type LogicalRange,
   type MouseEventParams,
+  type SeriesMarker,
+  type Time,
   type UTCTimestamp,
 } from "lightweight-charts";
 import { runCandleStream, type MarketData } from "./api";
@@ -23,6 +32,10 @@ import type { Candle, Heartbeat, Interval, SymbolInfo } from "./gen/marketdata/v
 
 const HISTORY = 500;
 const VISIBLE_BARS = 120;
+/** Candles fetched per older page, and how close (in bars) to the left edge triggers one. */
+const OLDER_PAGE = 500;
+const LOAD_OLDER_WITHIN = 20;
+const HOLE = "#b45309";
 /** Upstream data older than this (by the server's clock) is called stale. */
 const STALE_AFTER_S = 30;
 const UP = "#047857";
@@ -57,6 +70,13 @@ export class CandleChart {
   private precision = 2;
   private hovered: number | undefined;
   private current: AbortController | undefined;
+  private readonly markers: ISeriesMarkersPluginApi<Time>;
+  /** Ranges [start, end) in seconds the service reported holding no candle for. */
+  private readonly holes = new Map<number, number>();
+  private earliest: number | undefined;
+  private loadingOlder = false;
+  private exhausted = false;
+  private olderPages = 0;
 
   constructor(
     private readonly client: MarketData,
@@ -102,6 +122,10 @@ export class CandleChart {
       this.hovered = param.time === undefined ? undefined : Number(param.time);
       this.renderLegend();
     });
+    this.markers = createSeriesMarkers(this.candles, []);
+    this.chart.timeScale().subscribeVisibleLogicalRangeChange((range: LogicalRange | null) => {
+      if (range !== null && this.live && range.from < LOAD_OLDER_WITHIN) void this.loadOlder();
+    });
   }
 
   /** Show `symbol` at `interval`, replacing whatever was shown. */
@@ -112,6 +136,8 @@ export class CandleChart {
     this.symbol = symbol;
     this.interval = interval;
     this.precision = info?.pricePrecision ?? 2;
+    const covered = info?.coverage.find((c) => c.interval === interval)?.earliestOpenTime;
+    this.earliest = covered === undefined ? undefined : seconds(covered);
     this.candles.applyOptions({
       priceFormat: { type: "price", precision: this.precision, minMove: 10 ** -this.precision },
     });
@@ -145,6 +171,12 @@ export class CandleChart {
     this.times = [];
     this.live = false;
     this.hovered = undefined;
+    this.holes.clear();
+    this.markers.setMarkers([]);
+    this.container.dataset["holes"] = "0";
+    this.loadingOlder = false;
+    this.exhausted = false;
+    this.olderPages = 0;
     this.candles.setData([]);
     this.volumes.setData([]);
     this.deltas.setData([]);
@@ -152,10 +184,11 @@ export class CandleChart {
     this.reflect();
   }
 
-  private apply(candle: Candle): void {
+  /** Store a candle; true when its open time is new to the chart. */
+  private keep(candle: Candle): { bar: Bar; known: Bar | undefined } | undefined {
     const time = seconds(candle.openTime);
     const known = this.bars.get(time);
-    if (known !== undefined && known.revision > candle.revision) return; // stale revision
+    if (known !== undefined && known.revision > candle.revision) return undefined; // stale
     const bar: Bar = {
       time,
       closeTime: seconds(candle.closeTime),
@@ -170,6 +203,14 @@ export class CandleChart {
     };
     this.bars.set(time, bar);
     if (known === undefined) this.insertTime(time);
+    return { bar, known };
+  }
+
+  private apply(candle: Candle): void {
+    const kept = this.keep(candle);
+    if (kept === undefined) return;
+    const { bar, known } = kept;
+    const time = bar.time;
     if (!this.live) return; // history is drawn at snapshot_end
     const last = this.times[this.times.length - 1] ?? time;
     const historical = time < last;
@@ -216,6 +257,88 @@ export class CandleChart {
     this.candles.setData(bars.map((bar) => this.candleData(bar)));
     this.volumes.setData(bars.map((bar) => this.volumeData(bar)));
     this.deltas.setData(bars.map((bar) => this.deltaData(bar)));
+    this.markHoles();
+  }
+
+  /** Older candles, before the oldest shown: one page of GetCandles from the history tier. */
+  private async loadOlder(): Promise<void> {
+    const first = this.times[0];
+    const interval = this.interval;
+    const signal = this.current?.signal;
+    if (this.loadingOlder || this.exhausted || first === undefined || interval === undefined) {
+      return;
+    }
+    if (this.earliest !== undefined && first <= this.earliest) {
+      this.exhausted = true; // the service holds nothing older
+      this.reflect();
+      return;
+    }
+    const symbol = this.symbol;
+    this.loadingOlder = true;
+    this.reflect();
+    try {
+      const response = await this.client.getCandles(
+        {
+          symbol,
+          interval,
+          endTime: timestampFromMs(first * 1000),
+          pageSize: OLDER_PAGE,
+          includeMissing: true,
+        },
+        { signal, timeoutMs: 20_000 },
+      );
+      if (signal?.aborted || symbol !== this.symbol || interval !== this.interval) return;
+      for (const range of response.missingRanges) {
+        this.holes.set(seconds(range.startTime), seconds(range.endTime));
+      }
+      const before = this.times.length;
+      for (const candle of response.candles) this.keep(candle);
+      const added = this.times.length - before;
+      if (response.candles.length < OLDER_PAGE) this.exhausted = true;
+      if (added > 0) {
+        const range = this.chart.timeScale().getVisibleLogicalRange();
+        this.redraw();
+        if (range !== null) {
+          // Keep the same candles in view: everything shown moved right by `added`.
+          this.chart
+            .timeScale()
+            .setVisibleLogicalRange({ from: range.from + added, to: range.to + added });
+        }
+        this.olderPages += 1;
+      }
+    } catch (error) {
+      if (signal?.aborted) return;
+      const why = error instanceof ConnectError ? `${Code[error.code]}: ${error.rawMessage}` : "";
+      this.say("warning", `Older candles could not be loaded (scroll again to retry). ${why}`);
+    } finally {
+      this.loadingOlder = false;
+      this.reflect();
+    }
+  }
+
+  /** A marker on the first candle after each hole: a gap between loaded candles, or a
+   * range the service reported missing. */
+  private markHoles(): void {
+    const at = new Set<number>();
+    for (let i = 1; i < this.times.length; i += 1) {
+      const previous = this.bars.get(this.times[i - 1] ?? 0);
+      const time = this.times[i] ?? 0;
+      if (previous !== undefined && previous.closeTime !== time) at.add(time);
+    }
+    for (const end of this.holes.values()) {
+      if (this.bars.has(end)) at.add(end);
+    }
+    const markers: SeriesMarker<Time>[] = [...at]
+      .sort((a, b) => a - b)
+      .map((time) => ({
+        time: time as UTCTimestamp,
+        position: "aboveBar",
+        shape: "square",
+        color: HOLE,
+        text: "no data before",
+      }));
+    this.markers.setMarkers(markers);
+    this.container.dataset["holes"] = String(markers.length);
   }
 
   private heartbeat(heartbeat: Heartbeat): void {
@@ -308,6 +431,10 @@ export class CandleChart {
     data["lastRevision"] = last === undefined ? "" : String(last.revision);
     data["lastClosed"] = last === undefined ? "" : String(last.closed);
     data["lastDelta"] = last === undefined ? "" : String(last.delta);
+    data["olderPages"] = String(this.olderPages);
+    data["loadingOlder"] = String(this.loadingOlder);
+    data["exhausted"] = String(this.exhausted);
+    data["missingRanges"] = String(this.holes.size);
     this.renderLegend();
   }
 

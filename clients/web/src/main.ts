@@ -6,7 +6,7 @@ import { Backoff, DOWN_AFTER_FAILURES, marketData, sleep } from "./api";
 import { CandleChart } from "./chart";
 import { ConnectionIndicator } from "./connection";
 import { intervalLabel, parseInterval } from "./format";
-import { Interval, Source, type SymbolInfo } from "./gen/marketdata/v1/marketdata_pb";
+import { FeedState, Interval, Source, type SymbolInfo } from "./gen/marketdata/v1/marketdata_pb";
 import { TradeTape } from "./tape";
 import { Watchlist } from "./watchlist";
 
@@ -32,6 +32,42 @@ async function listSymbols(signal: AbortSignal): Promise<SymbolInfo[]> {
       const health = backoff.failures + 1 >= DOWN_AFTER_FAILURES ? "down" : "retrying";
       connection.set("symbols", health, error.rawMessage);
       await sleep(backoff.next(), signal);
+    }
+  }
+}
+
+const FEED_POLL_MS = 5000;
+
+/** Show the upstream feed's state (ListSymbols says it), polled: "login required" and back. */
+export function showFeed(info: SymbolInfo | undefined): void {
+  const box = element("feed");
+  const text = element("feed-text");
+  const state = info?.feedState ?? FeedState.UNSPECIFIED;
+  box.hidden = state === FeedState.UNSPECIFIED;
+  if (state === FeedState.OK) {
+    box.dataset["state"] = "connected";
+    text.textContent = "Feed live";
+    box.title = "";
+  } else if (state === FeedState.LOGIN_REQUIRED) {
+    box.dataset["state"] = "disconnected";
+    text.textContent = "Feed: login required";
+    box.title = `${info?.feedStatus ?? ""}. An operator logs in at /auth/saxo/login.`;
+  } else if (state === FeedState.DOWN) {
+    box.dataset["state"] = "reconnecting";
+    text.textContent = "Feed down";
+    box.title = info?.feedStatus ?? "";
+  }
+}
+
+async function watchFeed(first: SymbolInfo | undefined, signal: AbortSignal): Promise<void> {
+  showFeed(first);
+  while (!signal.aborted) {
+    await sleep(FEED_POLL_MS, signal);
+    try {
+      const response = await client.listSymbols({}, { signal, timeoutMs: 5000 });
+      showFeed(response.symbols[0]);
+    } catch {
+      // The connection indicator reports the server being away.
     }
   }
 }
@@ -116,6 +152,7 @@ async function main(): Promise<void> {
     (symbol) => show({ ...current(), symbol }),
   );
   watchlist.start(lifetime.signal);
+  void watchFeed(first, lifetime.signal);
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();

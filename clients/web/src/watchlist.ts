@@ -8,6 +8,8 @@ import type { ConnectionIndicator } from "./connection";
 import { age, intervalLabel, percent, price, seconds } from "./format";
 import {
   Interval,
+  MarketState,
+  PriceType,
   type Candle,
   type Price,
   type SymbolInfo,
@@ -140,7 +142,12 @@ export class Watchlist {
     row.bid.textContent = known ? price(quote.bid, precision) : "—";
     row.ask.textContent = known ? price(quote.ask, precision) : "—";
     row.row.dataset["stale"] = String(quote.stale);
-    row.badge.hidden = !quote.stale;
+    const closed = known && quote.marketState === MarketState.CLOSED;
+    const indicative =
+      known &&
+      (quote.priceType === PriceType.INDICATIVE || quote.priceType === PriceType.OLD_INDICATIVE);
+    row.row.dataset["market"] = closed ? "closed" : "open";
+    row.badge.hidden = !quote.stale && !closed && !indicative;
     if (!known) {
       row.badge.textContent = "no data";
       row.badge.title = `No quote received for ${quote.symbol} yet`;
@@ -148,6 +155,12 @@ export class Watchlist {
       const ago = Date.now() / 1000 - seconds(quote.receiveTime);
       row.badge.textContent = "stale";
       row.badge.title = `Last quote received ${age(ago)} ago`;
+    } else if (closed) {
+      row.badge.textContent = "closed";
+      row.badge.title = "Market closed: prices are indicative and no candles are built";
+    } else if (indicative) {
+      row.badge.textContent = "indicative";
+      row.badge.title = "Indicative price: not tradable";
     }
   }
 

@@ -67,6 +67,7 @@ def _handlers(servicer: MarketDataServicer) -> grpc.GenericRpcHandler:
             "BatchGetPrices": unary(servicer.BatchGetPrices, pb.BatchGetPricesRequest),
             "GetCandles": unary(servicer.GetCandles, pb.GetCandlesRequest),
             "ListSymbols": unary(servicer.ListSymbols, pb.ListSymbolsRequest),
+            "GetRecentTicks": unary(servicer.GetRecentTicks, pb.GetRecentTicksRequest),
             "SubscribeCandles": grpc.unary_stream_rpc_method_handler(
                 servicer.SubscribeCandles,
                 request_deserializer=pb.SubscribeCandlesRequest.FromString,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from decimal import Decimal, InvalidOperation
@@ -31,17 +31,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from candlewire.api.status import abort, translate_errors
 from candlewire.api.tokens import PageToken, Phase, ResumeToken, fingerprint, live_token
 from candlewire.codec import FrameRun, field_bytes, quote_to_price, timestamp, timestamp_ns
-from candlewire.domain import Instrument, Interval, Quote, SeriesKey, Side
+from candlewire.domain import FeedState, Instrument, Interval, Quote, SeriesKey, Side
 from candlewire.errors import (
     CandlewireError,
     DataExpired,
+    DependencyUnavailable,
     InvalidArgument,
     NoData,
     UnknownSymbol,
 )
 from candlewire.hub import Hub, Key
+from candlewire.intervals import bucket_end, bucket_start
 from candlewire.orderflow import Level, TapeTrade, footprint, profile
-from candlewire.store.base import Snapshot, Store, TradeSymbol, TradeUpdate, Update
+from candlewire.store.base import CandleSlice, Snapshot, Store, TradeSymbol, TradeUpdate, Update
+from candlewire.store.coverage import coverage_of
 from candlewire.validate import Rejections
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
@@ -118,6 +121,8 @@ class Limits:
     max_batch: int = 1000
     default_page_size: int = 500
     max_page_size: int = 1000
+    recent_ticks: int = 100
+    """Quotes kept per symbol: the most GetRecentTicks returns."""
 
 
 def _time(ts: Timestamp, field: str) -> int:
@@ -192,9 +197,11 @@ class MarketDataServicer:
         catalog: Catalog,
         limits: Limits,
         *,
+        feed_state: Callable[[], Awaitable[tuple[FeedState, str]]] | None = None,
         trade_hub: Hub[TradeUpdate] | None = None,
         rejections: Rejections | None = None,
     ) -> None:
+        self._feed_state = feed_state
         self._store = store
         self._hub = hub
         # (an empty hub is falsy: compare with None)
@@ -268,16 +275,70 @@ class MarketDataServicer:
         )
         frames = found.frames
         body = _joined(frames, size)
+        following = None
         if len(frames) > size:
-            token = PageToken(request_id, found.open_times[size]).encode()
+            following = found.open_times[size]
+            token = PageToken(request_id, following).encode()
             body += field_bytes(2, token.encode())
+        if request.include_missing:
+            body += await self._missing(SeriesKey(symbol, interval), found, start, end, following)
         return body
+
+    async def _missing(
+        self,
+        series: SeriesKey,
+        found: CandleSlice,
+        start: int | None,
+        end: int | None,
+        following: int | None,
+    ) -> bytes:
+        """``missing_ranges`` of a GetCandles page (see the proto for its span)."""
+        times = found.open_times
+        if start is not None:
+            first = bucket_start(series.interval, start)
+            start = first if first == start else bucket_end(series.interval, first)
+        elif len(times):
+            start = times[0]
+        else:
+            return b""
+        if following is not None:
+            stop = following
+        else:
+            newest = await self._store.get_candles(series, start=None, end=None, limit=1)
+            if not len(newest):
+                return b""
+            stop = bucket_end(series.interval, newest.open_times[0])
+            if end is not None:
+                stop = min(stop, end)
+        if stop <= start:
+            return b""
+        holes = await coverage_of(self._store).missing(series, start, stop)
+        return b"".join(
+            field_bytes(
+                30,
+                pb.TimeRange(start_time=timestamp(lo), end_time=timestamp(hi)).SerializeToString(),
+            )
+            for lo, hi in holes
+        )
 
     @translate_errors
     async def ListSymbols(
         self, request: pb.ListSymbolsRequest, context: Context
     ) -> pb.ListSymbolsResponse:
-        intervals = [i.value for i in self._catalog.intervals]
+        served = self._catalog.intervals
+        intervals = [i.value for i in served]
+        instruments = self._catalog.instruments
+        state, status = (
+            await self._feed_state()
+            if self._feed_state is not None
+            else (FeedState.UNSPECIFIED, "")
+        )
+        try:
+            earliest = await coverage_of(self._store).earliest(
+                [SeriesKey(symbol, i) for symbol in instruments for i in served]
+            )
+        except DependencyUnavailable:
+            earliest = {}  # coverage unknown while the history tier is away; the rest holds
         return pb.ListSymbolsResponse(
             symbols=[
                 pb.SymbolInfo(
@@ -288,6 +349,16 @@ class MarketDataServicer:
                     source=i.source.value,  # type: ignore[arg-type]
                     base_asset=i.base_asset,
                     quote_asset=i.quote_asset,
+                    feed_state=state.value,  # type: ignore[arg-type]
+                    feed_status="" if state is FeedState.OK else status,
+                    coverage=[
+                        pb.SeriesCoverage(
+                            interval=interval.value,  # type: ignore[arg-type]
+                            earliest_open_time=timestamp(earliest[key]),
+                        )
+                        for interval in served
+                        if (key := SeriesKey(i.symbol, interval)) in earliest
+                    ],
                     rejections=[
                         pb.RejectionCount(
                             reason=reason.value,  # type: ignore[arg-type]
@@ -297,7 +368,24 @@ class MarketDataServicer:
                         for reason, count, last in self._rejections.of(i.symbol)
                     ],
                 )
-                for i in self._catalog.instruments.values()
+                for i in instruments.values()
+            ]
+        )
+
+    @translate_errors
+    async def GetRecentTicks(
+        self, request: pb.GetRecentTicksRequest, context: Context
+    ) -> pb.GetRecentTicksResponse:
+        symbol = self._catalog.symbol(request.symbol, "symbol")
+        if request.limit < 0:
+            raise InvalidArgument("limit", "must not be negative")
+        kept = self._limits.recent_ticks
+        ticks = await self._store.recent_ticks(symbol, min(request.limit or kept, kept))
+        now = time.time_ns()
+        stale_ns = self._stale_ns
+        return pb.GetRecentTicksResponse(
+            ticks=[
+                quote_to_price(quote, stale=now - quote.receive_time > stale_ns) for quote in ticks
             ]
         )
 

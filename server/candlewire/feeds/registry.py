@@ -59,7 +59,19 @@ def _replay(settings: Settings) -> Feed:
     )
 
 
-FEEDS: dict[str, FeedBuilder] = {"sim": _sim, "binance": _binance, "replay": _replay}
+def _saxo(settings: Settings) -> Feed:
+    from candlewire.feeds.saxo import setup
+
+    saxo = setup.from_settings(settings)
+    return setup.feed(settings.symbols, saxo, setup.build(saxo))
+
+
+FEEDS: dict[str, FeedBuilder] = {
+    "sim": _sim,
+    "binance": _binance,
+    "replay": _replay,
+    "saxo": _saxo,
+}
 """Feed name (the ``feed`` setting) -> its builder."""
 
 

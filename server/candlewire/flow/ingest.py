@@ -199,7 +199,18 @@ class Ingestor:
 
     async def trades(self, trades: Sequence[Trade]) -> None:
         self._touch()
-        trades = self._stamped(trades)
+        accepted = self._stamped(trades)
+        await self._aggregate(accepted)
+        await self._record(accepted)
+        await self._note_last_trades(accepted)
+
+    async def ticks(self, ticks: Sequence[Trade]) -> None:
+        self._touch()
+        # Quote ticks are not trades: validated as prices (a zero size is
+        # what they carry), aggregated, never recorded as trades.
+        await self._aggregate(self.validator.trades(ticks, time.time_ns(), ticks=True))
+
+    async def _aggregate(self, trades: Sequence[Trade]) -> None:
         by_symbol: dict[str, list[Trade]] = defaultdict(list)
         for trade in trades:
             by_symbol[trade.symbol].append(trade)
@@ -220,8 +231,6 @@ class Ingestor:
                 self._hub.note_event_time(symbol, aggregator.now)
         self.trades_in += len(trades)
         await self._write(candles)
-        await self._record(trades)
-        await self._note_last_trades(trades)
 
     async def _note_last_trades(self, trades: Sequence[Trade]) -> None:
         """Keep each symbol's stored quote carrying the price of its last trade."""
@@ -265,6 +274,12 @@ class Ingestor:
             return
         await self._write(aggregator.advance(time))
         self._hub.note_event_time(symbol, time)
+
+    async def market_closed(self, symbol: str) -> None:
+        self._touch()
+        aggregator = self._aggregators.get(symbol)
+        if aggregator is not None:
+            aggregator.skip_gap()
 
     async def candles(self, candles: Sequence[Candle]) -> None:
         self._touch()

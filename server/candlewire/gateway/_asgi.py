@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import grpc
@@ -42,7 +42,7 @@ from candlewire.gateway._wire import (
     wire_format,
 )
 
-__all__ = ["GrpcWebApp", "Receive", "Scope", "Send"]
+__all__ = ["AsgiApp", "GrpcWebApp", "Receive", "Scope", "Send"]
 
 log = logging.getLogger("candlewire.gateway")
 
@@ -50,6 +50,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+"""An operator route's handler (a venue's login, say): a plain ASGI application."""
 
 _FRAME_OVERHEAD = 5
 _ALLOW = b"GET, HEAD, POST, OPTIONS"
@@ -174,7 +176,9 @@ class GrpcWebApp:
         cors: CorsPolicy,
         static: StaticFiles | None,
         max_request_bytes: int,
+        routes: Mapping[str, AsgiApp] | None = None,
     ) -> None:
+        self._routes = dict(routes or {})
         self._methods = methods
         self._cors = cors
         self._static = static
@@ -232,6 +236,10 @@ class GrpcWebApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self._routes.get(scope["path"])
+        if route is not None:
+            await route(scope, receive, send)
+            return
         method = scope["method"]
         if method == "POST":
             await self._call(scope, receive, send)

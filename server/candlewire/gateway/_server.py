@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import cast
 
@@ -22,7 +22,7 @@ from hypercorn.config import Config
 from hypercorn.typing import ASGIFramework
 
 from candlewire.gateway import _h2fix
-from candlewire.gateway._asgi import GrpcWebApp
+from candlewire.gateway._asgi import AsgiApp, GrpcWebApp
 from candlewire.gateway._cors import CorsPolicy
 from candlewire.gateway._methods import MethodTable
 from candlewire.gateway._static import StaticFiles
@@ -84,7 +84,9 @@ class Gateway:
     here is same-origin and needs no entry. ``max_request_bytes`` bounds a
     request message. A connection without a request in progress (idle
     between requests, or still sending its headers) is closed after
-    ``idle_timeout`` seconds.
+    ``idle_timeout`` seconds. ``routes`` maps exact paths to operator
+    handlers (plain ASGI applications, such as a venue's login), served before
+    the API and the page; each decides itself who may use it.
 
     Shutdown has two steps so the owner can interleave them with the gRPC
     server's: :meth:`close` stops accepting (at once: new calls are refused
@@ -103,6 +105,7 @@ class Gateway:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         shutdown_grace: float = 5.0,
         idle_timeout: float = 20.0,
+        routes: Mapping[str, AsgiApp] | None = None,
     ) -> None:
         if idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
@@ -116,6 +119,8 @@ class Gateway:
         self.max_request_bytes = max_request_bytes
         self.shutdown_grace = shutdown_grace
         self.idle_timeout = idle_timeout
+        self.routes = dict(routes or {})
+        """Operator routes: exact path -> ASGI handler, served before the page and the API."""
         self._port: int | None = None
         self._channel: grpc.aio.Channel | None = None
         self._app: GrpcWebApp | None = None
@@ -152,6 +157,7 @@ class Gateway:
             cors=self.cors,
             static=self.static,
             max_request_bytes=self.max_request_bytes,
+            routes=self.routes,
         )
         config = Config()
         config.bind = [f"fd://{sock.detach()}"]

@@ -34,12 +34,14 @@ def build_store(settings: Settings) -> Store:
             retention=settings.retention,
             log_size=settings.update_log_size,
             quote_ttl=settings.quote_ttl,
+            ticks=settings.recent_ticks,
             trade_retention=settings.trade_retention,
             trade_window=_window(settings),
         )
     return MemoryStore(
         retention=settings.retention,
         log_size=settings.update_log_size,
+        ticks=settings.recent_ticks,
         trade_retention=settings.trade_retention,
         trade_window=_window(settings),
     )

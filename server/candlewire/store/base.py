@@ -29,6 +29,7 @@ __all__ = [
     "Bounds",
     "CandleSlice",
     "Connects",
+    "HotTrades",
     "LeaseStore",
     "Position",
     "SharedStore",
@@ -183,6 +184,11 @@ class Store(TradeStore, Protocol):
         """The latest quote of each symbol, None where there is none."""
         ...
 
+    async def recent_ticks(self, symbol: str, limit: int) -> list[Quote]:
+        """The last ``limit`` quotes put for ``symbol`` (at most the number the
+        store keeps), oldest first."""
+        ...
+
     async def write_candles(self, candles: Sequence[Candle]) -> list[Update]:
         """Upsert candles by (series, open_time) and append them to the log.
 
@@ -333,3 +339,34 @@ class LeaseStore(Protocol):
 class SharedStore(Store, UpdateLog, TradeFeed, LeaseStore, Connects, Protocol):
     """A store shared by processes (Redis): serving replicas follow its
     update log and ingestors take turns under its leases."""
+
+
+class HotTrades:
+    """Trade methods of a store in front of a hot store (``self.hot``): a
+    history tier keeps candles only, so trades are the hot store's."""
+
+    hot: Store
+
+    async def write_trades(self, trades: Sequence[Trade]) -> list[TradeUpdate]:
+        return await self.hot.write_trades(trades)
+
+    async def trade_heads(self, symbols: Sequence[str]) -> dict[str, int]:
+        return await self.hot.trade_heads(symbols)
+
+    async def get_trades(
+        self,
+        symbol: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        limit: int,
+        latest: bool = False,
+    ) -> TradeSlice:
+        return await self.hot.get_trades(
+            symbol, start=start, end=end, after=after, upto=upto, limit=limit, latest=latest
+        )
+
+    async def read_trades(self, symbols: Sequence[str], after: Position) -> list[TradeUpdate]:
+        return await self.hot.read_trades(symbols, after)

@@ -256,6 +256,9 @@ class CachedStore:
                 return [cache.get(s) for s in symbols]
             raise
 
+    async def recent_ticks(self, symbol: str, limit: int) -> list[Quote]:
+        return await self._store.recent_ticks(symbol, limit)
+
     async def write_candles(self, candles: Sequence[Candle]) -> list[Update]:
         return await self._store.write_candles(candles)
 

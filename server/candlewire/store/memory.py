@@ -30,6 +30,7 @@ import heapq
 import os
 from array import array
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Sequence
 from itertools import accumulate
 from operator import attrgetter
@@ -189,11 +190,12 @@ class MemoryStore:
         *,
         retention: int = 5000,
         log_size: int = 4096,
+        ticks: int = 100,
         trade_retention: int = 100_000,
         trade_window: int | None = None,
     ) -> None:
-        if retention < 1 or log_size < 1 or trade_retention < 1:
-            raise ValueError("retention, log_size and trade_retention must be positive")
+        if retention < 1 or log_size < 1 or ticks < 1 or trade_retention < 1:
+            raise ValueError("retention, log_size, ticks and trade_retention must be positive")
         if trade_window is not None and trade_window <= 0:
             raise ValueError("trade_window must be positive")
         self._trade_retention = trade_retention
@@ -203,6 +205,8 @@ class MemoryStore:
         self._log_size = log_size
         self._series: dict[SeriesKey, _Series] = {}
         self._quotes: dict[str, Quote] = {}
+        self._ticks_kept = ticks
+        self._ticks: dict[str, deque[Quote]] = {}
         self._seq = 0
         self._epoch = os.urandom(8)
 
@@ -219,6 +223,16 @@ class MemoryStore:
     async def put_quotes(self, quotes: Sequence[Quote]) -> None:
         for quote in quotes:
             self._quotes[quote.symbol] = quote
+            ticks = self._ticks.get(quote.symbol)
+            if ticks is None:
+                ticks = self._ticks[quote.symbol] = deque(maxlen=self._ticks_kept)
+            ticks.append(quote)
+
+    async def recent_ticks(self, symbol: str, limit: int) -> list[Quote]:
+        ticks = self._ticks.get(symbol)
+        if not ticks or limit <= 0:
+            return []
+        return list(ticks)[-limit:]
 
     async def get_quotes(self, symbols: Sequence[str]) -> list[Quote | None]:
         return [self._quotes.get(symbol) for symbol in symbols]

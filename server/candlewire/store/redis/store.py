@@ -84,7 +84,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from candlewire.codec import FrameRun, candle_frame, trade_frame
-from candlewire.domain import Candle, Quote, SeriesKey, Source, Trade
+from candlewire.domain import Candle, MarketState, PriceType, Quote, SeriesKey, Source, Trade
 from candlewire.errors import CandlewireError, DataExpired, LeaseLost, StoreUnavailable
 from candlewire.store.base import (
     Bounds,
@@ -155,12 +155,16 @@ def _encode_quote(quote: Quote) -> bytes:
             str(int(quote.source)),
             str(quote.receive_time),
             "" if quote.last is None else str(quote.last),
+            str(int(quote.market_state)),
+            str(int(quote.price_type)),
         )
     ).encode()
 
 
 def _decode_quote(symbol: str, raw: bytes) -> Quote:
-    time, bid, ask, bid_size, ask_size, source, receive_time, last = raw.decode().split("|")
+    # Quotes written before market state and price type were kept have 8 fields.
+    time, bid, ask, bid_size, ask_size, source, receive_time, last, *extra = raw.decode().split("|")
+    market, price_type = (int(extra[0]), int(extra[1])) if len(extra) >= 2 else (0, 0)
     return Quote(
         symbol,
         int(time),
@@ -171,6 +175,8 @@ def _decode_quote(symbol: str, raw: bytes) -> Quote:
         Source(int(source)),
         int(receive_time),
         Decimal(last) if last else None,
+        MarketState(market),
+        PriceType(price_type),
     )
 
 
@@ -218,6 +224,7 @@ class RedisStore:
         log_size: int = 4096,
         quote_ttl: float = 30.0,
         timeout: float = 2.0,
+        ticks: int = 100,
         trade_retention: int = 100_000,
         trade_window: int | None = None,
     ) -> None:
@@ -233,6 +240,8 @@ class RedisStore:
         self._retention = retention
         self._log_size = log_size
         self._quote_ttl_ms = max(1, round(quote_ttl * 1000))
+        # The price stream of a symbol is also its recent ticks (GetRecentTicks).
+        self._ticks_kept = max(ticks, _PRICES_KEPT)
         self._epoch: bytes | None = None
         self.cluster = url.startswith(CLUSTER_SCHEMES)
         # One quick retry on connection errors, so a command fails within
@@ -374,7 +383,13 @@ class RedisStore:
                     self._keys.quote(quote.symbol),
                     self._keys.prices(quote.symbol),
                 ],
-                [self.epoch, self._token, _encode_quote(quote), self._quote_ttl_ms, _PRICES_KEPT],
+                [
+                    self.epoch,
+                    self._token,
+                    _encode_quote(quote),
+                    self._quote_ttl_ms,
+                    self._ticks_kept,
+                ],
             )
             for quote in quotes
         ]
@@ -450,6 +465,18 @@ class RedisStore:
                     pipe.xrevrange(self._keys.prices(symbol), count=1)
                 found = await pipe.execute()
         return {s: e[0][0] if e else b"0-0" for s, e in zip(symbols, found, strict=True)}
+
+    async def recent_ticks(self, symbol: str, limit: int) -> list[Quote]:
+        if limit <= 0:
+            return []
+        with _translated():
+            entries = await self._redis.xrevrange(self._keys.prices(symbol), count=limit)
+        quotes = []
+        for _, fields in reversed(entries or []):
+            raw = _bytes((fields or {}).get(b"q"))
+            if raw is not None:
+                quotes.append(_decode_quote(symbol, raw))
+        return quotes
 
     async def get_quotes(self, symbols: Sequence[str]) -> list[Quote | None]:
         if not symbols:

@@ -99,6 +99,94 @@ SOURCE_REPLAY: Source.ValueType  # 4
 """Replayed from a recorded data file."""
 Global___Source: _TypeAlias = Source  # noqa: Y015
 
+class _MarketState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MarketStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MarketState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MARKET_STATE_UNSPECIFIED: _MarketState.ValueType  # 0
+    """The upstream does not say (crypto venues trade around the clock)."""
+    MARKET_STATE_OPEN: _MarketState.ValueType  # 1
+    MARKET_STATE_CLOSED: _MarketState.ValueType  # 2
+    """Closed (an FX weekend, a holiday): prices are indicative and no candles are built."""
+    MARKET_STATE_PRE_MARKET: _MarketState.ValueType  # 3
+    MARKET_STATE_POST_MARKET: _MarketState.ValueType  # 4
+    MARKET_STATE_AUCTION: _MarketState.ValueType  # 5
+    MARKET_STATE_SUSPENDED: _MarketState.ValueType  # 6
+
+class MarketState(_MarketState, metaclass=_MarketStateEnumTypeWrapper):
+    """MarketState says whether the market of a quote is open."""
+
+MARKET_STATE_UNSPECIFIED: MarketState.ValueType  # 0
+"""The upstream does not say (crypto venues trade around the clock)."""
+MARKET_STATE_OPEN: MarketState.ValueType  # 1
+MARKET_STATE_CLOSED: MarketState.ValueType  # 2
+"""Closed (an FX weekend, a holiday): prices are indicative and no candles are built."""
+MARKET_STATE_PRE_MARKET: MarketState.ValueType  # 3
+MARKET_STATE_POST_MARKET: MarketState.ValueType  # 4
+MARKET_STATE_AUCTION: MarketState.ValueType  # 5
+MARKET_STATE_SUSPENDED: MarketState.ValueType  # 6
+Global___MarketState: _TypeAlias = MarketState  # noqa: Y015
+
+class _PriceType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PriceTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PriceType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRICE_TYPE_UNSPECIFIED: _PriceType.ValueType  # 0
+    """The upstream does not say."""
+    PRICE_TYPE_TRADABLE: _PriceType.ValueType  # 1
+    """A price one can trade at."""
+    PRICE_TYPE_INDICATIVE: _PriceType.ValueType  # 2
+    """For information only (a closed market, no firm quote)."""
+    PRICE_TYPE_OLD_INDICATIVE: _PriceType.ValueType  # 3
+    """An indicative price that has not been updated for a while."""
+    PRICE_TYPE_NO_MARKET: _PriceType.ValueType  # 4
+    """No market: the price is the last known one."""
+
+class PriceType(_PriceType, metaclass=_PriceTypeEnumTypeWrapper):
+    """PriceType says what a quoted price is worth."""
+
+PRICE_TYPE_UNSPECIFIED: PriceType.ValueType  # 0
+"""The upstream does not say."""
+PRICE_TYPE_TRADABLE: PriceType.ValueType  # 1
+"""A price one can trade at."""
+PRICE_TYPE_INDICATIVE: PriceType.ValueType  # 2
+"""For information only (a closed market, no firm quote)."""
+PRICE_TYPE_OLD_INDICATIVE: PriceType.ValueType  # 3
+"""An indicative price that has not been updated for a while."""
+PRICE_TYPE_NO_MARKET: PriceType.ValueType  # 4
+"""No market: the price is the last known one."""
+Global___PriceType: _TypeAlias = PriceType  # noqa: Y015
+
+class _FeedState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FeedStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeedState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FEED_STATE_UNSPECIFIED: _FeedState.ValueType  # 0
+    FEED_STATE_OK: _FeedState.ValueType  # 1
+    """Connected and delivering."""
+    FEED_STATE_DOWN: _FeedState.ValueType  # 2
+    """Not delivering (a lost connection, an outage); it recovers by itself."""
+    FEED_STATE_LOGIN_REQUIRED: _FeedState.ValueType  # 3
+    """The venue needs an operator to log in again (for Saxo: /auth/saxo/login)."""
+
+class FeedState(_FeedState, metaclass=_FeedStateEnumTypeWrapper):
+    """FeedState is the state of the upstream feed of a symbol."""
+
+FEED_STATE_UNSPECIFIED: FeedState.ValueType  # 0
+FEED_STATE_OK: FeedState.ValueType  # 1
+"""Connected and delivering."""
+FEED_STATE_DOWN: FeedState.ValueType  # 2
+"""Not delivering (a lost connection, an outage); it recovers by itself."""
+FEED_STATE_LOGIN_REQUIRED: FeedState.ValueType  # 3
+"""The venue needs an operator to log in again (for Saxo: /auth/saxo/login)."""
+Global___FeedState: _TypeAlias = FeedState  # noqa: Y015
+
 class _RejectReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -262,6 +350,8 @@ class Price(_message.Message):
     RECEIVE_TIME_FIELD_NUMBER: _builtins.int
     STALE_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    MARKET_STATE_FIELD_NUMBER: _builtins.int
+    PRICE_TYPE_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     bid: _builtins.float
     ask: _builtins.float
@@ -274,6 +364,10 @@ class Price(_message.Message):
     stale: _builtins.bool
     """True when the quote was received longer ago than the configured stale age."""
     source: Global___Source.ValueType
+    market_state: Global___MarketState.ValueType
+    """Whether the market is open; MARKET_STATE_UNSPECIFIED when the upstream does not say."""
+    price_type: Global___PriceType.ValueType
+    """The worse of the bid's and the ask's price type; PRICE_TYPE_UNSPECIFIED when not said."""
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
         """When the upstream produced this quote (upstream clock)."""
@@ -297,10 +391,12 @@ class Price(_message.Message):
         receive_time: _timestamp_pb2.Timestamp | None = ...,
         stale: _builtins.bool = ...,
         source: Global___Source.ValueType = ...,
+        market_state: Global___MarketState.ValueType = ...,
+        price_type: Global___PriceType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "receive_time", b"receive_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ask", b"ask", "ask_size", b"ask_size", "bid", b"bid", "bid_size", b"bid_size", "event_time", b"event_time", "last", b"last", "mid", b"mid", "receive_time", b"receive_time", "source", b"source", "spread", b"spread", "stale", b"stale", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ask", b"ask", "ask_size", b"ask_size", "bid", b"bid", "bid_size", b"bid_size", "event_time", b"event_time", "last", b"last", "market_state", b"market_state", "mid", b"mid", "price_type", b"price_type", "receive_time", b"receive_time", "source", b"source", "spread", b"spread", "stale", b"stale", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -406,12 +502,17 @@ class GetCandlesRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_MISSING_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     interval: Global___Interval.ValueType
     page_size: _builtins.int
     """Candles per page: default 500, values above 1000 are treated as 1000."""
     page_token: _builtins.str
     """next_page_token of a previous response with the same request fields."""
+    include_missing: _builtins.bool
+    """Also list the ranges of this page's span that hold no candle
+    (missing_ranges). Costs a little more; off by default.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Inclusive lower bound on open_time. Optional."""
@@ -429,10 +530,11 @@ class GetCandlesRequest(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        include_missing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "interval", b"interval", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "include_missing", b"include_missing", "interval", b"interval", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -444,6 +546,7 @@ class GetCandlesResponse(_message.Message):
 
     CANDLES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MISSING_RANGES_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty when there are no more candles in the range."""
     @_builtins.property
@@ -452,19 +555,57 @@ class GetCandlesResponse(_message.Message):
         end_time (or now) are returned and there is no next page.
         """
 
+    @_builtins.property
+    def missing_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeRange]:
+        """With include_missing: the ranges of open times in this page's span for
+        which the service holds no candle, ascending. The span runs from
+        start_time (or the page token's position; without start_time, the first
+        candle returned) to the next page's start, or else to end_time, or else
+        to the end of the series' newest candle. A missing range is data never
+        loaded (or lost), never a quiet market: an interval without trades is a
+        zero-volume candle.
+        """
+
     def __init__(
         self,
         *,
         candles: _abc.Iterable[Global___Candle] | None = ...,
         next_page_token: _builtins.str = ...,
+        missing_ranges: _abc.Iterable[Global___TimeRange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candles", b"candles", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candles", b"candles", "missing_ranges", b"missing_ranges", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCandlesResponse: _TypeAlias = GetCandlesResponse  # noqa: Y015
+
+@_typing.final
+class TimeRange(_message.Message):
+    """TimeRange is a half-open range of candle open times [start_time, end_time)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeRange: _TypeAlias = TimeRange  # noqa: Y015
 
 @_typing.final
 class Series(_message.Message):
@@ -668,6 +809,9 @@ class SymbolInfo(_message.Message):
     BASE_ASSET_FIELD_NUMBER: _builtins.int
     QUOTE_ASSET_FIELD_NUMBER: _builtins.int
     REJECTIONS_FIELD_NUMBER: _builtins.int
+    FEED_STATE_FIELD_NUMBER: _builtins.int
+    FEED_STATUS_FIELD_NUMBER: _builtins.int
+    COVERAGE_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     price_precision: _builtins.int
     """Decimal places of prices."""
@@ -676,12 +820,22 @@ class SymbolInfo(_message.Message):
     source: Global___Source.ValueType
     base_asset: _builtins.str
     quote_asset: _builtins.str
+    feed_state: Global___FeedState.ValueType
+    """The state of the symbol's upstream feed, as this process knows it."""
+    feed_status: _builtins.str
+    """Why the feed is not FEED_STATE_OK ("login required (...)"); empty when it is."""
     @_builtins.property
     def intervals(self) -> _containers.RepeatedScalarFieldContainer[Global___Interval.ValueType]: ...
     @_builtins.property
     def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectionCount]:
         """Input of this symbol the validation policy refused since the service
         started, per reason (reasons with no refusal are left out).
+        """
+
+    @_builtins.property
+    def coverage(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesCoverage]:
+        """Per served interval, the oldest candle the service holds (hot store and
+        history tier together); an interval with no candle yet is left out.
         """
 
     def __init__(
@@ -695,14 +849,46 @@ class SymbolInfo(_message.Message):
         base_asset: _builtins.str = ...,
         quote_asset: _builtins.str = ...,
         rejections: _abc.Iterable[Global___RejectionCount] | None = ...,
+        feed_state: Global___FeedState.ValueType = ...,
+        feed_status: _builtins.str = ...,
+        coverage: _abc.Iterable[Global___SeriesCoverage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_asset", b"base_asset", "intervals", b"intervals", "price_precision", b"price_precision", "quantity_precision", b"quantity_precision", "quote_asset", b"quote_asset", "rejections", b"rejections", "source", b"source", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_asset", b"base_asset", "coverage", b"coverage", "feed_state", b"feed_state", "feed_status", b"feed_status", "intervals", b"intervals", "price_precision", b"price_precision", "quantity_precision", b"quantity_precision", "quote_asset", b"quote_asset", "rejections", b"rejections", "source", b"source", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SymbolInfo: _TypeAlias = SymbolInfo  # noqa: Y015
+
+@_typing.final
+class SeriesCoverage(_message.Message):
+    """SeriesCoverage tells how far back one interval of a symbol goes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    EARLIEST_OPEN_TIME_FIELD_NUMBER: _builtins.int
+    interval: Global___Interval.ValueType
+    @_builtins.property
+    def earliest_open_time(self) -> _timestamp_pb2.Timestamp:
+        """open_time of the oldest candle held. Later ranges may still have holes:
+        GetCandles with include_missing lists them.
+        """
+
+    def __init__(
+        self,
+        *,
+        interval: Global___Interval.ValueType = ...,
+        earliest_open_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["earliest_open_time", b"earliest_open_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["earliest_open_time", b"earliest_open_time", "interval", b"interval"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeriesCoverage: _TypeAlias = SeriesCoverage  # noqa: Y015
 
 @_typing.final
 class ListSymbolsResponse(_message.Message):
@@ -1107,3 +1293,51 @@ class GetVolumeProfileResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetVolumeProfileResponse: _TypeAlias = GetVolumeProfileResponse  # noqa: Y015
+
+@_typing.final
+class GetRecentTicksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    """Symbol as listed by ListSymbols, for example "EURUSD"."""
+    limit: _builtins.int
+    """Ticks wanted, newest ones: 0 means all that are kept (CANDLEWIRE_RECENT_TICKS,
+    100 by default); larger values are treated as that.
+    """
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRecentTicksRequest: _TypeAlias = GetRecentTicksRequest  # noqa: Y015
+
+@_typing.final
+class GetRecentTicksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ticks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Price]:
+        """The latest quotes of the symbol, one per upstream update, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        ticks: _abc.Iterable[Global___Price] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ticks", b"ticks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRecentTicksResponse: _TypeAlias = GetRecentTicksResponse  # noqa: Y015

@@ -77,6 +77,11 @@ class MarketDataServiceStub:
                 request_serializer=marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileRequest.SerializeToString,
                 response_deserializer=marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileResponse.FromString,
                 _registered_method=True)
+        self.GetRecentTicks = channel.unary_unary(
+                '/marketdata.v1.MarketDataService/GetRecentTicks',
+                request_serializer=marketdata_dot_v1_dot_marketdata__pb2.GetRecentTicksRequest.SerializeToString,
+                response_deserializer=marketdata_dot_v1_dot_marketdata__pb2.GetRecentTicksResponse.FromString,
+                _registered_method=True)
 
 
 class MarketDataServiceServicer:
@@ -144,6 +149,13 @@ class MarketDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRecentTicks(self, request, context):
+        """GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +198,11 @@ def add_MarketDataServiceServicer_to_server(servicer, server):
                     servicer.GetVolumeProfile,
                     request_deserializer=marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileRequest.FromString,
                     response_serializer=marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileResponse.SerializeToString,
+            ),
+            'GetRecentTicks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecentTicks,
+                    request_deserializer=marketdata_dot_v1_dot_marketdata__pb2.GetRecentTicksRequest.FromString,
+                    response_serializer=marketdata_dot_v1_dot_marketdata__pb2.GetRecentTicksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -406,6 +423,33 @@ class MarketDataService:
             '/marketdata.v1.MarketDataService/GetVolumeProfile',
             marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileRequest.SerializeToString,
             marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecentTicks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketdata.v1.MarketDataService/GetRecentTicks',
+            marketdata_dot_v1_dot_marketdata__pb2.GetRecentTicksRequest.SerializeToString,
+            marketdata_dot_v1_dot_marketdata__pb2.GetRecentTicksResponse.FromString,
             options,
             channel_credentials,
             insecure,

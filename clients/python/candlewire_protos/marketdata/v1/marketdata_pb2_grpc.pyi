@@ -60,6 +60,8 @@ class MarketDataServiceStub:
     """GetVolumeProfile returns the volume at each price level of one symbol over
     a time range, split by aggressor side, in total and per candle (footprint).
     """
+    GetRecentTicks: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.GetRecentTicksRequest, _marketdata_pb2.GetRecentTicksResponse]
+    """GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first."""
 
 @_typing.type_check_only
 class MarketDataServiceAsyncStub(MarketDataServiceStub):
@@ -92,6 +94,8 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     """GetVolumeProfile returns the volume at each price level of one symbol over
     a time range, split by aggressor side, in total and per candle (footprint).
     """
+    GetRecentTicks: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.GetRecentTicksRequest, _marketdata_pb2.GetRecentTicksResponse]  # type: ignore[assignment]
+    """GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first."""
 
 class MarketDataServiceServicer(metaclass=_abc_1.ABCMeta):
     """MarketDataService serves prices and OHLCV candles of the symbols a deployment
@@ -169,5 +173,13 @@ class MarketDataServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetVolumeProfile returns the volume at each price level of one symbol over
         a time range, split by aggressor side, in total and per candle (footprint).
         """
+
+    @_abc_1.abstractmethod
+    def GetRecentTicks(
+        self,
+        request: _marketdata_pb2.GetRecentTicksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_marketdata_pb2.GetRecentTicksResponse, _abc.Awaitable[_marketdata_pb2.GetRecentTicksResponse]]:
+        """GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first."""
 
 def add_MarketDataServiceServicer_to_server(servicer: MarketDataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

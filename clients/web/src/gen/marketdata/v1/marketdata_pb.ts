@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file marketdata/v1/marketdata.proto.
  */
 export const file_marketdata_v1_marketdata: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tYXJrZXRkYXRhL3YxL21hcmtldGRhdGEucHJvdG8SDW1hcmtldGRhdGEudjEijAMKBkNhbmRsZRIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi0KCW9wZW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEb3BlbhgFIAEoARIMCgRoaWdoGAYgASgBEgsKA2xvdxgHIAEoARINCgVjbG9zZRgIIAEoARIOCgZ2b2x1bWUYCSABKAESEwoLdHJhZGVfY291bnQYCiABKAQSDgoGY2xvc2VkGAsgASgIEhAKCHJldmlzaW9uGAwgASgNEiUKBnNvdXJjZRgNIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhQKDHF1b3RlX3ZvbHVtZRgOIAEoARISCgpidXlfdm9sdW1lGCggASgBEhgKEGJ1eV9xdW90ZV92b2x1bWUYKSABKAEimAIKBVByaWNlEg4KBnN5bWJvbBgBIAEoCRILCgNiaWQYAiABKAESCwoDYXNrGAMgASgBEgsKA21pZBgEIAEoARIOCgZzcHJlYWQYBSABKAESDAoEbGFzdBgGIAEoARIQCghiaWRfc2l6ZRgHIAEoARIQCghhc2tfc2l6ZRgIIAEoARIuCgpldmVudF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZWNlaXZlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXN0YWxlGAsgASgIEiUKBnNvdXJjZRgMIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlIiEKD0dldFByaWNlUmVxdWVzdBIOCgZzeW1ib2wYASABKAkiNwoQR2V0UHJpY2VSZXNwb25zZRIjCgVwcmljZRgBIAEoCzIULm1hcmtldGRhdGEudjEuUHJpY2UiKAoVQmF0Y2hHZXRQcmljZXNSZXF1ZXN0Eg8KB3N5bWJvbHMYASADKAkiPgoWQmF0Y2hHZXRQcmljZXNSZXNwb25zZRIkCgZwcmljZXMYASADKAsyFC5tYXJrZXRkYXRhLnYxLlByaWNlItMBChFHZXRDYW5kbGVzUmVxdWVzdBIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJVChJHZXRDYW5kbGVzUmVzcG9uc2USJgoHY2FuZGxlcxgBIAMoCzIVLm1hcmtldGRhdGEudjEuQ2FuZGxlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJDCgZTZXJpZXMSDgoGc3ltYm9sGAEgASgJEikKCGludGVydmFsGAIgASgOMhcubWFya2V0ZGF0YS52MS5JbnRlcnZhbCKsAQoXU3Vic2NyaWJlQ2FuZGxlc1JlcXVlc3QSJQoGc2VyaWVzGAEgAygLMhUubWFya2V0ZGF0YS52MS5TZXJpZXMSDwoHaGlzdG9yeRgCIAEoDRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtjbG9zZWRfb25seRgEIAEoCBIUCgxyZXN1bWVfdG9rZW4YBSABKAkiDQoLU25hcHNob3RFbmQibQoPU2VyaWVzV2F0ZXJtYXJrEiUKBnNlcmllcxgBIAEoCzIVLm1hcmtldGRhdGEudjEuU2VyaWVzEjMKD2xhc3RfZXZlbnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicAoJSGVhcnRiZWF0Ei8KC3NlcnZlcl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgp3YXRlcm1hcmtzGAIgAygLMh4ubWFya2V0ZGF0YS52MS5TZXJpZXNXYXRlcm1hcmsixQEKGFN1YnNjcmliZUNhbmRsZXNSZXNwb25zZRInCgZjYW5kbGUYASABKAsyFS5tYXJrZXRkYXRhLnYxLkNhbmRsZUgAEjIKDHNuYXBzaG90X2VuZBgCIAEoCzIaLm1hcmtldGRhdGEudjEuU25hcHNob3RFbmRIABItCgloZWFydGJlYXQYAyABKAsyGC5tYXJrZXRkYXRhLnYxLkhlYXJ0YmVhdEgAEhQKDHJlc3VtZV90b2tlbhgPIAEoCUIHCgVldmVudCIUChJMaXN0U3ltYm9sc1JlcXVlc3QigAIKClN5bWJvbEluZm8SDgoGc3ltYm9sGAEgASgJEhcKD3ByaWNlX3ByZWNpc2lvbhgCIAEoDRIaChJxdWFudGl0eV9wcmVjaXNpb24YAyABKA0SKgoJaW50ZXJ2YWxzGAQgAygOMhcubWFya2V0ZGF0YS52MS5JbnRlcnZhbBIlCgZzb3VyY2UYBSABKA4yFS5tYXJrZXRkYXRhLnYxLlNvdXJjZRISCgpiYXNlX2Fzc2V0GAYgASgJEhMKC3F1b3RlX2Fzc2V0GAcgASgJEjEKCnJlamVjdGlvbnMYKCADKAsyHS5tYXJrZXRkYXRhLnYxLlJlamVjdGlvbkNvdW50IkEKE0xpc3RTeW1ib2xzUmVzcG9uc2USKgoHc3ltYm9scxgBIAMoCzIZLm1hcmtldGRhdGEudjEuU3ltYm9sSW5mbyJ7Cg5SZWplY3Rpb25Db3VudBIrCgZyZWFzb24YASABKA4yGy5tYXJrZXRkYXRhLnYxLlJlamVjdFJlYXNvbhINCgVjb3VudBgCIAEoBBItCglsYXN0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIv8BCgVUcmFkZRIOCgZzeW1ib2wYASABKAkSEAoIdHJhZGVfaWQYAiABKAkSDQoFcHJpY2UYAyABKAESEAoIcXVhbnRpdHkYBCABKAESKgoEc2lkZRgFIAEoDjIcLm1hcmtldGRhdGEudjEuQWdncmVzc29yU2lkZRIuCgpldmVudF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZWNlaXZlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKBnNvdXJjZRgIIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlIqcBChBHZXRUcmFkZXNSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiUgoRR2V0VHJhZGVzUmVzcG9uc2USJAoGdHJhZGVzGAEgAygLMhQubWFya2V0ZGF0YS52MS5UcmFkZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkigAEKFlN1YnNjcmliZVRyYWRlc1JlcXVlc3QSDwoHc3ltYm9scxgBIAMoCRIPCgdoaXN0b3J5GAIgASgNEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDHJlc3VtZV90b2tlbhgEIAEoCSJCCg9UcmFkZXNIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsgBChdTdWJzY3JpYmVUcmFkZXNSZXNwb25zZRIlCgV0cmFkZRgBIAEoCzIULm1hcmtldGRhdGEudjEuVHJhZGVIABIyCgxzbmFwc2hvdF9lbmQYAiABKAsyGi5tYXJrZXRkYXRhLnYxLlNuYXBzaG90RW5kSAASMwoJaGVhcnRiZWF0GAMgASgLMh4ubWFya2V0ZGF0YS52MS5UcmFkZXNIZWFydGJlYXRIABIUCgxyZXN1bWVfdG9rZW4YDyABKAlCBwoFZXZlbnQixgEKF0dldFZvbHVtZVByb2ZpbGVSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKcHJpY2Vfc3RlcBgEIAEoCRIpCghpbnRlcnZhbBgFIAEoDjIXLm1hcmtldGRhdGEudjEuSW50ZXJ2YWwicQoKUHJpY2VMZXZlbBINCgVwcmljZRgBIAEoARISCgpidXlfdm9sdW1lGAIgASgBEhMKC3NlbGxfdm9sdW1lGAMgASgBEhYKDnVua25vd25fdm9sdW1lGAQgASgBEhMKC3RyYWRlX2NvdW50GAUgASgEIpsBCg9Gb290cHJpbnRDYW5kbGUSLQoJb3Blbl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjbG9zZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZsZXZlbHMYAyADKAsyGS5tYXJrZXRkYXRhLnYxLlByaWNlTGV2ZWwioAEKGEdldFZvbHVtZVByb2ZpbGVSZXNwb25zZRIpCgZsZXZlbHMYASADKAsyGS5tYXJrZXRkYXRhLnYxLlByaWNlTGV2ZWwSMQoJZm9vdHByaW50GAIgAygLMh4ubWFya2V0ZGF0YS52MS5Gb290cHJpbnRDYW5kbGUSEwoLdHJhZGVfY291bnQYAyABKAQSEQoJdHJ1bmNhdGVkGAQgASgIKrgCCghJbnRlcnZhbBIYChRJTlRFUlZBTF9VTlNQRUNJRklFRBAAEg8KC0lOVEVSVkFMXzFTEAESDwoLSU5URVJWQUxfMU0QAhIPCgtJTlRFUlZBTF8zTRADEg8KC0lOVEVSVkFMXzVNEAQSEAoMSU5URVJWQUxfMTVNEAUSEAoMSU5URVJWQUxfMzBNEAYSDwoLSU5URVJWQUxfMUgQBxIPCgtJTlRFUlZBTF8ySBAIEg8KC0lOVEVSVkFMXzRIEAkSDwoLSU5URVJWQUxfNkgQChIPCgtJTlRFUlZBTF84SBALEhAKDElOVEVSVkFMXzEySBAMEg8KC0lOVEVSVkFMXzFEEA0SDwoLSU5URVJWQUxfM0QQDhIPCgtJTlRFUlZBTF8xVxAPEhAKDElOVEVSVkFMXzFNTxAQKm8KBlNvdXJjZRIWChJTT1VSQ0VfVU5TUEVDSUZJRUQQABIPCgtTT1VSQ0VfTElWRRABEhMKD1NPVVJDRV9CQUNLRklMTBACEhQKEFNPVVJDRV9TSU1VTEFURUQQAxIRCg1TT1VSQ0VfUkVQTEFZEAQq6wEKDFJlamVjdFJlYXNvbhIdChlSRUpFQ1RfUkVBU09OX1VOU1BFQ0lGSUVEEAASJAogUkVKRUNUX1JFQVNPTl9OT05fUE9TSVRJVkVfUFJJQ0UQARIjCh9SRUpFQ1RfUkVBU09OX05PTl9QT1NJVElWRV9TSVpFEAISHwobUkVKRUNUX1JFQVNPTl9DUk9TU0VEX1FVT1RFEAMSHQoZUkVKRUNUX1JFQVNPTl9GVVRVUkVfVElNRRAEEhYKElJFSkVDVF9SRUFTT05fTEFURRAFEhkKFVJFSkVDVF9SRUFTT05fT1VUTElFUhAGKmAKDUFnZ3Jlc3NvclNpZGUSHgoaQUdHUkVTU09SX1NJREVfVU5TUEVDSUZJRUQQABIWChJBR0dSRVNTT1JfU0lERV9CVVkQARIXChNBR0dSRVNTT1JfU0lERV9TRUxMEAIy6AUKEU1hcmtldERhdGFTZXJ2aWNlEksKCEdldFByaWNlEh4ubWFya2V0ZGF0YS52MS5HZXRQcmljZVJlcXVlc3QaHy5tYXJrZXRkYXRhLnYxLkdldFByaWNlUmVzcG9uc2USXQoOQmF0Y2hHZXRQcmljZXMSJC5tYXJrZXRkYXRhLnYxLkJhdGNoR2V0UHJpY2VzUmVxdWVzdBolLm1hcmtldGRhdGEudjEuQmF0Y2hHZXRQcmljZXNSZXNwb25zZRJRCgpHZXRDYW5kbGVzEiAubWFya2V0ZGF0YS52MS5HZXRDYW5kbGVzUmVxdWVzdBohLm1hcmtldGRhdGEudjEuR2V0Q2FuZGxlc1Jlc3BvbnNlEmUKEFN1YnNjcmliZUNhbmRsZXMSJi5tYXJrZXRkYXRhLnYxLlN1YnNjcmliZUNhbmRsZXNSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVDYW5kbGVzUmVzcG9uc2UwARJUCgtMaXN0U3ltYm9scxIhLm1hcmtldGRhdGEudjEuTGlzdFN5bWJvbHNSZXF1ZXN0GiIubWFya2V0ZGF0YS52MS5MaXN0U3ltYm9sc1Jlc3BvbnNlEk4KCUdldFRyYWRlcxIfLm1hcmtldGRhdGEudjEuR2V0VHJhZGVzUmVxdWVzdBogLm1hcmtldGRhdGEudjEuR2V0VHJhZGVzUmVzcG9uc2USYgoPU3Vic2NyaWJlVHJhZGVzEiUubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVUcmFkZXNSZXF1ZXN0GiYubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVUcmFkZXNSZXNwb25zZTABEmMKEEdldFZvbHVtZVByb2ZpbGUSJi5tYXJrZXRkYXRhLnYxLkdldFZvbHVtZVByb2ZpbGVSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5HZXRWb2x1bWVQcm9maWxlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5tYXJrZXRkYXRhL3YxL21hcmtldGRhdGEucHJvdG8SDW1hcmtldGRhdGEudjEijAMKBkNhbmRsZRIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi0KCW9wZW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEb3BlbhgFIAEoARIMCgRoaWdoGAYgASgBEgsKA2xvdxgHIAEoARINCgVjbG9zZRgIIAEoARIOCgZ2b2x1bWUYCSABKAESEwoLdHJhZGVfY291bnQYCiABKAQSDgoGY2xvc2VkGAsgASgIEhAKCHJldmlzaW9uGAwgASgNEiUKBnNvdXJjZRgNIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhQKDHF1b3RlX3ZvbHVtZRgOIAEoARISCgpidXlfdm9sdW1lGCggASgBEhgKEGJ1eV9xdW90ZV92b2x1bWUYKSABKAEi+AIKBVByaWNlEg4KBnN5bWJvbBgBIAEoCRILCgNiaWQYAiABKAESCwoDYXNrGAMgASgBEgsKA21pZBgEIAEoARIOCgZzcHJlYWQYBSABKAESDAoEbGFzdBgGIAEoARIQCghiaWRfc2l6ZRgHIAEoARIQCghhc2tfc2l6ZRgIIAEoARIuCgpldmVudF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZWNlaXZlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXN0YWxlGAsgASgIEiUKBnNvdXJjZRgMIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEjAKDG1hcmtldF9zdGF0ZRgUIAEoDjIaLm1hcmtldGRhdGEudjEuTWFya2V0U3RhdGUSLAoKcHJpY2VfdHlwZRgVIAEoDjIYLm1hcmtldGRhdGEudjEuUHJpY2VUeXBlIiEKD0dldFByaWNlUmVxdWVzdBIOCgZzeW1ib2wYASABKAkiNwoQR2V0UHJpY2VSZXNwb25zZRIjCgVwcmljZRgBIAEoCzIULm1hcmtldGRhdGEudjEuUHJpY2UiKAoVQmF0Y2hHZXRQcmljZXNSZXF1ZXN0Eg8KB3N5bWJvbHMYASADKAkiPgoWQmF0Y2hHZXRQcmljZXNSZXNwb25zZRIkCgZwcmljZXMYASADKAsyFC5tYXJrZXRkYXRhLnYxLlByaWNlIuwBChFHZXRDYW5kbGVzUmVxdWVzdBIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCRIXCg9pbmNsdWRlX21pc3NpbmcYHiABKAgihwEKEkdldENhbmRsZXNSZXNwb25zZRImCgdjYW5kbGVzGAEgAygLMhUubWFya2V0ZGF0YS52MS5DYW5kbGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEjAKDm1pc3NpbmdfcmFuZ2VzGB4gAygLMhgubWFya2V0ZGF0YS52MS5UaW1lUmFuZ2UiaQoJVGltZVJhbmdlEi4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJDCgZTZXJpZXMSDgoGc3ltYm9sGAEgASgJEikKCGludGVydmFsGAIgASgOMhcubWFya2V0ZGF0YS52MS5JbnRlcnZhbCKsAQoXU3Vic2NyaWJlQ2FuZGxlc1JlcXVlc3QSJQoGc2VyaWVzGAEgAygLMhUubWFya2V0ZGF0YS52MS5TZXJpZXMSDwoHaGlzdG9yeRgCIAEoDRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtjbG9zZWRfb25seRgEIAEoCBIUCgxyZXN1bWVfdG9rZW4YBSABKAkiDQoLU25hcHNob3RFbmQibQoPU2VyaWVzV2F0ZXJtYXJrEiUKBnNlcmllcxgBIAEoCzIVLm1hcmtldGRhdGEudjEuU2VyaWVzEjMKD2xhc3RfZXZlbnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicAoJSGVhcnRiZWF0Ei8KC3NlcnZlcl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgp3YXRlcm1hcmtzGAIgAygLMh4ubWFya2V0ZGF0YS52MS5TZXJpZXNXYXRlcm1hcmsixQEKGFN1YnNjcmliZUNhbmRsZXNSZXNwb25zZRInCgZjYW5kbGUYASABKAsyFS5tYXJrZXRkYXRhLnYxLkNhbmRsZUgAEjIKDHNuYXBzaG90X2VuZBgCIAEoCzIaLm1hcmtldGRhdGEudjEuU25hcHNob3RFbmRIABItCgloZWFydGJlYXQYAyABKAsyGC5tYXJrZXRkYXRhLnYxLkhlYXJ0YmVhdEgAEhQKDHJlc3VtZV90b2tlbhgPIAEoCUIHCgVldmVudCIUChJMaXN0U3ltYm9sc1JlcXVlc3Qi9AIKClN5bWJvbEluZm8SDgoGc3ltYm9sGAEgASgJEhcKD3ByaWNlX3ByZWNpc2lvbhgCIAEoDRIaChJxdWFudGl0eV9wcmVjaXNpb24YAyABKA0SKgoJaW50ZXJ2YWxzGAQgAygOMhcubWFya2V0ZGF0YS52MS5JbnRlcnZhbBIlCgZzb3VyY2UYBSABKA4yFS5tYXJrZXRkYXRhLnYxLlNvdXJjZRISCgpiYXNlX2Fzc2V0GAYgASgJEhMKC3F1b3RlX2Fzc2V0GAcgASgJEjEKCnJlamVjdGlvbnMYKCADKAsyHS5tYXJrZXRkYXRhLnYxLlJlamVjdGlvbkNvdW50EiwKCmZlZWRfc3RhdGUYFCABKA4yGC5tYXJrZXRkYXRhLnYxLkZlZWRTdGF0ZRITCgtmZWVkX3N0YXR1cxgVIAEoCRIvCghjb3ZlcmFnZRgeIAMoCzIdLm1hcmtldGRhdGEudjEuU2VyaWVzQ292ZXJhZ2UicwoOU2VyaWVzQ292ZXJhZ2USKQoIaW50ZXJ2YWwYASABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEjYKEmVhcmxpZXN0X29wZW5fdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQQoTTGlzdFN5bWJvbHNSZXNwb25zZRIqCgdzeW1ib2xzGAEgAygLMhkubWFya2V0ZGF0YS52MS5TeW1ib2xJbmZvInsKDlJlamVjdGlvbkNvdW50EisKBnJlYXNvbhgBIAEoDjIbLm1hcmtldGRhdGEudjEuUmVqZWN0UmVhc29uEg0KBWNvdW50GAIgASgEEi0KCWxhc3RfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi/wEKBVRyYWRlEg4KBnN5bWJvbBgBIAEoCRIQCgh0cmFkZV9pZBgCIAEoCRINCgVwcmljZRgDIAEoARIQCghxdWFudGl0eRgEIAEoARIqCgRzaWRlGAUgASgOMhwubWFya2V0ZGF0YS52MS5BZ2dyZXNzb3JTaWRlEi4KCmV2ZW50X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoGc291cmNlGAggASgOMhUubWFya2V0ZGF0YS52MS5Tb3VyY2UipwEKEEdldFRyYWRlc1JlcXVlc3QSDgoGc3ltYm9sGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJSChFHZXRUcmFkZXNSZXNwb25zZRIkCgZ0cmFkZXMYASADKAsyFC5tYXJrZXRkYXRhLnYxLlRyYWRlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKAAQoWU3Vic2NyaWJlVHJhZGVzUmVxdWVzdBIPCgdzeW1ib2xzGAEgAygJEg8KB2hpc3RvcnkYAiABKA0SLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcmVzdW1lX3Rva2VuGAQgASgJIkIKD1RyYWRlc0hlYXJ0YmVhdBIvCgtzZXJ2ZXJfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiyAEKF1N1YnNjcmliZVRyYWRlc1Jlc3BvbnNlEiUKBXRyYWRlGAEgASgLMhQubWFya2V0ZGF0YS52MS5UcmFkZUgAEjIKDHNuYXBzaG90X2VuZBgCIAEoCzIaLm1hcmtldGRhdGEudjEuU25hcHNob3RFbmRIABIzCgloZWFydGJlYXQYAyABKAsyHi5tYXJrZXRkYXRhLnYxLlRyYWRlc0hlYXJ0YmVhdEgAEhQKDHJlc3VtZV90b2tlbhgPIAEoCUIHCgVldmVudCLGAQoXR2V0Vm9sdW1lUHJvZmlsZVJlcXVlc3QSDgoGc3ltYm9sGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpwcmljZV9zdGVwGAQgASgJEikKCGludGVydmFsGAUgASgOMhcubWFya2V0ZGF0YS52MS5JbnRlcnZhbCJxCgpQcmljZUxldmVsEg0KBXByaWNlGAEgASgBEhIKCmJ1eV92b2x1bWUYAiABKAESEwoLc2VsbF92b2x1bWUYAyABKAESFgoOdW5rbm93bl92b2x1bWUYBCABKAESEwoLdHJhZGVfY291bnQYBSABKAQimwEKD0Zvb3RwcmludENhbmRsZRItCglvcGVuX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNsb3NlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBmxldmVscxgDIAMoCzIZLm1hcmtldGRhdGEudjEuUHJpY2VMZXZlbCKgAQoYR2V0Vm9sdW1lUHJvZmlsZVJlc3BvbnNlEikKBmxldmVscxgBIAMoCzIZLm1hcmtldGRhdGEudjEuUHJpY2VMZXZlbBIxCglmb290cHJpbnQYAiADKAsyHi5tYXJrZXRkYXRhLnYxLkZvb3RwcmludENhbmRsZRITCgt0cmFkZV9jb3VudBgDIAEoBBIRCgl0cnVuY2F0ZWQYBCABKAgiNgoVR2V0UmVjZW50VGlja3NSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRINCgVsaW1pdBgCIAEoBSI9ChZHZXRSZWNlbnRUaWNrc1Jlc3BvbnNlEiMKBXRpY2tzGAEgAygLMhQubWFya2V0ZGF0YS52MS5QcmljZSq4AgoISW50ZXJ2YWwSGAoUSU5URVJWQUxfVU5TUEVDSUZJRUQQABIPCgtJTlRFUlZBTF8xUxABEg8KC0lOVEVSVkFMXzFNEAISDwoLSU5URVJWQUxfM00QAxIPCgtJTlRFUlZBTF81TRAEEhAKDElOVEVSVkFMXzE1TRAFEhAKDElOVEVSVkFMXzMwTRAGEg8KC0lOVEVSVkFMXzFIEAcSDwoLSU5URVJWQUxfMkgQCBIPCgtJTlRFUlZBTF80SBAJEg8KC0lOVEVSVkFMXzZIEAoSDwoLSU5URVJWQUxfOEgQCxIQCgxJTlRFUlZBTF8xMkgQDBIPCgtJTlRFUlZBTF8xRBANEg8KC0lOVEVSVkFMXzNEEA4SDwoLSU5URVJWQUxfMVcQDxIQCgxJTlRFUlZBTF8xTU8QECpvCgZTb3VyY2USFgoSU09VUkNFX1VOU1BFQ0lGSUVEEAASDwoLU09VUkNFX0xJVkUQARITCg9TT1VSQ0VfQkFDS0ZJTEwQAhIUChBTT1VSQ0VfU0lNVUxBVEVEEAMSEQoNU09VUkNFX1JFUExBWRAEKswBCgtNYXJrZXRTdGF0ZRIcChhNQVJLRVRfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFNQVJLRVRfU1RBVEVfT1BFThABEhcKE01BUktFVF9TVEFURV9DTE9TRUQQAhIbChdNQVJLRVRfU1RBVEVfUFJFX01BUktFVBADEhwKGE1BUktFVF9TVEFURV9QT1NUX01BUktFVBAEEhgKFE1BUktFVF9TVEFURV9BVUNUSU9OEAUSGgoWTUFSS0VUX1NUQVRFX1NVU1BFTkRFRBAGKpQBCglQcmljZVR5cGUSGgoWUFJJQ0VfVFlQRV9VTlNQRUNJRklFRBAAEhcKE1BSSUNFX1RZUEVfVFJBREFCTEUQARIZChVQUklDRV9UWVBFX0lORElDQVRJVkUQAhIdChlQUklDRV9UWVBFX09MRF9JTkRJQ0FUSVZFEAMSGAoUUFJJQ0VfVFlQRV9OT19NQVJLRVQQBCpuCglGZWVkU3RhdGUSGgoWRkVFRF9TVEFURV9VTlNQRUNJRklFRBAAEhEKDUZFRURfU1RBVEVfT0sQARITCg9GRUVEX1NUQVRFX0RPV04QAhIdChlGRUVEX1NUQVRFX0xPR0lOX1JFUVVJUkVEEAMq6wEKDFJlamVjdFJlYXNvbhIdChlSRUpFQ1RfUkVBU09OX1VOU1BFQ0lGSUVEEAASJAogUkVKRUNUX1JFQVNPTl9OT05fUE9TSVRJVkVfUFJJQ0UQARIjCh9SRUpFQ1RfUkVBU09OX05PTl9QT1NJVElWRV9TSVpFEAISHwobUkVKRUNUX1JFQVNPTl9DUk9TU0VEX1FVT1RFEAMSHQoZUkVKRUNUX1JFQVNPTl9GVVRVUkVfVElNRRAEEhYKElJFSkVDVF9SRUFTT05fTEFURRAFEhkKFVJFSkVDVF9SRUFTT05fT1VUTElFUhAGKmAKDUFnZ3Jlc3NvclNpZGUSHgoaQUdHUkVTU09SX1NJREVfVU5TUEVDSUZJRUQQABIWChJBR0dSRVNTT1JfU0lERV9CVVkQARIXChNBR0dSRVNTT1JfU0lERV9TRUxMEAIyxwYKEU1hcmtldERhdGFTZXJ2aWNlEksKCEdldFByaWNlEh4ubWFya2V0ZGF0YS52MS5HZXRQcmljZVJlcXVlc3QaHy5tYXJrZXRkYXRhLnYxLkdldFByaWNlUmVzcG9uc2USXQoOQmF0Y2hHZXRQcmljZXMSJC5tYXJrZXRkYXRhLnYxLkJhdGNoR2V0UHJpY2VzUmVxdWVzdBolLm1hcmtldGRhdGEudjEuQmF0Y2hHZXRQcmljZXNSZXNwb25zZRJRCgpHZXRDYW5kbGVzEiAubWFya2V0ZGF0YS52MS5HZXRDYW5kbGVzUmVxdWVzdBohLm1hcmtldGRhdGEudjEuR2V0Q2FuZGxlc1Jlc3BvbnNlEmUKEFN1YnNjcmliZUNhbmRsZXMSJi5tYXJrZXRkYXRhLnYxLlN1YnNjcmliZUNhbmRsZXNSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVDYW5kbGVzUmVzcG9uc2UwARJUCgtMaXN0U3ltYm9scxIhLm1hcmtldGRhdGEudjEuTGlzdFN5bWJvbHNSZXF1ZXN0GiIubWFya2V0ZGF0YS52MS5MaXN0U3ltYm9sc1Jlc3BvbnNlEk4KCUdldFRyYWRlcxIfLm1hcmtldGRhdGEudjEuR2V0VHJhZGVzUmVxdWVzdBogLm1hcmtldGRhdGEudjEuR2V0VHJhZGVzUmVzcG9uc2USYgoPU3Vic2NyaWJlVHJhZGVzEiUubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVUcmFkZXNSZXF1ZXN0GiYubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVUcmFkZXNSZXNwb25zZTABEmMKEEdldFZvbHVtZVByb2ZpbGUSJi5tYXJrZXRkYXRhLnYxLkdldFZvbHVtZVByb2ZpbGVSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5HZXRWb2x1bWVQcm9maWxlUmVzcG9uc2USXQoOR2V0UmVjZW50VGlja3MSJC5tYXJrZXRkYXRhLnYxLkdldFJlY2VudFRpY2tzUmVxdWVzdBolLm1hcmtldGRhdGEudjEuR2V0UmVjZW50VGlja3NSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Candle is one OHLCV bar. Prices and volume are exact decimals in the
@@ -201,6 +201,20 @@ export type Price = Message<"marketdata.v1.Price"> & {
    * @generated from field: marketdata.v1.Source source = 12;
    */
   source: Source;
+
+  /**
+   * Whether the market is open; MARKET_STATE_UNSPECIFIED when the upstream does not say.
+   *
+   * @generated from field: marketdata.v1.MarketState market_state = 20;
+   */
+  marketState: MarketState;
+
+  /**
+   * The worse of the bid's and the ask's price type; PRICE_TYPE_UNSPECIFIED when not said.
+   *
+   * @generated from field: marketdata.v1.PriceType price_type = 21;
+   */
+  priceType: PriceType;
 };
 
 /**
@@ -329,6 +343,14 @@ export type GetCandlesRequest = Message<"marketdata.v1.GetCandlesRequest"> & {
    * @generated from field: string page_token = 6;
    */
   pageToken: string;
+
+  /**
+   * Also list the ranges of this page's span that hold no candle
+   * (missing_ranges). Costs a little more; off by default.
+   *
+   * @generated from field: bool include_missing = 30;
+   */
+  includeMissing: boolean;
 };
 
 /**
@@ -356,6 +378,19 @@ export type GetCandlesResponse = Message<"marketdata.v1.GetCandlesResponse"> & {
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * With include_missing: the ranges of open times in this page's span for
+   * which the service holds no candle, ascending. The span runs from
+   * start_time (or the page token's position; without start_time, the first
+   * candle returned) to the next page's start, or else to end_time, or else
+   * to the end of the series' newest candle. A missing range is data never
+   * loaded (or lost), never a quiet market: an interval without trades is a
+   * zero-volume candle.
+   *
+   * @generated from field: repeated marketdata.v1.TimeRange missing_ranges = 30;
+   */
+  missingRanges: TimeRange[];
 };
 
 /**
@@ -364,6 +399,30 @@ export type GetCandlesResponse = Message<"marketdata.v1.GetCandlesResponse"> & {
  */
 export const GetCandlesResponseSchema: GenMessage<GetCandlesResponse> = /*@__PURE__*/
   messageDesc(file_marketdata_v1_marketdata, 7);
+
+/**
+ * TimeRange is a half-open range of candle open times [start_time, end_time).
+ *
+ * @generated from message marketdata.v1.TimeRange
+ */
+export type TimeRange = Message<"marketdata.v1.TimeRange"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 2;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message marketdata.v1.TimeRange.
+ * Use `create(TimeRangeSchema)` to create a new message.
+ */
+export const TimeRangeSchema: GenMessage<TimeRange> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 8);
 
 /**
  * Series names one candle series.
@@ -387,7 +446,7 @@ export type Series = Message<"marketdata.v1.Series"> & {
  * Use `create(SeriesSchema)` to create a new message.
  */
 export const SeriesSchema: GenMessage<Series> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 8);
+  messageDesc(file_marketdata_v1_marketdata, 9);
 
 /**
  * @generated from message marketdata.v1.SubscribeCandlesRequest
@@ -435,7 +494,7 @@ export type SubscribeCandlesRequest = Message<"marketdata.v1.SubscribeCandlesReq
  * Use `create(SubscribeCandlesRequestSchema)` to create a new message.
  */
 export const SubscribeCandlesRequestSchema: GenMessage<SubscribeCandlesRequest> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 9);
+  messageDesc(file_marketdata_v1_marketdata, 10);
 
 /**
  * SnapshotEnd marks that history is complete for every series; live updates follow.
@@ -450,7 +509,7 @@ export type SnapshotEnd = Message<"marketdata.v1.SnapshotEnd"> & {
  * Use `create(SnapshotEndSchema)` to create a new message.
  */
 export const SnapshotEndSchema: GenMessage<SnapshotEnd> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 10);
+  messageDesc(file_marketdata_v1_marketdata, 11);
 
 /**
  * SeriesWatermark is how far the upstream of a series has progressed.
@@ -476,7 +535,7 @@ export type SeriesWatermark = Message<"marketdata.v1.SeriesWatermark"> & {
  * Use `create(SeriesWatermarkSchema)` to create a new message.
  */
 export const SeriesWatermarkSchema: GenMessage<SeriesWatermark> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 11);
+  messageDesc(file_marketdata_v1_marketdata, 12);
 
 /**
  * Heartbeat is sent when nothing else was sent for a heartbeat interval.
@@ -500,7 +559,7 @@ export type Heartbeat = Message<"marketdata.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 12);
+  messageDesc(file_marketdata_v1_marketdata, 13);
 
 /**
  * @generated from message marketdata.v1.SubscribeCandlesResponse
@@ -544,7 +603,7 @@ export type SubscribeCandlesResponse = Message<"marketdata.v1.SubscribeCandlesRe
  * Use `create(SubscribeCandlesResponseSchema)` to create a new message.
  */
 export const SubscribeCandlesResponseSchema: GenMessage<SubscribeCandlesResponse> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 13);
+  messageDesc(file_marketdata_v1_marketdata, 14);
 
 /**
  * @generated from message marketdata.v1.ListSymbolsRequest
@@ -557,7 +616,7 @@ export type ListSymbolsRequest = Message<"marketdata.v1.ListSymbolsRequest"> & {
  * Use `create(ListSymbolsRequestSchema)` to create a new message.
  */
 export const ListSymbolsRequestSchema: GenMessage<ListSymbolsRequest> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 14);
+  messageDesc(file_marketdata_v1_marketdata, 15);
 
 /**
  * SymbolInfo describes one served symbol.
@@ -611,6 +670,28 @@ export type SymbolInfo = Message<"marketdata.v1.SymbolInfo"> & {
    * @generated from field: repeated marketdata.v1.RejectionCount rejections = 40;
    */
   rejections: RejectionCount[];
+
+  /**
+   * The state of the symbol's upstream feed, as this process knows it.
+   *
+   * @generated from field: marketdata.v1.FeedState feed_state = 20;
+   */
+  feedState: FeedState;
+
+  /**
+   * Why the feed is not FEED_STATE_OK ("login required (...)"); empty when it is.
+   *
+   * @generated from field: string feed_status = 21;
+   */
+  feedStatus: string;
+
+  /**
+   * Per served interval, the oldest candle the service holds (hot store and
+   * history tier together); an interval with no candle yet is left out.
+   *
+   * @generated from field: repeated marketdata.v1.SeriesCoverage coverage = 30;
+   */
+  coverage: SeriesCoverage[];
 };
 
 /**
@@ -618,7 +699,34 @@ export type SymbolInfo = Message<"marketdata.v1.SymbolInfo"> & {
  * Use `create(SymbolInfoSchema)` to create a new message.
  */
 export const SymbolInfoSchema: GenMessage<SymbolInfo> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 15);
+  messageDesc(file_marketdata_v1_marketdata, 16);
+
+/**
+ * SeriesCoverage tells how far back one interval of a symbol goes.
+ *
+ * @generated from message marketdata.v1.SeriesCoverage
+ */
+export type SeriesCoverage = Message<"marketdata.v1.SeriesCoverage"> & {
+  /**
+   * @generated from field: marketdata.v1.Interval interval = 1;
+   */
+  interval: Interval;
+
+  /**
+   * open_time of the oldest candle held. Later ranges may still have holes:
+   * GetCandles with include_missing lists them.
+   *
+   * @generated from field: google.protobuf.Timestamp earliest_open_time = 2;
+   */
+  earliestOpenTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message marketdata.v1.SeriesCoverage.
+ * Use `create(SeriesCoverageSchema)` to create a new message.
+ */
+export const SeriesCoverageSchema: GenMessage<SeriesCoverage> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 17);
 
 /**
  * @generated from message marketdata.v1.ListSymbolsResponse
@@ -635,7 +743,7 @@ export type ListSymbolsResponse = Message<"marketdata.v1.ListSymbolsResponse"> &
  * Use `create(ListSymbolsResponseSchema)` to create a new message.
  */
 export const ListSymbolsResponseSchema: GenMessage<ListSymbolsResponse> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 16);
+  messageDesc(file_marketdata_v1_marketdata, 18);
 
 /**
  * RejectionCount is how much input of one symbol was refused for one reason.
@@ -666,7 +774,7 @@ export type RejectionCount = Message<"marketdata.v1.RejectionCount"> & {
  * Use `create(RejectionCountSchema)` to create a new message.
  */
 export const RejectionCountSchema: GenMessage<RejectionCount> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 17);
+  messageDesc(file_marketdata_v1_marketdata, 19);
 
 /**
  * Trade is one trade as the upstream reported it.
@@ -728,7 +836,7 @@ export type Trade = Message<"marketdata.v1.Trade"> & {
  * Use `create(TradeSchema)` to create a new message.
  */
 export const TradeSchema: GenMessage<Trade> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 18);
+  messageDesc(file_marketdata_v1_marketdata, 20);
 
 /**
  * @generated from message marketdata.v1.GetTradesRequest
@@ -773,7 +881,7 @@ export type GetTradesRequest = Message<"marketdata.v1.GetTradesRequest"> & {
  * Use `create(GetTradesRequestSchema)` to create a new message.
  */
 export const GetTradesRequestSchema: GenMessage<GetTradesRequest> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 19);
+  messageDesc(file_marketdata_v1_marketdata, 21);
 
 /**
  * @generated from message marketdata.v1.GetTradesResponse
@@ -800,7 +908,7 @@ export type GetTradesResponse = Message<"marketdata.v1.GetTradesResponse"> & {
  * Use `create(GetTradesResponseSchema)` to create a new message.
  */
 export const GetTradesResponseSchema: GenMessage<GetTradesResponse> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 20);
+  messageDesc(file_marketdata_v1_marketdata, 22);
 
 /**
  * @generated from message marketdata.v1.SubscribeTradesRequest
@@ -841,7 +949,7 @@ export type SubscribeTradesRequest = Message<"marketdata.v1.SubscribeTradesReque
  * Use `create(SubscribeTradesRequestSchema)` to create a new message.
  */
 export const SubscribeTradesRequestSchema: GenMessage<SubscribeTradesRequest> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 21);
+  messageDesc(file_marketdata_v1_marketdata, 23);
 
 /**
  * TradesHeartbeat is sent when nothing else was sent for a heartbeat interval.
@@ -860,7 +968,7 @@ export type TradesHeartbeat = Message<"marketdata.v1.TradesHeartbeat"> & {
  * Use `create(TradesHeartbeatSchema)` to create a new message.
  */
 export const TradesHeartbeatSchema: GenMessage<TradesHeartbeat> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 22);
+  messageDesc(file_marketdata_v1_marketdata, 24);
 
 /**
  * @generated from message marketdata.v1.SubscribeTradesResponse
@@ -902,7 +1010,7 @@ export type SubscribeTradesResponse = Message<"marketdata.v1.SubscribeTradesResp
  * Use `create(SubscribeTradesResponseSchema)` to create a new message.
  */
 export const SubscribeTradesResponseSchema: GenMessage<SubscribeTradesResponse> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 23);
+  messageDesc(file_marketdata_v1_marketdata, 25);
 
 /**
  * @generated from message marketdata.v1.GetVolumeProfileRequest
@@ -947,7 +1055,7 @@ export type GetVolumeProfileRequest = Message<"marketdata.v1.GetVolumeProfileReq
  * Use `create(GetVolumeProfileRequestSchema)` to create a new message.
  */
 export const GetVolumeProfileRequestSchema: GenMessage<GetVolumeProfileRequest> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 24);
+  messageDesc(file_marketdata_v1_marketdata, 26);
 
 /**
  * PriceLevel is the volume traded at prices [price, price + price_step).
@@ -988,7 +1096,7 @@ export type PriceLevel = Message<"marketdata.v1.PriceLevel"> & {
  * Use `create(PriceLevelSchema)` to create a new message.
  */
 export const PriceLevelSchema: GenMessage<PriceLevel> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 25);
+  messageDesc(file_marketdata_v1_marketdata, 27);
 
 /**
  * FootprintCandle is the volume profile of one candle.
@@ -1019,7 +1127,7 @@ export type FootprintCandle = Message<"marketdata.v1.FootprintCandle"> & {
  * Use `create(FootprintCandleSchema)` to create a new message.
  */
 export const FootprintCandleSchema: GenMessage<FootprintCandle> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 26);
+  messageDesc(file_marketdata_v1_marketdata, 28);
 
 /**
  * @generated from message marketdata.v1.GetVolumeProfileResponse
@@ -1060,7 +1168,53 @@ export type GetVolumeProfileResponse = Message<"marketdata.v1.GetVolumeProfileRe
  * Use `create(GetVolumeProfileResponseSchema)` to create a new message.
  */
 export const GetVolumeProfileResponseSchema: GenMessage<GetVolumeProfileResponse> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 27);
+  messageDesc(file_marketdata_v1_marketdata, 29);
+
+/**
+ * @generated from message marketdata.v1.GetRecentTicksRequest
+ */
+export type GetRecentTicksRequest = Message<"marketdata.v1.GetRecentTicksRequest"> & {
+  /**
+   * Symbol as listed by ListSymbols, for example "EURUSD".
+   *
+   * @generated from field: string symbol = 1;
+   */
+  symbol: string;
+
+  /**
+   * Ticks wanted, newest ones: 0 means all that are kept (CANDLEWIRE_RECENT_TICKS,
+   * 100 by default); larger values are treated as that.
+   *
+   * @generated from field: int32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message marketdata.v1.GetRecentTicksRequest.
+ * Use `create(GetRecentTicksRequestSchema)` to create a new message.
+ */
+export const GetRecentTicksRequestSchema: GenMessage<GetRecentTicksRequest> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 30);
+
+/**
+ * @generated from message marketdata.v1.GetRecentTicksResponse
+ */
+export type GetRecentTicksResponse = Message<"marketdata.v1.GetRecentTicksResponse"> & {
+  /**
+   * The latest quotes of the symbol, one per upstream update, oldest first.
+   *
+   * @generated from field: repeated marketdata.v1.Price ticks = 1;
+   */
+  ticks: Price[];
+};
+
+/**
+ * Describes the message marketdata.v1.GetRecentTicksResponse.
+ * Use `create(GetRecentTicksResponseSchema)` to create a new message.
+ */
+export const GetRecentTicksResponseSchema: GenMessage<GetRecentTicksResponse> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 31);
 
 /**
  * Interval is a candle length. Boundaries are in UTC; weeks start on Monday
@@ -1208,6 +1362,145 @@ export const SourceSchema: GenEnum<Source> = /*@__PURE__*/
   enumDesc(file_marketdata_v1_marketdata, 1);
 
 /**
+ * MarketState says whether the market of a quote is open.
+ *
+ * @generated from enum marketdata.v1.MarketState
+ */
+export enum MarketState {
+  /**
+   * The upstream does not say (crypto venues trade around the clock).
+   *
+   * @generated from enum value: MARKET_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: MARKET_STATE_OPEN = 1;
+   */
+  OPEN = 1,
+
+  /**
+   * Closed (an FX weekend, a holiday): prices are indicative and no candles are built.
+   *
+   * @generated from enum value: MARKET_STATE_CLOSED = 2;
+   */
+  CLOSED = 2,
+
+  /**
+   * @generated from enum value: MARKET_STATE_PRE_MARKET = 3;
+   */
+  PRE_MARKET = 3,
+
+  /**
+   * @generated from enum value: MARKET_STATE_POST_MARKET = 4;
+   */
+  POST_MARKET = 4,
+
+  /**
+   * @generated from enum value: MARKET_STATE_AUCTION = 5;
+   */
+  AUCTION = 5,
+
+  /**
+   * @generated from enum value: MARKET_STATE_SUSPENDED = 6;
+   */
+  SUSPENDED = 6,
+}
+
+/**
+ * Describes the enum marketdata.v1.MarketState.
+ */
+export const MarketStateSchema: GenEnum<MarketState> = /*@__PURE__*/
+  enumDesc(file_marketdata_v1_marketdata, 2);
+
+/**
+ * PriceType says what a quoted price is worth.
+ *
+ * @generated from enum marketdata.v1.PriceType
+ */
+export enum PriceType {
+  /**
+   * The upstream does not say.
+   *
+   * @generated from enum value: PRICE_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A price one can trade at.
+   *
+   * @generated from enum value: PRICE_TYPE_TRADABLE = 1;
+   */
+  TRADABLE = 1,
+
+  /**
+   * For information only (a closed market, no firm quote).
+   *
+   * @generated from enum value: PRICE_TYPE_INDICATIVE = 2;
+   */
+  INDICATIVE = 2,
+
+  /**
+   * An indicative price that has not been updated for a while.
+   *
+   * @generated from enum value: PRICE_TYPE_OLD_INDICATIVE = 3;
+   */
+  OLD_INDICATIVE = 3,
+
+  /**
+   * No market: the price is the last known one.
+   *
+   * @generated from enum value: PRICE_TYPE_NO_MARKET = 4;
+   */
+  NO_MARKET = 4,
+}
+
+/**
+ * Describes the enum marketdata.v1.PriceType.
+ */
+export const PriceTypeSchema: GenEnum<PriceType> = /*@__PURE__*/
+  enumDesc(file_marketdata_v1_marketdata, 3);
+
+/**
+ * FeedState is the state of the upstream feed of a symbol.
+ *
+ * @generated from enum marketdata.v1.FeedState
+ */
+export enum FeedState {
+  /**
+   * @generated from enum value: FEED_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Connected and delivering.
+   *
+   * @generated from enum value: FEED_STATE_OK = 1;
+   */
+  OK = 1,
+
+  /**
+   * Not delivering (a lost connection, an outage); it recovers by itself.
+   *
+   * @generated from enum value: FEED_STATE_DOWN = 2;
+   */
+  DOWN = 2,
+
+  /**
+   * The venue needs an operator to log in again (for Saxo: /auth/saxo/login).
+   *
+   * @generated from enum value: FEED_STATE_LOGIN_REQUIRED = 3;
+   */
+  LOGIN_REQUIRED = 3,
+}
+
+/**
+ * Describes the enum marketdata.v1.FeedState.
+ */
+export const FeedStateSchema: GenEnum<FeedState> = /*@__PURE__*/
+  enumDesc(file_marketdata_v1_marketdata, 4);
+
+/**
  * RejectReason is why the validation policy refused a feed's input.
  *
  * @generated from enum marketdata.v1.RejectReason
@@ -1265,7 +1558,7 @@ export enum RejectReason {
  * Describes the enum marketdata.v1.RejectReason.
  */
 export const RejectReasonSchema: GenEnum<RejectReason> = /*@__PURE__*/
-  enumDesc(file_marketdata_v1_marketdata, 2);
+  enumDesc(file_marketdata_v1_marketdata, 5);
 
 /**
  * AggressorSide is the side of the order that took liquidity.
@@ -1297,7 +1590,7 @@ export enum AggressorSide {
  * Describes the enum marketdata.v1.AggressorSide.
  */
 export const AggressorSideSchema: GenEnum<AggressorSide> = /*@__PURE__*/
-  enumDesc(file_marketdata_v1_marketdata, 3);
+  enumDesc(file_marketdata_v1_marketdata, 6);
 
 /**
  * MarketDataService serves prices and OHLCV candles of the symbols a deployment
@@ -1389,6 +1682,16 @@ export const MarketDataService: GenService<{
     methodKind: "unary";
     input: typeof GetVolumeProfileRequestSchema;
     output: typeof GetVolumeProfileResponseSchema;
+  },
+  /**
+   * GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first.
+   *
+   * @generated from rpc marketdata.v1.MarketDataService.GetRecentTicks
+   */
+  getRecentTicks: {
+    methodKind: "unary";
+    input: typeof GetRecentTicksRequestSchema;
+    output: typeof GetRecentTicksResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_marketdata_v1_marketdata, 0);
