@@ -162,3 +162,12 @@ async def test_refused_input_never_reaches_a_candle_and_is_listed() -> None:
         }
         assert counts["ETHUSDT"] == {}
         assert app.rejections.total() == 6
+
+
+def test_quote_ticks_of_a_market_without_trades_carry_no_size() -> None:
+    v, seen = validator()
+    ticks = [trade(1, "1.0842", "0"), trade(2, "1.0843", "0")]
+    assert v.trades(ticks, NOW, ticks=True) == ticks
+    assert v.trades([trade(3, "1.0843", "-1"), trade(3, "0", "0")], NOW, ticks=True) == []
+    assert [r.reason for r in seen] == [Reason.NON_POSITIVE_SIZE, Reason.NON_POSITIVE_PRICE]
+    assert v.trades([trade(4, "1.0843", "0")], NOW) == []  # as a trade, a size is required
