@@ -308,7 +308,7 @@ def stream_section(quick: bool) -> dict[str, Any]:
     server_core, client_core = (available[0], available[1]) if len(available) > 1 else (None, None)
     seconds = 4.0 if quick else 8.0
     out: dict[str, Any] = {}
-    for streams, rate in ((10, 2000.0), (100, 300.0), (100, 1000.0)):
+    for streams, rate in ((10, 2000.0), (10, 10_000.0), (100, 300.0), (100, 1000.0)):
         row: dict[str, Any] = {"streams": streams, "offered_per_s": streams * rate}
         for role in ("ceiling", "real"):
             argv = [PYTHON, "bench/trades.py", "--role", role, "--rate", str(rate)]
