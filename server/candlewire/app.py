@@ -40,8 +40,8 @@ from candlewire.aggregate import AggregatorConfig
 from candlewire.api.server import ApiServer
 from candlewire.api.servicer import Catalog, Limits, MarketDataServicer
 from candlewire.config import Settings, describe_settings, parse_listen
-from candlewire.domain import NANOS_PER_SECOND, FeedState, SeriesKey, Source
-from candlewire.errors import StoreUnavailable
+from candlewire.domain import NANOS_PER_SECOND, FeedState, Instrument, SeriesKey, Source
+from candlewire.errors import ConfigError, DependencyUnavailable, StoreUnavailable
 from candlewire.feeds.base import Feed, HasOperatorRoutes, NeedsLogin, ReportsStatus
 from candlewire.feeds.registry import build_feed
 from candlewire.flow import Ingestor, LeasedIngestion, UpdateReader
@@ -126,7 +126,8 @@ class App:
         self.quote_cache = QuoteCache(settings.quote_ttl)
         self.candle_cache = CandleCache(settings.candle_cache) if settings.candle_cache else None
         self.started = asyncio.Event()
-        """Set once the gRPC server is bound (and the gateway, when configured)."""
+        """Set once the gRPC server is bound (and the gateway, when configured)
+        and the feed's symbols were asked for once (known, or the feed away)."""
         self.readiness = ReadinessWatch(
             self.store, self._observe, self._publish_ready, store_answered=self._store_answered
         )
@@ -137,6 +138,9 @@ class App:
         self._instruments: list[str] = []
         self._source = Source.LIVE
         self._running: asyncio.Task[None] | None = None
+        self.servicer: MarketDataServicer | None = None
+        self._feed_error: str | None = "waiting for the feed's symbols"
+        self._failed: ConfigError | None = None
 
     @property
     def port(self) -> int:
@@ -198,7 +202,6 @@ class App:
         await api.start()
         try:
             await self._start_gateway(api.port)
-            self.started.set()
             async with asyncio.TaskGroup() as tasks:
                 readiness = tasks.create_task(self.readiness.run(), name="readiness")
                 work = tasks.create_task(self._work(), name="work")
@@ -216,6 +219,8 @@ class App:
             if self.history is not None:
                 await self.history.close()
             log.info("stopped")
+        if self._failed is not None:
+            raise self._failed
 
     async def _shut_down(
         self,
@@ -239,27 +244,69 @@ class App:
     # --- wiring -------------------------------------------------------------------------
 
     async def _assemble(self) -> ApiServer:
-        """Build the parts the settings and the store call for; return the gRPC server."""
+        """Build the gRPC server the settings and the store call for. The
+        feed's symbols are not known yet (see :meth:`_wire_feed`): until they
+        are, the API answers UNAVAILABLE."""
         s = self.settings
         if self.history is not None:
             # A wrong URL or password stops the start here, naming the setting.
             await self.history.connect()
-        found = await self.feed.instruments()
-        # The feed's own dict when it gives one: a feed that resolves its symbols
-        # later (Saxo, after a login) updates their precision in place.
-        instruments = found if isinstance(found, dict) else dict(found)
-        self._instruments = list(instruments)
-        self._source = next(iter(instruments.values())).source if instruments else Source.LIVE
         shared = _shared(self.store)
         serving = self._serving = shared is None or s.role != "ingest"
         self._ingesting = shared is None or s.role != "api"
+        if serving:
+            limits = Limits(
+                stale_after=s.stale_after,
+                heartbeat_interval=s.heartbeat_interval,
+                recent_ticks=s.recent_ticks,
+                history_bytes=s.stream_history_bytes,
+                history_bytes_per_connection=s.stream_history_bytes_per_connection,
+            )
+            self.servicer = MarketDataServicer(
+                self.read_store(shared),
+                self.hub,
+                Catalog.pending(s.intervals),
+                limits,
+                feed_state=self._feed_state,
+                trade_hub=self.trade_hub,
+                rejections=self.rejections,
+            )
+        self.api = ApiServer(self.servicer, s.grpc_listen)
+        return self.api
+
+    async def _load_instruments(self) -> dict[str, Instrument]:
+        """The feed's symbols, asked until the venue answers (the policy of
+        every feed): readiness says why meanwhile. A symbol the venue does
+        not list (ConfigError) is raised."""
+        retry = Retry(Backoff(initial=0.5, maximum=30.0), name="the feed's symbols")
+        while True:
+            try:
+                found = await self.feed.instruments()
+            except DependencyUnavailable as error:
+                self._feed_error = f"feed unavailable: {error}"
+                self.readiness.recheck()
+                self.started.set()  # serving liveness while the feed is away
+                await retry.wait(error)
+            else:
+                self._feed_error = None
+                # The feed's own dict when it gives one: a feed that resolves
+                # its symbols later (Saxo, after a login) updates their
+                # precision in place.
+                return found if isinstance(found, dict) else dict(found)
+
+    def _wire_feed(self, instruments: dict[str, Instrument]) -> None:
+        """Build the parts that need the feed's symbols, and serve them."""
+        s = self.settings
+        self._instruments = list(instruments)
+        self._source = next(iter(instruments.values())).source if instruments else Source.LIVE
+        shared = _shared(self.store)
         if shared is None:
             if self.history is not None:
                 self._write_store = self.history.ingest_store(self.store)
             self.ingestor = self._new_ingestor(publish=True)
         else:
             series = [SeriesKey(sym, i) for sym in instruments for i in s.intervals]
-            if serving:
+            if self._serving:
                 self.reader = UpdateReader(
                     shared, self.hub, series, self.quote_cache, self.candle_cache
                 )
@@ -268,25 +315,8 @@ class App:
                 self.leased = LeasedIngestion(
                     shared, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl
                 )
-        servicer = None
-        if serving:
-            catalog = Catalog(instruments, s.intervals)
-            limits = Limits(
-                stale_after=s.stale_after,
-                heartbeat_interval=s.heartbeat_interval,
-                recent_ticks=s.recent_ticks,
-            )
-            servicer = MarketDataServicer(
-                self.read_store(shared),
-                self.hub,
-                catalog,
-                limits,
-                feed_state=self._feed_state,
-                trade_hub=self.trade_hub,
-                rejections=self.rejections,
-            )
-        self.api = ApiServer(servicer, s.grpc_listen)
-        return self.api
+        if self.servicer is not None:
+            self.servicer.set_catalog(Catalog(instruments, s.intervals))
 
     def read_store(self, shared: SharedStore | None) -> Store:
         """The store the API reads: a shared store through this replica's caches
@@ -348,8 +378,17 @@ class App:
     # --- work ---------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        """The feed (a store of this process), or the connection, follower and
-        lease (a shared store)."""
+        """The feed's symbols, then the feed (a store of this process), or the
+        connection, follower and lease (a shared store). A start-up error
+        found here (a symbol the venue does not list) stops the service and
+        is raised by :meth:`run`."""
+        try:
+            self._wire_feed(await self._load_instruments())
+        except ConfigError as error:
+            self._failed = error
+            self.stop()
+            return
+        self.started.set()
         history = self.history
         if not isinstance(self.store, Connects):
             if history is None:
@@ -416,7 +455,7 @@ class App:
                     )
                 self._backfilled = False
                 self.ingestor = self._new_ingestor(publish=False)
-                await self.ingestor.align(self.settings.retention)
+                await self._align(self.ingestor)
                 run = asyncio.create_task(self._feed(), name="feed")
             else:
                 run = asyncio.create_task(self.feed.run(self.ingestor), name="feed")
@@ -432,6 +471,18 @@ class App:
                     await cancel_and_wait(run)
             log.warning("the store's dataset was replaced: rebuilding history from the backfill")
             fresh = True
+
+    async def _align(self, ingestor: Ingestor) -> None:
+        """Continue what the store holds, retried while it cannot be read (a
+        Redis that just restarted may fail the first calls)."""
+        retry = Retry(Backoff(initial=0.05, maximum=2.0), name="reading the stored candles")
+        while True:
+            try:
+                await ingestor.align(self.settings.retention)
+            except StoreUnavailable as error:
+                await retry.wait(error)
+            else:
+                return
 
     # --- readiness ----------------------------------------------------------------------
 
@@ -460,6 +511,7 @@ class App:
         return Observed(
             now=time.monotonic(),
             store_error=store_error,
+            feed_error=self._feed_error,
             follows=self.reader is not None,
             following=self.quote_cache.connected,
             ingests=self._ingesting,

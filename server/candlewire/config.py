@@ -159,6 +159,16 @@ class Settings(BaseSettings):
         1024, ge=8, le=1_000_000, description="updates queued per subscriber before it is ended"
     )
     max_streams: int = Field(10_000, ge=1, description="concurrent SubscribeCandles streams")
+    stream_history_bytes: int = Field(
+        256 << 20,
+        ge=1,
+        description="bytes of history streams may hold before they have sent it, in total",
+    )
+    stream_history_bytes_per_connection: int = Field(
+        64 << 20,
+        ge=1,
+        description="bytes of history the streams of one connection may hold before sending it",
+    )
     stale_after: float = Field(10.0, gt=0, description="seconds after which a quote is stale")
     feed_stale_after: float = Field(
         15.0, gt=0, description="seconds without upstream data before readiness fails"

@@ -34,6 +34,8 @@ class Observed:
     """``time.monotonic()`` when observed."""
     store_error: str | None = None
     """Why the store did not answer the last ping (None: it answered)."""
+    feed_error: str | None = None
+    """Why the feed's symbols are not known yet (None: they are)."""
     follows: bool = False
     """The process serves from a shared store through a follower of its update log."""
     following: bool = False
@@ -72,6 +74,8 @@ def evaluate(seen: Observed) -> tuple[bool, str]:
 def _evaluate(seen: Observed) -> tuple[bool, str]:
     if seen.store_error is not None:
         return False, f"store unavailable: {seen.store_error}"
+    if seen.feed_error is not None:
+        return False, seen.feed_error
     if seen.follows and not seen.following:
         return False, "not following the store's updates"
     if seen.follows and not seen.ingests:

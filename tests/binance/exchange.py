@@ -289,8 +289,12 @@ class Exchange:
         now: int = T0,
         weight_limit: int = 6000,
         clock: Callable[[], float] = time.time,
+        rest_port: int = 0,
+        ws_port: int = 0,
     ) -> None:
+        """``rest_port`` and ``ws_port``: where to listen (0: free ports)."""
         self.market = Market(tape)
+        self._ports = (rest_port, ws_port)
         self.tape = list(tape)
         self.specs = {s.symbol: s for s in specs}
         self.now = now
@@ -321,9 +325,10 @@ class Exchange:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Exchange:
-        self._ws = await serve(self._serve_ws, "127.0.0.1", 0)
+        rest_port, ws_port = self._ports
+        self._ws = await serve(self._serve_ws, "127.0.0.1", ws_port)
         ws_port = self._ws.sockets[0].getsockname()[1]
-        self._http = await asyncio.start_server(self._serve_http, "127.0.0.1", 0)
+        self._http = await asyncio.start_server(self._serve_http, "127.0.0.1", rest_port)
         http_port = self._http.sockets[0].getsockname()[1]
         self.ws_url = f"ws://127.0.0.1:{ws_port}"
         self.rest_url = f"http://127.0.0.1:{http_port}"

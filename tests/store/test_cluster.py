@@ -110,8 +110,10 @@ async def test_after_a_flush_every_writer_converges_on_the_new_epoch(
             with server.client() as client:
                 client.flushall()
         # A writer that has not noticed yet recreates the symbol's copy with
-        # its old epoch; the dataset's epoch is created anew by someone else.
-        await writer.write_candles([candle(1)])
+        # its old epoch; it is given a number it was given before, so it
+        # creates the dataset's epoch anew and starts afresh.
+        with pytest.raises(StoreUnavailable, match="rolled back"):
+            await writer.write_candles([candle(1)])
         other = await connected(redis_cluster, prefix)
         assert other.epoch != old
         await other.close()
@@ -129,6 +131,7 @@ async def test_positions_ahead_of_a_lost_symbol_are_expired(
     redis_cluster: RedisClusterNodes,
 ) -> None:
     # A master that lost its data (no replica) restarts its symbols' counters;
+    # a writer given a number it was given before makes it a new dataset, and
     # a position beyond the new counter is refused, never read as "nothing new".
     prefix = cluster_prefix()
     store = await connected(redis_cluster, prefix)
@@ -140,7 +143,10 @@ async def test_positions_ahead_of_a_lost_symbol_are_expired(
             for name in (names.candles, names.log, names.meta, store.keys.seq("BTCUSDT")):
                 client.delete(name)
             client.delete(store.keys.symbol_epoch("BTCUSDT"))
-        await store.write_candles([candle(9)])
+        epoch = store.epoch
+        with pytest.raises(StoreUnavailable, match="rolled back"):
+            await store.write_candles([candle(9)])
+        assert store.epoch != epoch
         with pytest.raises(DataExpired):
             await store.read_updates([KEY], after=position)
         with pytest.raises(DataExpired):

@@ -37,6 +37,7 @@ from candlewire.errors import (
     DataExpired,
     DependencyUnavailable,
     InvalidArgument,
+    LimitExceeded,
     NoData,
     UnknownSymbol,
 )
@@ -64,8 +65,20 @@ class Catalog:
 
     instruments: dict[str, Instrument]
     intervals: tuple[Interval, ...]
+    known: bool = True
+    """False until the feed's symbols are known (see :meth:`pending`)."""
     _exact: frozenset[str] = dataclass_field(init=False, repr=False, compare=False)
     """Symbols that :meth:`symbol` returns unchanged when given as they are."""
+
+    @classmethod
+    def pending(cls, intervals: tuple[Interval, ...]) -> Catalog:
+        """The catalog while the feed's symbols are not known: every symbol is UNAVAILABLE."""
+        return cls({}, intervals, known=False)
+
+    def require_known(self) -> None:
+        """Raise DependencyUnavailable while the feed's symbols are not known."""
+        if not self.known:
+            raise DependencyUnavailable("the feed's symbols are not known yet")
 
     def __post_init__(self) -> None:
         exact = frozenset(
@@ -82,6 +95,7 @@ class Catalog:
             raise InvalidArgument(field, f"at most {_MAX_SYMBOL} characters")
         symbol = value.upper()
         if symbol not in self.instruments:
+            self.require_known()
             raise UnknownSymbol(value, field)
         return symbol
 
@@ -123,6 +137,10 @@ class Limits:
     max_page_size: int = 1000
     recent_ticks: int = 100
     """Quotes kept per symbol: the most GetRecentTicks returns."""
+    history_bytes: int = 256 << 20
+    """Encoded history all streams may hold at once (see :class:`_HistoryBudget`)."""
+    history_bytes_per_connection: int = 64 << 20
+    """... and the streams of one connection."""
 
 
 def _time(ts: Timestamp, field: str) -> int:
@@ -187,6 +205,61 @@ class _PriceCache:
         return encoded
 
 
+def _snapshot_bytes(snapshot: Snapshot) -> int:
+    """The encoded candles a snapshot holds."""
+    size = 0
+    for candles in snapshot.slices:
+        frames = candles.frames
+        size += len(frames.data) if isinstance(frames, FrameRun) else sum(map(len, frames))
+    return size
+
+
+class _HistoryBudget:
+    """The encoded history that streams in their history phase hold, in
+    total and per connection (gRPC peer).
+
+    A stream holds its snapshot until it has sent all of it; a client that
+    does not read keeps it suspended, and the snapshot with it. So a stream
+    whose snapshot would take a connection, or the server, past its bound
+    is refused (RESOURCE_EXHAUSTED, with a retry delay) instead.
+    """
+
+    __slots__ = ("_by_peer", "_per_peer", "_total", "used")
+
+    def __init__(self, total: int, per_peer: int) -> None:
+        self._total = total
+        self._per_peer = per_peer
+        self._by_peer: dict[str, int] = {}
+        self.used = 0
+
+    def take(self, peer: str, size: int) -> None:
+        if not size:
+            return
+        held = self._by_peer.get(peer, 0)
+        if held + size > self._per_peer:
+            raise LimitExceeded(
+                "this connection's streams hold too much unsent history; "
+                "read the streams already open, or retry later",
+                retry_after=1.0,
+            )
+        if self.used + size > self._total:
+            raise LimitExceeded(
+                "the server's streams hold too much unsent history; retry later", retry_after=1.0
+            )
+        self._by_peer[peer] = held + size
+        self.used += size
+
+    def give(self, peer: str, size: int) -> None:
+        if not size:
+            return
+        self.used -= size
+        held = self._by_peer[peer] - size
+        if held:
+            self._by_peer[peer] = held
+        else:
+            del self._by_peer[peer]
+
+
 class MarketDataServicer:
     """Implements ``marketdata.v1.MarketDataService``."""
 
@@ -213,6 +286,11 @@ class MarketDataServicer:
         self._stale_ns = limits.stale_after * 1e9
         self._prices = _PriceCache()
         self._messages: dict[_MessageKey, bytes] = {}
+        self._history = _HistoryBudget(limits.history_bytes, limits.history_bytes_per_connection)
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Serve ``catalog`` (the feed's symbols, once known)."""
+        self._catalog = catalog
 
     def _stale(self, receive_time: int) -> bool:
         return time.time_ns() - receive_time > self._stale_ns
@@ -325,6 +403,7 @@ class MarketDataServicer:
     async def ListSymbols(
         self, request: pb.ListSymbolsRequest, context: Context
     ) -> pb.ListSymbolsResponse:
+        self._catalog.require_known()
         served = self._catalog.intervals
         intervals = [i.value for i in served]
         instruments = self._catalog.instruments
@@ -462,9 +541,17 @@ class MarketDataServicer:
                         closed_only=stream.closed_only,
                         at=stream.resumed,
                     )
-                    for message in stream.history_messages(snapshot):
-                        yield message
-                    position = snapshot.position
+                    # Held until sent (a client that does not read keeps it):
+                    # bounded per connection and in total.
+                    size, peer = _snapshot_bytes(snapshot), context.peer()
+                    self._history.take(peer, size)
+                    try:
+                        for message in stream.history_messages(snapshot):
+                            yield message
+                        position = snapshot.position
+                    finally:
+                        del snapshot  # not held through the live phase
+                        self._history.give(peer, size)
                 # Live phase: what was missed since the position, then the hub's updates.
                 live = _LivePhase(stream, position, self._messages)
                 missed = await store.read_updates(stream.series, after=position)
@@ -474,14 +561,21 @@ class MarketDataServicer:
                 heartbeat_interval = self._limits.heartbeat_interval
                 published = self._hub.published_seq
                 message_for = live.message
+                # Heartbeats follow what this stream sent, not what the hub
+                # published: updates it does not send (already sent, or
+                # filtered) do not keep it silent past the interval.
+                clock = time.monotonic
+                quiet_until = clock() + heartbeat_interval
                 while True:
                     update = subscription.pop()
                     if update is None:
-                        update = await subscription.next(heartbeat_interval)
-                    if update is None:
-                        yield live.heartbeat(published, self._heartbeat(stream.series))
-                    elif (sent := message_for(update)) is not None:
+                        update = await subscription.next(quiet_until - clock())
+                    if update is not None and (sent := message_for(update)) is not None:
                         yield sent
+                        quiet_until = clock() + heartbeat_interval
+                    elif update is None or clock() >= quiet_until:
+                        yield live.heartbeat(published, self._heartbeat(stream.series))
+                        quiet_until = clock() + heartbeat_interval
             finally:
                 subscription.close()
         except CandlewireError as error:

@@ -25,6 +25,7 @@ from candlewire.errors import (
     LimitExceeded,
     NoData,
     ShuttingDown,
+    StoreUnavailable,
     UnknownSymbol,
 )
 
@@ -53,10 +54,23 @@ def _pack(message: error_details_pb2.BadRequest | error_details_pb2.RetryInfo) -
     return packed
 
 
+def _message(error: CandlewireError) -> str:
+    """What the caller reads. A dependency's error names its host, port or
+    reply: that stays in this process's log (and readiness reasons), and the
+    caller gets a generic message."""
+    if isinstance(error, StoreUnavailable):
+        log.info("answering UNAVAILABLE: %s", error)
+        return "the data store is unavailable; retry shortly"
+    if isinstance(error, DependencyUnavailable):
+        log.info("answering UNAVAILABLE: %s", error)
+        return "a service this server depends on is unavailable; retry shortly"
+    return str(error)
+
+
 def status_of(error: CandlewireError) -> status_pb2.Status:
     """The google.rpc.Status a service error is reported as."""
     code = next((c for kind, c in _CODES if isinstance(error, kind)), code_pb2.INTERNAL)
-    status = status_pb2.Status(code=code, message=str(error))
+    status = status_pb2.Status(code=code, message=_message(error))
     if isinstance(error, InvalidArgument | UnknownSymbol):
         description = error.description if isinstance(error, InvalidArgument) else str(error)
         violation = error_details_pb2.BadRequest.FieldViolation(

@@ -44,6 +44,9 @@ def _binance(settings: Settings) -> Feed:
             silence_timeout=settings.binance_silence_timeout,
             weight_share=settings.binance_weight_share,
             connection_lifetime=settings.binance_connection_lifetime,
+            # Asked once per attempt: the App asks again with its own backoff
+            # (the same for every feed) and reports readiness meanwhile.
+            startup_attempts=1,
         ),
     )
 

@@ -116,7 +116,11 @@ class UpdateReader:
                 log.warning("updates were trimmed before this replica read them: %s", error)
                 if self._candles is not None:
                     self._candles.suspend()
-                self._hub.end_all(DataExpired(str(error)))
+                # Every stream gets the same error: it names no series, since
+                # ``error`` speaks of one series, which most streams did not request.
+                self._hub.end_all(
+                    DataExpired("the store no longer holds this stream's position; start afresh")
+                )
                 epoch = None
 
     async def _start_position(self, epoch: bytes) -> dict[str, int]:

@@ -354,7 +354,16 @@ class MemoryStore:
             return CandleSlice((), ())
         return CandleSlice(times[lo:hi], s.run(lo, hi))  # an array: no int objects
 
+    def _check_position(self, series: Sequence[SeriesKey], position: Position) -> None:
+        """A position ahead of every number given is impossible here (a
+        forged token, or one of another store): refused as no longer held."""
+        for key in series:
+            seq = position.get(key.symbol, 0)
+            if seq > self._seq:
+                raise DataExpired(f"{key.symbol} has no position {seq}")
+
     async def read_updates(self, series: Sequence[SeriesKey], after: Position) -> list[Update]:
+        self._check_position(series, after)
         runs: list[list[Update]] = []
         for key in series:
             s = self._series.get(key)
@@ -391,9 +400,9 @@ class MemoryStore:
         at: Position | None = None,
     ) -> Snapshot:
         seq = self._seq
-        position = {
-            key.symbol: seq if at is None else min(at.get(key.symbol, 0), seq) for key in series
-        }
+        if at is not None:
+            self._check_position(series, at)
+        position = {key.symbol: seq if at is None else at.get(key.symbol, 0) for key in series}
         slices = [
             self._slice(
                 key, history=history, start=start, closed_only=closed_only, at=position[key.symbol]

@@ -27,6 +27,7 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "follow": ("lib/trimmed", "follow"),
     "trades_write": ("lib/{guard}", "lib/timekey", "trades_write"),
     "trades_range": ("lib/timekey", "trades_range"),
+    "rotate": ("rotate",),
 }
 """Script name -> the files (under ``scripts/``, without ``.lua``) it is made
 of, in order; ``{guard}`` is ``guard``, or ``guard_cluster`` on Redis Cluster."""
@@ -47,6 +48,7 @@ class Scripts:
     follow: str
     trades_write: str
     trades_range: str
+    rotate: str
 
 
 def parts(name: str, *, cluster: bool) -> list[str]:

@@ -36,6 +36,17 @@ re-reads it, so a flushed Redis gets a new epoch and old tokens are refused.
 A position ahead of a symbol's counter (its data was lost since) is expired
 as well.
 
+A Redis restarted from an older snapshot keeps its epoch while its counters
+go back: numbers already given would be given again to other updates. So
+the store remembers, per symbol, the highest number it was given (writes) or
+saw (reads, heads, snapshots) under the current epoch; a counter found behind
+it (at every :meth:`ping`, read and write), or a write given a number it had
+seen, means the dataset was rolled back. The store then rotates the epoch
+(compare-and-set: once, whoever notices first), which makes the rolled-back
+dataset a new one for every process: old tokens are refused, replicas end
+their streams, and the ingestor rebuilds history from its backfill, as after
+a flush.
+
 **Redis Cluster** (a ``redis+cluster://`` or ``rediss+cluster://`` URL): a
 script may not reach the epoch key or a lease key, which live in other
 slots. So each symbol's slot keeps its own copy of the epoch
@@ -65,11 +76,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import logging
 import os
 import struct
 from array import array
 from bisect import bisect_left
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any
@@ -100,6 +112,8 @@ from candlewire.store.redis import lua
 from candlewire.store.redis.keys import DEFAULT_PREFIX, Keys, SeriesKeys
 
 __all__ = ["CLUSTER_SCHEMES", "Bounds", "RedisStore"]
+
+log = logging.getLogger(__name__)
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 """URL schemes that select Redis Cluster (the rest of the URL names one node)."""
@@ -243,6 +257,8 @@ class RedisStore:
         # The price stream of a symbol is also its recent ticks (GetRecentTicks).
         self._ticks_kept = max(ticks, _PRICES_KEPT)
         self._epoch: bytes | None = None
+        self._seen: dict[str, int] = {}
+        """Per symbol, the highest sequence number given or read under the epoch."""
         self.cluster = url.startswith(CLUSTER_SCHEMES)
         # One quick retry on connection errors, so a command fails within
         # about `timeout` when Redis is down; the pool reconnects on later calls.
@@ -279,6 +295,7 @@ class RedisStore:
         self._follow = register(scripts.follow)
         self._trades_write = register(scripts.trades_write)
         self._trades_range = register(scripts.trades_range)
+        self._rotate = register(scripts.rotate)
         self._series_keys: dict[SeriesKey, SeriesKeys] = {}
 
     @property
@@ -305,13 +322,61 @@ class RedisStore:
             epoch = _bytes(await self._redis.get(key))
             if epoch is None:  # flushed again in between: the next call retries
                 raise StoreUnavailable("redis: the epoch key vanished")
+        if epoch != self._epoch:
+            self._seen.clear()  # numbers of another dataset
         self._epoch = epoch
         return epoch
 
     async def ping(self) -> None:
-        """Raise StoreUnavailable unless Redis answers; notice a flushed dataset."""
+        """Raise StoreUnavailable unless Redis answers; notice a flushed or
+        rolled-back dataset."""
         with _translated():
             await self._load_epoch()
+            if self._seen:
+                mark = self._mark()
+                symbols = list(mark[1])
+                raws = await self._mget([self._keys.seq(s) for s in symbols])
+                heads = {s: int(raw or 0) for s, raw in zip(symbols, raws, strict=True)}
+                await self._check_heads(heads, mark)
+
+    def _mark(self) -> tuple[bytes | None, dict[str, int]]:
+        """The epoch and the numbers seen, taken before a read or write is
+        sent: whatever Redis answers it must be at or past these."""
+        return self._epoch, dict(self._seen)
+
+    async def _check_heads(
+        self, heads: Mapping[str, int], mark: tuple[bytes | None, dict[str, int]]
+    ) -> bool:
+        """Note the counters read; rotate the epoch if one is behind a number
+        seen under it before the read was sent (the dataset was rolled back).
+        True if the dataset was rolled back."""
+        epoch, before = mark
+        if epoch is None or epoch != self._epoch:
+            return False  # the dataset changed meanwhile: these numbers may be of either
+        behind = [(s, h, before[s]) for s, h in heads.items() if h < before.get(s, 0)]
+        if behind:
+            await self._rolled_back(epoch, behind)
+            return True
+        seen = self._seen
+        for symbol, head in heads.items():
+            if head > seen.get(symbol, 0):
+                seen[symbol] = head
+        return False
+
+    async def _rolled_back(self, old: bytes, behind: Sequence[tuple[str, int, int]]) -> None:
+        """The dataset of epoch ``old`` went back in time: make it a new
+        dataset (rotate the epoch, unless another process did already)."""
+        current = _bytes(await self._rotate(keys=[self._keys.epoch], args=[old, os.urandom(8)]))
+        described = ", ".join(f"{s} at {h} after {n} was seen" for s, h, n in behind)
+        if current is None:
+            raise StoreUnavailable("redis: the epoch key vanished")
+        log.warning(
+            "redis: the dataset was rolled back (%s; restarted from an older snapshot?): "
+            "it is a new dataset from now on",
+            described,
+        )
+        self._seen.clear()
+        self._epoch = current
 
     async def close(self) -> None:
         with _translated():
@@ -492,8 +557,11 @@ class RedisStore:
         if not symbols:
             return {}
         with _translated():
+            mark = self._mark()
             raws = await self._mget([self._keys.seq(s) for s in symbols])
-        return {s: int(raw or 0) for s, raw in zip(symbols, raws, strict=True)}
+            heads = {s: int(raw or 0) for s, raw in zip(symbols, raws, strict=True)}
+            await self._check_heads(heads, mark)
+        return heads
 
     async def write_candles(self, candles: Sequence[Candle]) -> list[Update]:
         if not candles:
@@ -508,11 +576,25 @@ class RedisStore:
                     runs.append((candle.series, []))
                 runs[-1][1].append((candle, _member(candle, candle_frame(candle))))
             calls = list(self._write_calls(runs))
+            mark = self._mark()
             try:
                 results = await self._run_writes(calls)
             except ResponseError as error:
                 symbols = list(dict.fromkeys(c.symbol for c in candles))
                 raise await self._refused(error, symbols) from error
+        epoch, before = mark
+        reused = [
+            (batch[0][0].symbol, first - 1, before[batch[0][0].symbol])
+            for (_, _, batch), (first, _) in zip(calls, results, strict=True)
+            if first <= before.get(batch[0][0].symbol, 0)
+        ]
+        if reused and epoch is not None and epoch == self._epoch:
+            # Numbers given before: the dataset was rolled back.
+            with _translated():
+                await self._rolled_back(epoch, reused)
+            raise StoreUnavailable("redis: the dataset was rolled back; it is a new dataset")
+        # Numbers of this epoch only (a write refused for another raised above).
+        seen = self._seen
         applied: list[Update] = []
         for (_, _, batch), (first, indices) in zip(calls, results, strict=True):
             for seq, index in enumerate(indices, start=first):
@@ -522,6 +604,8 @@ class RedisStore:
                         seq, series, candle.open_time, candle.revision, candle.closed, member[13:]
                     )
                 )
+                if seq > seen.get(series.symbol, 0):
+                    seen[series.symbol] = seq
         return applied
 
     async def _run_writes(
@@ -637,9 +721,14 @@ class RedisStore:
                     names.append(self._series(key).candles)
             calls.append((names, [first]))
         with _translated():
+            mark = self._mark()
             results = await self._run(self._follow if bounds else self._updates, calls)
         updates: list[Update] = []
         found: dict[SeriesKey, Bounds] = {}
+        heads = {symbol: int(head) for symbol, (head, *_) in zip(groups, results, strict=True)}
+        with _translated():
+            if await self._check_heads(heads, mark):
+                raise DataExpired("the store's data was rolled back; start afresh")
         for (symbol, keys), (head, *logs) in zip(groups.items(), results, strict=True):
             position = after.get(symbol, 0)
             if position > int(head):
@@ -684,7 +773,12 @@ class RedisStore:
             wanted = -1 if at is None else min(at.get(symbol, 0), _MAX_ID)
             calls.append((keys, [wanted, history, bound, int(closed_only)]))
         with _translated():
+            mark = self._mark()
             results = await self._run(self._snapshot, calls)
+        heads = {symbol: int(result[1]) for symbol, result in zip(groups, results, strict=True)}
+        with _translated():
+            if await self._check_heads(heads, mark):
+                raise DataExpired("the store's data was rolled back; start afresh")
         position: dict[str, int] = {}
         found: dict[SeriesKey, CandleSlice] = {}
         for (symbol, group), result in zip(groups.items(), results, strict=True):
