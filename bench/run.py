@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--label", default="")
     parser.add_argument(
         "--only",
-        default="env,unary,redis,fanout,ingest,saxo,footprint,history",
+        default="env,unary,redis,fanout,ingest,saxo,footprint,history,trades",
         help="comma-separated sections",
     )
     args = parser.parse_args()
@@ -464,6 +464,58 @@ def main() -> None:
             )
             raw["history"] = history
             rows.extend(history_rows(history))
+    if "trades" in sections:
+        trades = timed(
+            "trades",
+            lambda: _json_child(
+                ["bench/trades.py", "--json"] + (["--quick"] if args.quick else []), None
+            ),
+        )
+        raw["trades"] = trades
+        for kind, figures in trades["store"].items():
+            if isinstance(figures, str):
+                rows.append([f"Trades stored and published ({kind})", figures, "", "", "", ""])
+                continue
+            rows.append(
+                [
+                    f"Trades stored and published, {kind} (validation, trade log, hub)",
+                    f"{figures['record_batch1000_per_s']:,.0f} trades/s in batches of 1,000; "
+                    f"{figures['record_batch1_per_s']:,.0f} one at a time",
+                    f"with aggregation into 16 intervals: "
+                    f"{figures['full_batch1000_per_s']:,.0f} / {figures['full_batch1_per_s']:,.0f}",
+                    "",
+                    "(reported)",
+                    "",
+                ]
+            )
+        for name, row in trades["stream"].items():
+            rows.append(
+                [
+                    f"SubscribeTrades: {row['streams']} streams, "
+                    f"{row['offered_per_s']:,.0f} msgs/s offered ({name})",
+                    f"{row['real']['msgs_per_s']:,.0f} msgs/s delivered "
+                    f"(server CPU {row['real']['server_cpu_s']:.1f} s)",
+                    f"no-op grpc.aio fan-out: {row['ceiling']['msgs_per_s']:,.0f} msgs/s "
+                    f"(CPU {row['ceiling']['server_cpu_s']:.1f} s)",
+                    f"{row['ratio']:.0%}",
+                    ">= 80% of ceiling",
+                    _mark(row["ratio"] >= 0.8),
+                ]
+            )
+        day = trades["profile"]
+        for key, label in (("profile", "levels"), ("profile_footprint_1m", "and 1m footprint")):
+            figures = day[key]
+            rows.append(
+                [
+                    f"GetVolumeProfile over one day ({day['trades']:,} trades), {label}",
+                    f"{figures['median_s'] * 1000:,.0f} ms median ({figures['levels']} levels, "
+                    f"{figures['footprint_candles']} candles)",
+                    "",
+                    "",
+                    "(reported)",
+                    "",
+                ]
+            )
 
     elapsed = time.monotonic() - started
     lines = [

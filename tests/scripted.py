@@ -94,6 +94,8 @@ async def running(feed: Any, **settings: Any) -> AsyncIterator[App]:
     settings.setdefault("grpc_listen", "127.0.0.1:0")
     settings.setdefault("http_listen", "127.0.0.1:0")
     settings.setdefault("shutdown_grace", 1.0)
+    # Scripted tapes jump between arbitrary prices: no outlier rule unless a test asks.
+    settings.setdefault("max_jump", 0)
     async with App(load(**settings), feed=feed) as app:
         yield app
 

@@ -367,8 +367,12 @@ async def test_reflection_describes_the_market_data_service(channel: grpc.aio.Ch
         "SubscribeCandles",
         "ListSymbols",
         "GetRecentTicks",
+        "GetTrades",
+        "SubscribeTrades",
+        "GetVolumeProfile",
     }
     assert methods["SubscribeCandles"].server_streaming
+    assert methods["SubscribeTrades"].server_streaming
     assert not methods["GetCandles"].server_streaming
     assert methods["GetCandles"].output_type == ".marketdata.v1.GetCandlesResponse"
 

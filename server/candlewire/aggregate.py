@@ -11,7 +11,9 @@ The contract, in short:
   seen (accepted trades and watermarks); a trade older than
   ``now - lateness`` when it arrives is dropped and counted.
 * A candle ``[open_time, close_time)`` is closed once ``now >= close_time``.
-* OHLCV is exact (``Decimal``). Open is the trade with the earliest event time
+* OHLCV is exact (``Decimal``), and so is the order flow: ``buy_volume``
+  and ``buy_quote_volume`` sum the trades whose aggressor bought (a trade
+  of unknown side counts in ``volume`` only). Open is the trade with the earliest event time
   (ties: earliest arrival), close the one with the latest (ties: latest
   arrival), so out-of-order trades inside the lateness window are exact.
 * From the first trade on, the series is contiguous up to the bucket holding
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation, localcontext
 from math import gcd
 
-from candlewire.domain import NANOS_PER_SECOND, Candle, Interval, Source, Trade
+from candlewire.domain import NANOS_PER_SECOND, Candle, Interval, Side, Source, Trade
 from candlewire.intervals import bucket_end, bucket_start, fixed_length
 
 __all__ = ["AggregatorConfig", "SymbolAggregator"]
@@ -95,6 +97,8 @@ class _Partial:
     """Trades of one call that fall into one base cell, aggregated."""
 
     __slots__ = (
+        "buy",
+        "buy_quote",
         "close",
         "close_t",
         "count",
@@ -108,7 +112,9 @@ class _Partial:
         "volume",
     )
 
-    def __init__(self, time: int, price: Decimal, quantity: Decimal, seq: int, source: Source):
+    def __init__(
+        self, time: int, price: Decimal, quantity: Decimal, seq: int, source: Source, side: Side
+    ):
         self.open_t = time
         self.open = price
         self.close_t = time
@@ -117,6 +123,11 @@ class _Partial:
         self.low = price
         self.volume = quantity
         self.quote = price * quantity
+        if side is Side.BUY:
+            self.buy = quantity
+            self.buy_quote = self.quote
+        else:
+            self.buy = self.buy_quote = _ZERO
         self.count = 1
         self.seq = seq  # arrival number of the last trade
         self.source = source  # source of the last trade
@@ -132,6 +143,8 @@ class _Partial:
         other.low = self.low
         other.volume = self.volume
         other.quote = self.quote
+        other.buy = self.buy
+        other.buy_quote = self.buy_quote
         other.count = self.count
         other.seq = self.seq
         other.source = self.source
@@ -151,6 +164,8 @@ class _Partial:
             self.low = other.low
         self.volume += other.volume
         self.quote += other.quote
+        self.buy += other.buy
+        self.buy_quote += other.buy_quote
         self.count += other.count
         if other.seq > self.seq:
             self.seq = other.seq
@@ -161,6 +176,8 @@ class _Candle:
     """Mutable state of one candle; ``count == 0`` means empty."""
 
     __slots__ = (
+        "buy",
+        "buy_quote",
         "close",
         "close_t",
         "close_time",
@@ -188,6 +205,8 @@ class _Candle:
         self.close = _ZERO
         self.volume = _ZERO
         self.quote = _ZERO
+        self.buy = _ZERO
+        self.buy_quote = _ZERO
         self.count = 0
         self.open_t = 0  # event time of the opening trade
         self.close_t = 0  # event time of the closing trade
@@ -208,6 +227,8 @@ class _Candle:
             self.low = part.low
             self.volume = part.volume
             self.quote = part.quote
+            self.buy = part.buy
+            self.buy_quote = part.buy_quote
             self.count = part.count
             self.source = part.source
             self.src_seq = part.seq
@@ -227,6 +248,8 @@ class _Candle:
                 self.low = part.low
             self.volume += part.volume
             self.quote += part.quote
+            self.buy += part.buy
+            self.buy_quote += part.buy_quote
             self.count += part.count
             if part.seq > self.src_seq:
                 self.source = part.source
@@ -447,7 +470,9 @@ class SymbolAggregator:
                     key = cell
                     found = parts.get(cell)
                     if found is None:
-                        part = parts[cell] = _Partial(time, price, quantity, seq, trade.source)
+                        part = parts[cell] = _Partial(
+                            time, price, quantity, seq, trade.source, trade.side
+                        )
                         continue
                     part = found
                 if time < part.open_t:
@@ -461,7 +486,11 @@ class SymbolAggregator:
                 elif price < part.low:
                     part.low = price
                 part.volume += quantity
-                part.quote += price * quantity
+                notional = price * quantity
+                part.quote += notional
+                if trade.side is Side.BUY:
+                    part.buy += quantity
+                    part.buy_quote += notional
                 part.count += 1
                 part.seq = seq
                 part.source = trade.source
@@ -581,6 +610,8 @@ class SymbolAggregator:
                         candle.closed,
                         candle.revision,
                         candle.source,
+                        candle.buy,
+                        candle.buy_quote,
                     )
                 )
 

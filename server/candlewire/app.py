@@ -35,6 +35,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -53,16 +54,18 @@ from candlewire.errors import ConfigError, DependencyUnavailable, StoreUnavailab
 from candlewire.feeds.base import Feed, HasOperatorRoutes, NeedsLogin, ReportsStatus
 from candlewire.feeds.registry import build_feed
 from candlewire.flow import Ingestor, LeasedIngestion, UpdateReader
+from candlewire.flow.follow import TradeReader
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
 from candlewire.obs import Metrics, ServiceCollector, render
 from candlewire.readiness import Observed, ReadinessWatch
 from candlewire.retry import Backoff, Retry
 from candlewire.store import build_store
-from candlewire.store.base import Connects, SharedStore, Store
+from candlewire.store.base import Connects, SharedStore, Store, TradeUpdate, Update
 from candlewire.store.cached import CachedStore, CandleCache, QuoteCache
 from candlewire.store.timed import TimedStore
 from candlewire.tasks import cancel_and_wait, checkpoint
+from candlewire.validate import Rejections, ValidationConfig
 
 if TYPE_CHECKING:
     # PostgreSQL's driver is loaded only with a history tier
@@ -102,9 +105,15 @@ class App:
     ) -> None:
         self.settings = settings
         self.store: Store = store or build_store(settings)
-        self.hub = Hub(
+        self.hub: Hub[Update] = Hub(
             queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
         )
+        self.trade_hub: Hub[TradeUpdate] = Hub(
+            queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
+        )
+        self.rejections = Rejections()
+        """What the validation policy refused, per symbol and reason (shown by ListSymbols)."""
+        self.trade_reader: TradeReader | None = None
         self.feed: Feed = feed or build_feed(settings)
         self.history: HistoryTier | None = None
         """The PostgreSQL history tier, with ``settings.postgres_url``."""
@@ -276,6 +285,7 @@ class App:
             self.gateway.close()
         stopping = tasks.create_task(api.stop(self.settings.shutdown_grace), name="grpc-stop")
         self.hub.close()
+        self.trade_hub.close()
         await stopping
         if self.gateway is not None:
             await self.gateway.wait_closed()
@@ -308,6 +318,8 @@ class App:
                 Catalog.pending(s.intervals),
                 limits,
                 feed_state=self._feed_state,
+                trade_hub=self.trade_hub,
+                rejections=self.rejections,
             )
         self.gatekeeper = self._new_gatekeeper()
         if s.tls_cert_file:
@@ -368,6 +380,7 @@ class App:
                 self.reader = UpdateReader(
                     shared, self.hub, series, self.quote_cache, self.candle_cache
                 )
+                self.trade_reader = TradeReader(shared, self.trade_hub, list(instruments))
             if self._ingesting:
                 self.leased = LeasedIngestion(
                     shared, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl
@@ -522,6 +535,15 @@ class App:
             self._source,
             publish=publish,
             buffer_size=s.ingest_buffer,
+            trade_hub=self.trade_hub,
+            validation=ValidationConfig(
+                lateness=int(s.lateness * NANOS_PER_SECOND),
+                max_future=int(s.max_future * NANOS_PER_SECOND),
+                max_jump=Decimal(repr(s.max_jump)) if s.max_jump else None,
+                outlier_window=s.outlier_window,
+                outlier_min=max(1, s.outlier_window // 4),
+            ),
+            rejections=self.rejections,
         )
 
     # --- work ---------------------------------------------------------------------------
@@ -551,6 +573,8 @@ class App:
         async with asyncio.TaskGroup() as tasks:
             if self.reader is not None:
                 tasks.create_task(self.reader.run(), name="store-follower")
+            if self.trade_reader is not None:
+                tasks.create_task(self.trade_reader.run(), name="trade-follower")
             if self.leased is not None:
                 tasks.create_task(self.leased.run(), name="lease")
                 if history is not None:

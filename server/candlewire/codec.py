@@ -19,7 +19,7 @@ from typing import overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from candlewire.domain import NANOS_PER_SECOND, Candle, Interval, Quote, SeriesKey
+from candlewire.domain import NANOS_PER_SECOND, Candle, Interval, Quote, SeriesKey, Trade
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = [
@@ -33,6 +33,8 @@ __all__ = [
     "series_from_pb",
     "timestamp",
     "timestamp_ns",
+    "trade_frame",
+    "trade_to_pb",
 ]
 
 
@@ -87,6 +89,8 @@ def candle_to_pb(candle: Candle) -> pb.Candle:
         closed=candle.closed,
         revision=candle.revision,
         source=candle.source.value,  # type: ignore[arg-type]
+        buy_volume=float(candle.buy_volume),
+        buy_quote_volume=float(candle.buy_quote_volume),
     )
 
 
@@ -99,6 +103,7 @@ def candle_to_pb(candle: Candle) -> pb.Candle:
 _DOUBLE = struct.Struct("<d")
 _OHLCV = struct.Struct("<BdBdBdBdBd")  # fields 5-9, all non-zero: the usual case
 _TAG_OPEN, _TAG_HIGH, _TAG_LOW, _TAG_CLOSE, _TAG_VOLUME = 0x29, 0x31, 0x39, 0x41, 0x49
+_TAG_BUY, _TAG_BUY_QUOTE = b"\xc1\x02", b"\xc9\x02"  # fields 40 and 41, doubles
 _SMALL = [bytes([v]) for v in range(128)]
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
@@ -167,6 +172,13 @@ def _double(tag: int, value: float) -> bytes:
     return bytes((tag,)) + _DOUBLE.pack(value)
 
 
+def _double2(tag: bytes, value: float) -> bytes:
+    """A double field with a two-byte tag (field numbers 16 to 2047)."""
+    if value == 0.0 and math.copysign(1.0, value) > 0:
+        return b""
+    return tag + _DOUBLE.pack(value)
+
+
 def _encode_candle(candle: Candle) -> bytes:
     o = _float(candle.open)
     h = _float(candle.high)
@@ -200,6 +212,8 @@ def _encode_candle(candle: Candle) -> bytes:
             b"`" + _uvarint(revision) if revision else b"",
             b"h" + _uvarint(source) if source else b"",
             b"q" + _DOUBLE.pack(quote_volume) if quote_volume else _double(0x71, quote_volume),
+            _double2(_TAG_BUY, float(candle.buy_volume)),
+            _double2(_TAG_BUY_QUOTE, float(candle.buy_quote_volume)),
         )
     )
 
@@ -267,6 +281,24 @@ def kline_frame(
 def frame_to_candle(frame: bytes) -> pb.Candle:
     """Parse a frame back into a ``marketdata.v1.Candle`` (tests and tools)."""
     return pb.GetCandlesResponse.FromString(frame).candles[0]
+
+
+def trade_to_pb(trade: Trade) -> pb.Trade:
+    return pb.Trade(
+        symbol=trade.symbol,
+        trade_id=trade.trade_id,
+        price=_float(trade.price),
+        quantity=float(trade.quantity),
+        side=int(trade.side),  # type: ignore[arg-type]
+        event_time=timestamp(trade.time),
+        receive_time=timestamp(trade.receive_time) if trade.receive_time else None,
+        source=trade.source.value,  # type: ignore[arg-type]
+    )
+
+
+def trade_frame(trade: Trade) -> bytes:
+    """The trade as field 1 (``trade`` / ``trades``) of a response message."""
+    return field_bytes(1, trade_to_pb(trade).SerializeToString())
 
 
 def quote_to_price(quote: Quote, *, stale: bool) -> pb.Price:

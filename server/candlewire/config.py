@@ -128,6 +128,30 @@ class Settings(BaseSettings):
     lateness: float = Field(
         2.0, ge=0, le=3600, description="seconds a late trade may still correct a closed candle"
     )
+    trade_retention: int = Field(
+        100_000, ge=1, le=100_000_000, description="trades kept per symbol (the oldest go first)"
+    )
+    trade_window: float = Field(
+        86_400.0,
+        ge=0,
+        description="seconds of trades kept per symbol, behind its newest trade (0: no limit)",
+    )
+    max_future: float = Field(
+        5.0,
+        ge=0,
+        le=86_400,
+        description="seconds an event time may be ahead of the service clock before the "
+        "input is refused",
+    )
+    max_jump: float = Field(
+        0.2,
+        ge=0,
+        description="largest move of a trade price from the median of the symbol's recent "
+        "trade prices, as a fraction (0.2: 20 percent; 0: no outlier rule)",
+    )
+    outlier_window: int = Field(
+        32, ge=2, le=10_000, description="recent trade prices the outlier rule takes the median of"
+    )
     heartbeat_interval: float = Field(
         5.0, gt=0, le=300, description="seconds of stream silence before a heartbeat"
     )

@@ -22,6 +22,7 @@ __all__ = [
     "PriceType",
     "Quote",
     "SeriesKey",
+    "Side",
     "Source",
     "Trade",
 ]
@@ -105,6 +106,15 @@ class Source(IntEnum):
     REPLAY = 4
 
 
+class Side(IntEnum):
+    """The aggressor (taker) side of a trade; the values are those of
+    ``marketdata.v1.AggressorSide`` (``UNKNOWN`` is ``AGGRESSOR_SIDE_UNSPECIFIED``)."""
+
+    UNKNOWN = 0
+    BUY = 1
+    SELL = 2
+
+
 class FeedState(IntEnum):
     """The state of the upstream feed; the values are those of ``marketdata.v1.FeedState``."""
 
@@ -151,13 +161,21 @@ class SeriesKey:
 
 @dataclass(frozen=True, slots=True)
 class Trade:
-    """One trade as reported by the upstream, at its event time."""
+    """One trade as reported by the upstream, at its event time.
+
+    ``side`` is the aggressor's (the taker's); ``trade_id`` the venue's id
+    ("" when it has none); ``receive_time`` when this service received it
+    (0: not recorded, as for replayed history).
+    """
 
     symbol: str
     time: int
     price: Decimal
     quantity: Decimal
     source: Source
+    side: Side = Side.UNKNOWN
+    trade_id: str = ""
+    receive_time: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +226,9 @@ class Candle:
     closed: bool
     revision: int
     source: Source
+    buy_volume: Decimal = Decimal(0)
+    """Base volume of the trades whose aggressor bought (sell volume is the rest)."""
+    buy_quote_volume: Decimal = Decimal(0)
 
     @property
     def series(self) -> SeriesKey:

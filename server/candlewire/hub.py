@@ -13,22 +13,53 @@ keyed by symbol and sequence number):
 
 Publishing never awaits, so a slow subscriber cannot delay the others, and the
 frames published were encoded once by the store.
+
+The hub is generic in what it carries: candle updates
+(:class:`~candlewire.store.base.Update`, keyed by series) and trades
+(:class:`~candlewire.store.base.TradeUpdate`, keyed by symbol, always
+``closed``: a trade is never conflated, so a trade stream that falls behind
+is ended, never thinned). A process has one hub of each.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Generic, Protocol, TypeVar
 
-from candlewire.domain import SeriesKey
 from candlewire.errors import CandlewireError, LimitExceeded, ShuttingDown
-from candlewire.store.base import Update
 
-__all__ = ["Hub", "Subscription"]
+__all__ = ["Hub", "Key", "Published", "Subscription"]
 
 
-class Subscription:
+class Key(Hashable, Protocol):
+    """What updates are routed by: a series, or a symbol's trades."""
+
+    @property
+    def symbol(self) -> str: ...
+
+
+class Published(Protocol):
+    """What the hub carries (numbered per symbol)."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def series(self) -> Key: ...
+
+    @property
+    def open_time(self) -> int: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+U = TypeVar("U", bound=Published)
+
+
+class Subscription(Generic[U]):
     """One subscriber's queue. Create it with :meth:`Hub.subscribe`."""
 
     __slots__ = (
@@ -46,14 +77,14 @@ class Subscription:
     )
 
     def __init__(
-        self, hub: Hub, series: frozenset[SeriesKey], *, closed_only: bool, max_queue: int
+        self, hub: Hub[U], series: frozenset[Key], *, closed_only: bool, max_queue: int
     ) -> None:
         self._hub = hub
         self.series = series
         self.closed_only = closed_only
         self._max_queue = max_queue
-        self._pending: OrderedDict[tuple[str, int], Update] = OrderedDict()
-        self._last_pending: dict[SeriesKey, Update] = {}
+        self._pending: OrderedDict[tuple[str, int], U] = OrderedDict()
+        self._last_pending: dict[Key, U] = {}
         self._waiter: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
@@ -63,7 +94,7 @@ class Subscription:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def _offer(self, update: Update) -> None:
+    def _offer(self, update: U) -> None:
         if self._error is not None or (self.closed_only and not update.closed):
             return
         last = self._last_pending.get(update.series)
@@ -102,7 +133,7 @@ class Subscription:
             if self._last_pending.get(update.series) is update:
                 del self._last_pending[update.series]
 
-    def pop(self) -> Update | None:
+    def pop(self) -> U | None:
         """The next pending update, or None; raises the error that ended the subscription."""
         if self._pending:
             _, update = self._pending.popitem(last=False)
@@ -113,7 +144,7 @@ class Subscription:
             raise self._error
         return None
 
-    async def next(self, wait: float) -> Update | None:
+    async def next(self, wait: float) -> U | None:
         """The next update, or None when none arrived within ``wait`` seconds."""
         update = self.pop()
         if update is not None:
@@ -158,14 +189,14 @@ class Subscription:
         self._hub._drop(self)
 
 
-class Hub:
+class Hub(Generic[U]):
     """Routes published updates to the subscriptions of their series."""
 
     def __init__(self, *, queue_size: int = 1024, max_subscriptions: int = 10_000) -> None:
         self._queue_size = queue_size
         self._max_subscriptions = max_subscriptions
-        self._by_series: dict[SeriesKey, set[Subscription]] = {}
-        self._subscriptions: set[Subscription] = set()
+        self._by_series: dict[Key, set[Subscription[U]]] = {}
+        self._subscriptions: set[Subscription[U]] = set()
         self._closed = False
         self.published_seq: dict[str, int] = {}
         """Per symbol, the highest sequence number published; every
@@ -178,14 +209,14 @@ class Hub:
     def __len__(self) -> int:
         return len(self._subscriptions)
 
-    def subscribe(self, series: Iterable[SeriesKey], *, closed_only: bool = False) -> Subscription:
+    def subscribe(self, series: Iterable[Key], *, closed_only: bool = False) -> Subscription[U]:
         if self._closed:
             raise ShuttingDown("the server is shutting down")
         if len(self._subscriptions) >= self._max_subscriptions:
             raise LimitExceeded(
                 f"this server has {self._max_subscriptions} streams open", retry_after=5.0
             )
-        subscription = Subscription(
+        subscription: Subscription[U] = Subscription(
             self, frozenset(series), closed_only=closed_only, max_queue=self._queue_size
         )
         self._subscriptions.add(subscription)
@@ -193,7 +224,7 @@ class Hub:
             self._by_series.setdefault(key, set()).add(subscription)
         return subscription
 
-    def _drop(self, subscription: Subscription) -> None:
+    def _drop(self, subscription: Subscription[U]) -> None:
         if subscription not in self._subscriptions:
             return
         self._subscriptions.discard(subscription)
@@ -206,7 +237,7 @@ class Hub:
                 if not subscribers:
                     del self._by_series[key]
 
-    def publish(self, updates: Sequence[Update]) -> None:
+    def publish(self, updates: Sequence[U]) -> None:
         """Offer updates (in sequence order per symbol) to every subscription of their series."""
         by_series = self._by_series
         published = self.published_seq

@@ -152,7 +152,9 @@ class SideServer:
         limits = Limits(
             stale_after=settings.stale_after, heartbeat_interval=settings.heartbeat_interval
         )
-        servicer = MarketDataServicer(self._app.store, self._app.hub, catalog, limits)
+        servicer = MarketDataServicer(
+            self._app.store, self._app.hub, catalog, limits, trade_hub=self._app.trade_hub
+        )
         self._api = ApiServer(servicer, f"127.0.0.1:{self.port}")
         self.port = self._api.port
         await self._api.start()

@@ -70,6 +70,8 @@ def _wire_rows(candles: Sequence[pb.Candle]) -> list[dict[str, object]]:
             "closed": c.closed,
             "revision": c.revision,
             "source": Source.from_number(c.source).value,
+            "buy_volume": c.buy_volume,
+            "buy_quote_volume": c.buy_quote_volume,
         }
         for c in candles
     ]
@@ -78,7 +80,9 @@ def _wire_rows(candles: Sequence[pb.Candle]) -> list[dict[str, object]]:
 def _parse_csv(text: str) -> list[dict[str, object]]:
     reader = csv.DictReader(io.StringIO(text))
     assert reader.fieldnames == list(CandleList.COLUMNS)
-    numbers = ("open", "high", "low", "close", "volume", "quote_volume")
+    numbers = (
+        "open", "high", "low", "close", "volume", "quote_volume", "buy_volume", "buy_quote_volume"
+    )  # fmt: skip
     return [
         {
             **row,

@@ -196,6 +196,8 @@ def test_candle_conversion() -> None:
         closed=True,
         revision=7,
         source=pb.SOURCE_BACKFILL,
+        buy_volume=5.5,
+        buy_quote_volume=352678.9,
     )
     candle = candle_from_pb(message, decimal_of)
     assert candle == Candle(
@@ -213,7 +215,11 @@ def test_candle_conversion() -> None:
         closed=True,
         revision=7,
         source=Source.BACKFILL,
+        buy_volume=Decimal("5.5"),
+        buy_quote_volume=Decimal("352678.9"),
     )
+    assert candle.delta == Decimal("-1.34567")
+    assert candle.vwap == Decimal("791234.567891") / Decimal("12.34567")
     as_float = candle_from_pb(message, float)
     assert as_float.open == 64123.45
     assert isinstance(as_float.volume, float)
@@ -246,6 +252,8 @@ def _candles(n: int) -> CandleList[Decimal]:
                 i < n - 1,
                 i,
                 Source.LIVE,
+                Decimal("0.0004"),
+                Decimal("0.0402"),
             )
             for i in range(n)
         )

@@ -173,7 +173,7 @@ async def test_the_client_installs_and_runs_alone(
     ]
 
     command = venv / "bin" / "candlewire-client"
-    assert "price,candles,watch,symbols,health" in await _run(
+    assert "price,candles,watch,trades,symbols,health" in await _run(
         [command, "--help"], env=env, cwd=tmp_path
     )
     csv = await _run([command, "price", "BTCUSDT", "--format", "csv"], env=env, cwd=tmp_path)

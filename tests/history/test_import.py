@@ -95,6 +95,9 @@ def _brute(symbol: str, interval: Interval, rows: list[list[Any]], day_ms: int) 
             sum((Decimal(r[2]) for r in part), Decimal(0)),
             sum((Decimal(r[1]) * Decimal(r[2]) for r in part), Decimal(0)),
             len(part), True, 0, Source.BACKFILL,
+            # isBuyerMaker False: the aggressor bought
+            sum((Decimal(r[2]) for r in part if r[5] == "False"), Decimal(0)),
+            sum((Decimal(r[1]) * Decimal(r[2]) for r in part if r[5] == "False"), Decimal(0)),
         )  # fmt: skip
         out.append(candle_frame(candle))
         t = bucket_end(interval, t)

@@ -27,6 +27,9 @@ KNOWN_REQUESTS = {
     "GetCandles",
     "SubscribeCandles",
     "ListSymbols",
+    "GetTrades",
+    "SubscribeTrades",
+    "GetVolumeProfile",
 }
 
 
@@ -55,6 +58,14 @@ def request_for(path: str) -> bytes:
         return pb.SubscribeCandlesRequest(
             series=[pb.Series(symbol="BTCUSDT", interval=pb.INTERVAL_1M)], history=1
         ).SerializeToString()
+    if name == "GetTrades":
+        return pb.GetTradesRequest(symbol="BTCUSDT", page_size=1).SerializeToString()
+    if name == "SubscribeTrades":
+        return pb.SubscribeTradesRequest(symbols=["BTCUSDT"], history=1).SerializeToString()
+    if name == "GetVolumeProfile":
+        request = pb.GetVolumeProfileRequest(symbol="BTCUSDT", price_step="1")
+        request.start_time.FromNanoseconds(0)
+        return request.SerializeToString()
     method = METHODS[path]
     return bytes(message_factory.GetMessageClass(method.input_type)().SerializeToString())
 

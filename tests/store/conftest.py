@@ -245,7 +245,8 @@ def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
 async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[MakeStore]:
-    """Builds stores of the parameter's kind (``retention``, ``log_size``)."""
+    """Builds stores of the parameter's kind (``retention``, ``log_size``,
+    ``trade_retention``, ``trade_window``)."""
     made: list[Store] = []
     url: str | None = None
     if request.param == "redis":
@@ -253,14 +254,23 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[MakeStore]
     elif request.param == "cluster":
         url = request.getfixturevalue("redis_cluster").url
 
-    async def make(*, retention: int = 5000, log_size: int = 4096) -> Store:
+    async def make(
+        *,
+        retention: int = 5000,
+        log_size: int = 4096,
+        trade_retention: int = 100_000,
+        trade_window: int | None = None,
+    ) -> Store:
         store: Store
+        trades = {"trade_retention": trade_retention, "trade_window": trade_window}
         if url is None:
-            store = MemoryStore(retention=retention, log_size=log_size)
+            store = MemoryStore(retention=retention, log_size=log_size, **trades)
         else:
             # Each store of a test gets its own prefix: stores never share data.
             prefix = cluster_prefix() if request.param == "cluster" else f"t{len(made)}:"
-            redis_store = RedisStore(url, prefix=prefix, retention=retention, log_size=log_size)
+            redis_store = RedisStore(
+                url, prefix=prefix, retention=retention, log_size=log_size, **trades
+            )
             await redis_store.connect()
             store = redis_store
         made.append(store)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-from candlewire.domain import Quote, Source
+from candlewire.domain import Quote, Source, Trade
 from candlewire.store.redis import RedisStore, lua
 from tests.store.conftest import RedisClusterNodes, RedisServer, cluster_prefix
 from tests.store.test_contract import BTC, KEY, candle
@@ -35,7 +35,11 @@ def test_every_script_file_is_part_of_a_registered_script() -> None:
     assert shipped == used
     # The two deployments differ in the write guard only.
     one, cluster = lua.sources(cluster=False), lua.sources(cluster=True)
-    assert {name for name in lua.SCRIPTS if one[name] != cluster[name]} == {"write", "quote"}
+    assert {name for name in lua.SCRIPTS if one[name] != cluster[name]} == {
+        "write",
+        "quote",
+        "trades_write",
+    }
     assert "CWFENCED" in one["write"] and "CWFENCED" in cluster["write"]
 
 
@@ -59,6 +63,12 @@ async def _use_every_script(store: RedisStore) -> None:
     updates, bounds = await store.follow_updates([KEY], after={"BTCUSDT": 0})  # follow
     assert updates == applied and bounds[KEY] == (3, applied[0].open_time)
     assert await store.head(BTC) == {"BTCUSDT": applied[-1].seq}
+    trades = [
+        Trade("BTCUSDT", i * 10**9, Decimal(100 + i), Decimal(1), Source.LIVE) for i in range(3)
+    ]
+    written = await store.write_trades(trades)  # trades_write
+    assert [u.seq for u in written] == [1, 2, 3]
+    assert len(await store.get_trades("BTCUSDT", start=10**9, limit=5)) == 2  # trades_range
     # The symbol's counter goes back (as after a restart from an older
     # snapshot): the next ping rotates the epoch.
     epoch = store.epoch

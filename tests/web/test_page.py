@@ -239,3 +239,49 @@ async def test_screenshot(page: Page, tmp_path: Any) -> None:
             await page.goto("about:blank")  # stop polling before the gateway goes
         finally:
             await gateway.stop()
+
+
+async def test_trades_tape_and_delta_histogram(
+    page: Page, app: App, feed: ScriptedFeed, gateway: Gateway
+) -> None:
+    from decimal import Decimal
+
+    from candlewire.domain import Side, Source, Trade
+
+    sink = await feed.attached()
+
+    def trade(t: float, price: str, qty: str, side: Side, ident: str) -> Trade:
+        return Trade("BTCUSDT", sec(t), Decimal(price), Decimal(qty), Source.LIVE, side, ident)
+
+    await sink.trades(
+        [
+            trade(5, "100", "3", Side.BUY, "a"),
+            trade(6, "101", "1", Side.SELL, "b"),
+            trade(7, "100.5", "0.5", Side.UNKNOWN, "c"),
+        ]
+    )
+    await page.goto(f"http://127.0.0.1:{gateway.port}/#symbol=BTCUSDT&interval=1m")
+    tape = page.get_by_test_id("trades")
+    await expect(tape).to_have_attribute("data-ready", "true")
+    await expect(tape).to_have_attribute("data-trades", "3")
+    await expect(tape).to_have_attribute("data-last-trade-id", "c")
+    rows = tape.locator("tbody tr")
+    await expect(rows).to_have_count(3)
+    await expect(rows.nth(0)).to_have_attribute("data-side", "unknown")  # newest first
+    await expect(rows.nth(2)).to_have_attribute("data-side", "buy")
+    await expect(rows.nth(2)).to_contain_text("100.00")
+    # Delta of the minute: 3 bought, 1.5 not bought (sold or unknown): 2 * 3 - 4.5.
+    await expect(chart(page)).to_have_attribute("data-last-delta", "1.5")
+
+    # Live: a sell arrives on the tape and moves the delta.
+    await sink.trades([trade(8, "99.5", "2", Side.SELL, "d")])
+    await expect(tape).to_have_attribute("data-last-trade-id", "d")
+    await expect(rows.nth(0)).to_have_attribute("data-side", "sell")
+    await expect(rows).to_have_count(4)
+    await expect(chart(page)).to_have_attribute("data-last-delta", "-0.5")
+    await expect(page.get_by_test_id("legend")).to_contain_text("Δ")
+
+    # Another symbol: the tape follows the selection.
+    await page.goto(f"http://127.0.0.1:{gateway.port}/#symbol=ETHUSDT&interval=1m")
+    await expect(tape).to_have_attribute("data-symbol", "ETHUSDT")
+    await expect(tape).to_have_attribute("data-trades", "0")

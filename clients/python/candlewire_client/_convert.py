@@ -12,14 +12,22 @@ from candlewire_client.models import (
     Candle,
     CandleEvent,
     Event,
+    FootprintCandle,
     Heartbeat,
     Interval,
     N,
     Price,
+    PriceLevel,
+    Rejection,
     Series,
+    Side,
     SnapshotEnd,
     Source,
     SymbolInfo,
+    Trade,
+    TradeEvent,
+    TradeStreamEvent,
+    VolumeProfile,
     Watermark,
 )
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
@@ -30,8 +38,11 @@ __all__ = [
     "event_from_pb",
     "from_timestamp",
     "price_from_pb",
+    "profile_from_pb",
     "symbol_from_pb",
     "to_timestamp",
+    "trade_event_from_pb",
+    "trade_from_pb",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -75,6 +86,8 @@ def candle_from_pb(c: pb.Candle, number: Callable[[float], N]) -> Candle[N]:
         closed=c.closed,
         revision=c.revision,
         source=Source.from_number(c.source),
+        buy_volume=number(c.buy_volume),
+        buy_quote_volume=number(c.buy_quote_volume),
     )
 
 
@@ -108,6 +121,16 @@ def symbol_from_pb(s: pb.SymbolInfo) -> SymbolInfo:
         quantity_precision=s.quantity_precision,
         intervals=tuple(Interval.from_number(i) for i in s.intervals),
         source=Source.from_number(s.source),
+        rejections=tuple(
+            Rejection(
+                reason=pb.RejectReason.Name(r.reason).removeprefix("REJECT_REASON_").lower()
+                if r.reason in pb.RejectReason.values()
+                else str(r.reason),
+                count=r.count,
+                last_time=from_timestamp(r.last_time) if r.HasField("last_time") else None,
+            )
+            for r in s.rejections
+        ),
     )
 
 
@@ -131,3 +154,60 @@ def event_from_pb(r: pb.SubscribeCandlesResponse, number: Callable[[float], N]) 
             resume_token=r.resume_token,
         )
     return None
+
+
+def trade_from_pb(t: pb.Trade, number: Callable[[float], N]) -> Trade[N]:
+    """A typed trade; ``number`` is ``float`` or :func:`decimal_of`."""
+    return Trade(
+        symbol=t.symbol,
+        trade_id=t.trade_id,
+        price=number(t.price),
+        quantity=number(t.quantity),
+        side=Side.from_number(t.side),
+        event_time=from_timestamp(t.event_time),
+        receive_time=from_timestamp(t.receive_time) if t.HasField("receive_time") else None,
+        source=Source.from_number(t.source),
+    )
+
+
+def trade_event_from_pb(
+    r: pb.SubscribeTradesResponse, number: Callable[[float], N]
+) -> TradeStreamEvent[N] | None:
+    """The typed event of a trade stream response (``None`` for an unknown event)."""
+    kind = r.WhichOneof("event")
+    if kind == "trade":
+        return TradeEvent(trade_from_pb(r.trade, number), r.resume_token)
+    if kind == "snapshot_end":
+        return SnapshotEnd(r.resume_token)
+    if kind == "heartbeat":
+        return Heartbeat(from_timestamp(r.heartbeat.server_time), (), r.resume_token)
+    return None
+
+
+def _level(level: pb.PriceLevel, number: Callable[[float], N]) -> PriceLevel[N]:
+    return PriceLevel(
+        price=number(level.price),
+        buy_volume=number(level.buy_volume),
+        sell_volume=number(level.sell_volume),
+        unknown_volume=number(level.unknown_volume),
+        trade_count=level.trade_count,
+    )
+
+
+def profile_from_pb(
+    r: pb.GetVolumeProfileResponse, number: Callable[[float], N]
+) -> VolumeProfile[N]:
+    """A typed volume profile (and footprint)."""
+    return VolumeProfile(
+        levels=tuple(_level(level, number) for level in r.levels),
+        footprint=tuple(
+            FootprintCandle(
+                from_timestamp(c.open_time),
+                from_timestamp(c.close_time),
+                tuple(_level(level, number) for level in c.levels),
+            )
+            for c in r.footprint
+        ),
+        trade_count=r.trade_count,
+        truncated=r.truncated,
+    )

@@ -1,4 +1,5 @@
-"""The asyncio client: :class:`CandlewireClient` and its resumable :class:`CandleStream`.
+"""The asyncio client: :class:`CandlewireClient` and its resumable :class:`CandleStream`
+and :class:`TradeStream`.
 
 ::
 
@@ -38,8 +39,11 @@ from candlewire_client._convert import (
     event_from_pb,
     from_timestamp,
     price_from_pb,
+    profile_from_pb,
     symbol_from_pb,
     to_timestamp,
+    trade_event_from_pb,
+    trade_from_pb,
 )
 from candlewire_client.errors import (
     CandlewireError,
@@ -64,6 +68,12 @@ from candlewire_client.models import (
     SnapshotEnd,
     SymbolInfo,
     TimeLike,
+    Trade,
+    TradeEvent,
+    TradeList,
+    TradesContinuityLost,
+    TradeStreamEvent,
+    VolumeProfile,
     parse_time,
 )
 from candlewire_client.options import (
@@ -86,6 +96,7 @@ __all__ = [
     "CandlewireClient",
     "ReconnectCallback",
     "StreamState",
+    "TradeStream",
     "channel_options",
 ]
 
@@ -251,7 +262,7 @@ class CandlewireClient(Generic[N]):
             ]
             | None
         ) = None
-        self._streams: weakref.WeakSet[CandleStream[N]] = weakref.WeakSet()
+        self._streams: weakref.WeakSet[_ResumingStream[N, Any]] = weakref.WeakSet()
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -533,6 +544,149 @@ class CandlewireClient(Generic[N]):
         self._streams.add(stream)
         return stream
 
+    # -- trades and order flow ----------------------------------------------
+
+    async def get_trades(
+        self,
+        symbol: str,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        limit: int | None = None,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Trade[N]]:
+        """Stored trades of ``symbol`` in the order received, paged transparently.
+
+        With ``start``, the trades from ``start`` to ``end`` (default: now),
+        yielded page by page (the first ``limit`` when given); without it, the
+        latest ``limit`` (default: one page) before ``end``. ``timeout``
+        applies to each page.
+        """
+        if limit is not None and limit < 0:
+            raise InvalidArgumentError.local("limit", "must not be negative")
+        if page_size is not None and not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgumentError.local("page_size", f"must be 1 to {MAX_PAGE_SIZE}")
+        page = page_size or MAX_PAGE_SIZE
+        stub = self._connect()
+        request = pb.GetTradesRequest(symbol=symbol)
+        if end is not None:
+            request.end_time.CopyFrom(to_timestamp(parse_time(end, "end")))
+        if limit == 0:
+            return
+        if start is None:
+            # The service answers the latest page before end_time; the
+            # order of arrival is kept, so a second page back is not asked for.
+            request.page_size = min(limit or page, MAX_PAGE_SIZE)
+            response = await self._unary(stub.GetTrades, request, timeout)
+            for trade in response.trades:
+                yield trade_from_pb(trade, self._number)
+            return
+        request.start_time.CopyFrom(to_timestamp(parse_time(start, "start")))
+        remaining = limit
+        while True:
+            request.page_size = page if remaining is None else min(page, remaining)
+            response = await self._unary(stub.GetTrades, request, timeout)
+            for trade in response.trades:
+                yield trade_from_pb(trade, self._number)
+            if remaining is not None:
+                remaining -= len(response.trades)
+                if remaining <= 0:
+                    return
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    async def fetch_trades(
+        self,
+        symbol: str,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        limit: int | None = None,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> TradeList[N]:
+        """:meth:`get_trades` collected into a :class:`~candlewire_client.models.TradeList`."""
+        trades = [
+            trade
+            async for trade in self.get_trades(
+                symbol, start, end, limit, page_size=page_size, timeout=timeout
+            )
+        ]
+        return TradeList(tuple(trades))
+
+    def subscribe_trades(
+        self,
+        symbols: str | Iterable[str],
+        *,
+        history: int = 0,
+        start: TimeLike | None = None,
+        resume_token: str | None = None,
+        on_reconnect: ReconnectCallback | None = None,
+        retry: RetryPolicy | None = None,
+        idle_timeout: float | None = None,
+    ) -> TradeStream[N]:
+        """A live, resumable stream of the trades of one or more symbols.
+
+        It yields the ``history`` most recent stored trades of each symbol (or
+        those from ``start``), one :class:`~candlewire_client.models.SnapshotEnd`,
+        then every trade as a :class:`~candlewire_client.models.TradeEvent`,
+        and heartbeats when there is nothing else. Reconnection, resumption
+        and continuity losses work as for :meth:`subscribe_candles` (the event
+        is a :class:`~candlewire_client.models.TradesContinuityLost`).
+        """
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        names = [symbols] if isinstance(symbols, str) else list(symbols)
+        names = [n for part in names for n in part.split(",") if n]
+        if not names:
+            raise InvalidArgumentError.local("symbols", "at least one symbol is required")
+        if not 0 <= history <= MAX_PAGE_SIZE:
+            raise InvalidArgumentError.local("history", f"must be 0 to {MAX_PAGE_SIZE}")
+        if start is not None and history:
+            raise InvalidArgumentError.local("start", "set either history or start, not both")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise InvalidArgumentError.local("idle_timeout", "must be positive")
+        request = pb.SubscribeTradesRequest(symbols=names, history=history)
+        if start is not None:
+            request.start_time.CopyFrom(to_timestamp(parse_time(start, "start")))
+        stream = TradeStream(
+            self,
+            request,
+            symbols=tuple(names),
+            resume_token=resume_token,
+            on_reconnect=on_reconnect,
+            retry=retry or self.retry,
+            idle_timeout=idle_timeout,
+        )
+        self._streams.add(stream)
+        return stream
+
+    async def get_volume_profile(
+        self,
+        symbol: str,
+        start: TimeLike,
+        end: TimeLike | None = None,
+        *,
+        price_step: str | Decimal | float,
+        interval: IntervalLike | None = None,
+        timeout: float | None = None,
+    ) -> VolumeProfile[N]:
+        """Volume at price of ``symbol`` from ``start`` to ``end`` (default: now),
+        in levels ``price_step`` wide, split by aggressor side; with
+        ``interval``, also per candle of that interval (the footprint)."""
+        step = repr(price_step) if isinstance(price_step, float) else str(price_step)
+        request = pb.GetVolumeProfileRequest(symbol=symbol, price_step=step)
+        request.start_time.CopyFrom(to_timestamp(parse_time(start, "start")))
+        if end is not None:
+            request.end_time.CopyFrom(to_timestamp(parse_time(end, "end")))
+        if interval is not None:
+            request.interval = Interval.parse(interval).number  # type: ignore[assignment]
+        stub = self._connect()
+        response = await self._unary(stub.GetVolumeProfile, request, timeout)
+        return profile_from_pb(response, self._number)
+
     # -- health ------------------------------------------------------------
 
     async def _check(self, service: str, timeout: float | None) -> str:
@@ -584,21 +738,20 @@ class CandlewireClient(Generic[N]):
         raise UnavailableError(grpc.StatusCode.UNAVAILABLE, "health watch ended")
 
 
-class CandleStream(AsyncIterator[Event[N]], Generic[N]):
-    """A resumable candle subscription; see :meth:`CandlewireClient.subscribe_candles`.
+E = TypeVar("E")
 
-    Iterate it once, from one task. :attr:`state`, :attr:`reconnects`,
-    :attr:`continuity_losses` and :attr:`last_error` describe the connection
-    (for display); the stream ends when :meth:`aclose` is called or the client
-    is closed.
-    """
+
+class _ResumingStream(AsyncIterator[E], Generic[N, E]):
+    """What candle and trade streams share: the connection loop, which
+    reconnects with backoff and resumes after the last event yielded, and
+    starts afresh (with an event saying so) when the server refuses to
+    resume. Subclasses open the call, convert responses and start again."""
 
     def __init__(
         self,
-        client: CandlewireClient[N],
-        request: pb.SubscribeCandlesRequest,
+        client: Any,
+        request: Any,
         *,
-        series: tuple[Series, ...],
         resume_token: str | None,
         on_reconnect: ReconnectCallback | None,
         retry: RetryPolicy,
@@ -606,8 +759,6 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
     ) -> None:
         self._client: CandlewireClient[N] = client
         self._request = request
-        self.series = series
-        """The subscribed series, in request order."""
         self.resume_token: str | None = resume_token
         """Token of the last event yielded: pass it as ``resume_token`` to continue later."""
         self.state: StreamState = "connecting"
@@ -628,37 +779,20 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
         # Whether self.resume_token was issued to this stream (not passed in):
         # only then is a refusal of it survived rather than raised.
         self._token_issued = False
-        # Per series, as (symbol, wire interval): the fingerprints of the
-        # versions delivered by open time, and the newest open time delivered.
-        self._delivered: dict[tuple[str, int], dict[datetime, int]] = {}
-        self._newest: dict[tuple[str, int], datetime] = {}
-        self._lost = False
-        self._floor: dict[tuple[str, int], datetime] | None = None
         self._call: grpc.aio.UnaryStreamCall[Any, Any] | None = None
         self._stopping = False
         self._busy = False
-        self._events: AsyncGenerator[Event[N], None] = self._run()
+        self._events: AsyncGenerator[E, None] = self._run()
 
-    def __aiter__(self) -> CandleStream[N]:
+    def __aiter__(self) -> _ResumingStream[N, E]:
         return self
 
-    async def __anext__(self) -> Event[N]:
+    async def __anext__(self) -> E:
         self._busy = True
         try:
             return await self._events.__anext__()
         finally:
             self._busy = False
-
-    async def __aenter__(self) -> CandleStream[N]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """End the stream and cancel its call; iteration stops."""
@@ -676,66 +810,47 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
         task = asyncio.current_task()
         return self._stopping and (task is None or task.cancelling() == 0)
 
-    def _deliver(self, candle: Candle[N], wire: pb.Candle) -> bool:
-        """Whether to yield ``candle``, noting what was delivered; see :class:`ContinuityLost`."""
-        series = (wire.symbol, wire.interval)
-        content = _content(wire)
-        delivered = self._delivered.get(series)
-        if delivered is None:
-            delivered = self._delivered[series] = {}
-        open_time = candle.open_time
-        if self._lost:
-            floor = None if self._floor is None else self._floor.get(series)
-            if floor is not None and open_time < floor:
-                return False  # replayed history the caller already has
-            if delivered.get(open_time) == content:
-                return False  # the same market data, renumbered or sent again
-        delivered.pop(open_time, None)
-        delivered[open_time] = content
-        if len(delivered) > _REMEMBERED:
-            del delivered[next(iter(delivered))]
-        newest = self._newest.get(series)
-        if newest is None or open_time > newest:
-            self._newest[series] = open_time
-        return True
+    # -- what a kind of stream defines -------------------------------------
 
-    def _start_again(self, error: CandlewireError) -> ContinuityLost:
+    def _open(
+        self, stub: marketdata_pb2_grpc.MarketDataServiceAsyncStub, request: Any
+    ) -> grpc.aio.UnaryStreamCall[Any, Any]:
+        raise NotImplementedError
+
+    def _convert(self, response: Any) -> E | None:
+        """The event of ``response`` to yield, or None (unknown, or already delivered)."""
+        raise NotImplementedError
+
+    def _start_again(self, error: CandlewireError) -> E:
         """Replace the refused request by a fresh one; the event announcing it."""
-        original = self._original
-        since: datetime | None = None
-        request = pb.SubscribeCandlesRequest()
-        request.CopyFrom(original)
+        raise NotImplementedError
+
+    def _fresh(self) -> Any:
+        """A copy of the original request without its resume token."""
+        request = type(self._original)()
+        request.CopyFrom(self._original)
         request.ClearField("resume_token")
-        if self._newest:
-            times = list(self._newest.values())
-            if original.HasField("start_time") and len(self._newest) < len(self.series):
-                times.append(from_timestamp(original.start_time))
-            since = min(times)
-            request.history = 0
-            request.start_time.CopyFrom(to_timestamp(since))
-        elif original.HasField("start_time"):
-            since = from_timestamp(original.start_time)
+        return request
+
+    def _restarted(self, request: Any) -> None:
         self._request = request
         self.resume_token = None
         self._token_issued = False
         self._snapshot_done = False
-        self._lost = True
-        self._floor = dict(self._newest)
         self.state = "connecting"
         self.continuity_losses += 1
-        return ContinuityLost(self.series, since, error.details)
 
-    async def _run(self) -> AsyncGenerator[Event[N], None]:
+    async def _run(self) -> AsyncGenerator[E, None]:
         client = self._client
         attempt = 0
         while not self._stopping:
             stub = client._connect()
-            request = pb.SubscribeCandlesRequest()
+            request = type(self._request)()
             request.CopyFrom(self._request)
             request.resume_token = self.resume_token or ""
             resuming = bool(request.resume_token) and self._token_issued
             self.state = "connecting"
-            call = stub.SubscribeCandles(request, metadata=client._metadata)
+            call = self._open(stub, request)
             self._call = call
             connected_at: float | None = None
             lost: CandlewireError | None = None
@@ -752,21 +867,16 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
                             grpc.StatusCode.UNAVAILABLE, "the server ended the stream"
                         )
                         break
-                    response = cast(pb.SubscribeCandlesResponse, received)
+                    received = cast(Any, received)  # a response of the stream's kind
                     if connected_at is None:
                         connected_at = time.monotonic()
-                    event = event_from_pb(response, client._number)
-                    if response.resume_token:
-                        self.resume_token = response.resume_token
+                    if received.resume_token:
+                        self.resume_token = received.resume_token
                         self._token_issued = resuming = True
-                    if isinstance(event, SnapshotEnd):
+                    if received.WhichOneof("event") == "snapshot_end":
                         self._snapshot_done = True
-                        self._floor = None
                     self.state = "live" if self._snapshot_done else "history"
-                    if isinstance(event, CandleEvent) and not self._deliver(
-                        event.candle, response.candle
-                    ):
-                        continue
+                    event = self._convert(received)
                     if event is not None:
                         yield event
             except grpc.aio.AioRpcError as rpc_error:
@@ -819,6 +929,216 @@ class CandleStream(AsyncIterator[Event[N]], Generic[N]):
                     break
                 raise
         self.state = "closed"
+
+
+class CandleStream(_ResumingStream[N, Event[N]]):
+    """A resumable candle subscription; see :meth:`CandlewireClient.subscribe_candles`.
+
+    Iterate it once, from one task. :attr:`state`, :attr:`reconnects`,
+    :attr:`continuity_losses` and :attr:`last_error` describe the connection
+    (for display); the stream ends when :meth:`aclose` is called or the client
+    is closed.
+    """
+
+    def __init__(
+        self,
+        client: CandlewireClient[N],
+        request: pb.SubscribeCandlesRequest,
+        *,
+        series: tuple[Series, ...],
+        resume_token: str | None,
+        on_reconnect: ReconnectCallback | None,
+        retry: RetryPolicy,
+        idle_timeout: float | None,
+    ) -> None:
+        self.series = series
+        """The subscribed series, in request order."""
+        # Per series, as (symbol, wire interval): the fingerprints of the
+        # versions delivered by open time, and the newest open time delivered.
+        self._delivered: dict[tuple[str, int], dict[datetime, int]] = {}
+        self._newest: dict[tuple[str, int], datetime] = {}
+        self._lost = False
+        self._floor: dict[tuple[str, int], datetime] | None = None
+        super().__init__(
+            client,
+            request,
+            resume_token=resume_token,
+            on_reconnect=on_reconnect,
+            retry=retry,
+            idle_timeout=idle_timeout,
+        )
+
+    def __aiter__(self) -> CandleStream[N]:
+        return self
+
+    async def __aenter__(self) -> CandleStream[N]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _open(
+        self, stub: marketdata_pb2_grpc.MarketDataServiceAsyncStub, request: Any
+    ) -> grpc.aio.UnaryStreamCall[Any, Any]:
+        return stub.SubscribeCandles(request, metadata=self._client._metadata)
+
+    def _convert(self, response: Any) -> Event[N] | None:
+        response = cast(pb.SubscribeCandlesResponse, response)
+        event = event_from_pb(response, self._client._number)
+        if isinstance(event, SnapshotEnd):
+            self._floor = None
+        if isinstance(event, CandleEvent) and not self._deliver(event.candle, response.candle):
+            return None
+        return event
+
+    def _deliver(self, candle: Candle[N], wire: pb.Candle) -> bool:
+        """Whether to yield ``candle``, noting what was delivered; see :class:`ContinuityLost`."""
+        series = (wire.symbol, wire.interval)
+        content = _content(wire)
+        delivered = self._delivered.get(series)
+        if delivered is None:
+            delivered = self._delivered[series] = {}
+        open_time = candle.open_time
+        if self._lost:
+            floor = None if self._floor is None else self._floor.get(series)
+            if floor is not None and open_time < floor:
+                return False  # replayed history the caller already has
+            if delivered.get(open_time) == content:
+                return False  # the same market data, renumbered or sent again
+        delivered.pop(open_time, None)
+        delivered[open_time] = content
+        if len(delivered) > _REMEMBERED:
+            del delivered[next(iter(delivered))]
+        newest = self._newest.get(series)
+        if newest is None or open_time > newest:
+            self._newest[series] = open_time
+        return True
+
+    def _start_again(self, error: CandlewireError) -> ContinuityLost:
+        """Replace the refused request by a fresh one; the event announcing it."""
+        original = self._original
+        since: datetime | None = None
+        request = self._fresh()
+        if self._newest:
+            times = list(self._newest.values())
+            if original.HasField("start_time") and len(self._newest) < len(self.series):
+                times.append(from_timestamp(original.start_time))
+            since = min(times)
+            request.history = 0
+            request.start_time.CopyFrom(to_timestamp(since))
+        elif original.HasField("start_time"):
+            since = from_timestamp(original.start_time)
+        self._restarted(request)
+        self._lost = True
+        self._floor = dict(self._newest)
+        return ContinuityLost(self.series, since, error.details)
+
+
+class TradeStream(_ResumingStream[N, TradeStreamEvent[N]]):
+    """A resumable trade subscription; see :meth:`CandlewireClient.subscribe_trades`.
+
+    The same connection handling as :class:`CandleStream`: it reconnects and
+    resumes exactly after the last event yielded, and after a refused resume
+    token yields a :class:`~candlewire_client.models.TradesContinuityLost`
+    and starts again without repeating trades already delivered.
+    """
+
+    def __init__(
+        self,
+        client: CandlewireClient[N],
+        request: pb.SubscribeTradesRequest,
+        *,
+        symbols: tuple[str, ...],
+        resume_token: str | None,
+        on_reconnect: ReconnectCallback | None,
+        retry: RetryPolicy,
+        idle_timeout: float | None,
+    ) -> None:
+        self.symbols = symbols
+        """The subscribed symbols, in request order."""
+        # Per symbol: fingerprints of the last trades delivered, and the
+        # event time of the newest one.
+        self._delivered: dict[str, dict[int, None]] = {}
+        self._newest: dict[str, datetime] = {}
+        self._lost = False
+        self._floor: dict[str, datetime] | None = None
+        super().__init__(
+            client,
+            request,
+            resume_token=resume_token,
+            on_reconnect=on_reconnect,
+            retry=retry,
+            idle_timeout=idle_timeout,
+        )
+
+    def __aiter__(self) -> TradeStream[N]:
+        return self
+
+    async def __aenter__(self) -> TradeStream[N]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _open(
+        self, stub: marketdata_pb2_grpc.MarketDataServiceAsyncStub, request: Any
+    ) -> grpc.aio.UnaryStreamCall[Any, Any]:
+        return stub.SubscribeTrades(request, metadata=self._client._metadata)
+
+    def _convert(self, response: Any) -> TradeStreamEvent[N] | None:
+        response = cast(pb.SubscribeTradesResponse, response)
+        event = trade_event_from_pb(response, self._client._number)
+        if isinstance(event, SnapshotEnd):
+            self._floor = None
+        if isinstance(event, TradeEvent):
+            wire = response.trade
+            symbol, moment = wire.symbol, event.trade.event_time
+            content = hash(
+                (wire.trade_id, wire.event_time.seconds, wire.event_time.nanos, wire.price,
+                 wire.quantity, wire.side)
+            )  # fmt: skip
+            delivered = self._delivered.setdefault(symbol, {})
+            if self._lost:
+                floor = None if self._floor is None else self._floor.get(symbol)
+                if floor is not None and moment < floor:
+                    return None  # before the newest trade the caller has
+                if content in delivered:
+                    return None  # delivered before the loss
+            delivered[content] = None
+            if len(delivered) > _REMEMBERED:
+                del delivered[next(iter(delivered))]
+            newest = self._newest.get(symbol)
+            if newest is None or moment > newest:
+                self._newest[symbol] = moment
+        return event
+
+    def _start_again(self, error: CandlewireError) -> TradesContinuityLost:
+        original = self._original
+        since: datetime | None = None
+        request = self._fresh()
+        if self._newest:
+            times = list(self._newest.values())
+            if original.HasField("start_time") and len(self._newest) < len(self.symbols):
+                times.append(from_timestamp(original.start_time))
+            since = min(times)
+            request.history = 0
+            request.start_time.CopyFrom(to_timestamp(since))
+        elif original.HasField("start_time"):
+            since = from_timestamp(original.start_time)
+        self._restarted(request)
+        self._lost = True
+        self._floor = dict(self._newest)
+        return TradesContinuityLost(self.symbols, since, error.details)
 
 
 _REMEMBERED = 512

@@ -25,7 +25,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, Unpack, cast, overload
 
-from candlewire_client.aio import CandleStream, CandlewireClient, ReconnectCallback
+from candlewire_client.aio import CandleStream, CandlewireClient, ReconnectCallback, TradeStream
 from candlewire_client.errors import CandlewireError
 from candlewire_client.models import (
     Candle,
@@ -39,11 +39,15 @@ from candlewire_client.models import (
     SeriesLike,
     SymbolInfo,
     TimeLike,
+    Trade,
+    TradeList,
+    TradeStreamEvent,
+    VolumeProfile,
 )
 from candlewire_client.options import ClientOptions, check_options
 from candlewire_client.retry import RetryPolicy
 
-__all__ = ["BlockingCandleStream", "Client"]
+__all__ = ["BlockingCandleStream", "BlockingTradeStream", "Client"]
 
 T = TypeVar("T")
 
@@ -321,6 +325,78 @@ class Client(Generic[N]):
         )
         return BlockingCandleStream(self._runner, stream)
 
+    def get_trades(
+        self,
+        symbol: str,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        limit: int | None = None,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Trade[N]]:
+        """Stored trades, paged transparently; see :meth:`CandlewireClient.get_trades`."""
+        return self._iterate(
+            self._async.get_trades(symbol, start, end, limit, page_size=page_size, timeout=timeout)
+        )
+
+    def fetch_trades(
+        self,
+        symbol: str,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        limit: int | None = None,
+        *,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> TradeList[N]:
+        """Stored trades as a :class:`~candlewire_client.models.TradeList`."""
+        return self._runner.run(
+            self._async.fetch_trades(
+                symbol, start, end, limit, page_size=page_size, timeout=timeout
+            )
+        )
+
+    def subscribe_trades(
+        self,
+        symbols: str | Iterable[str],
+        *,
+        history: int = 0,
+        start: TimeLike | None = None,
+        resume_token: str | None = None,
+        on_reconnect: ReconnectCallback | None = None,
+        retry: RetryPolicy | None = None,
+        idle_timeout: float | None = None,
+    ) -> BlockingTradeStream[N]:
+        """A resumable live trade stream; see :meth:`CandlewireClient.subscribe_trades`."""
+        stream = self._async.subscribe_trades(
+            symbols,
+            history=history,
+            start=start,
+            resume_token=resume_token,
+            on_reconnect=on_reconnect,
+            retry=retry,
+            idle_timeout=idle_timeout,
+        )
+        return BlockingTradeStream(self._runner, stream)
+
+    def get_volume_profile(
+        self,
+        symbol: str,
+        start: TimeLike,
+        end: TimeLike | None = None,
+        *,
+        price_step: str | Decimal | float,
+        interval: IntervalLike | None = None,
+        timeout: float | None = None,
+    ) -> VolumeProfile[N]:
+        """Volume at price (and footprint); see :meth:`CandlewireClient.get_volume_profile`."""
+        return self._runner.run(
+            self._async.get_volume_profile(
+                symbol, start, end, price_step=price_step, interval=interval, timeout=timeout
+            )
+        )
+
     def health(self, *, timeout: float | None = None) -> Health:
         """Liveness and readiness; see :meth:`CandlewireClient.health`."""
         return self._runner.run(self._async.health(timeout=timeout))
@@ -391,6 +467,65 @@ class BlockingCandleStream(Iterator[Event[N]], Generic[N]):
     def last_error(self) -> CandlewireError | None:
         """What ended the last connection, if anything did."""
         return self._stream.last_error
+
+    @property
+    def resume_token(self) -> str | None:
+        """Token of the last event yielded (pass it as ``resume_token`` to continue later)."""
+        return self._stream.resume_token
+
+
+class BlockingTradeStream(Iterator[TradeStreamEvent[N]], Generic[N]):
+    """A resumable trade subscription for plain ``for`` loops (as
+    :class:`BlockingCandleStream`)."""
+
+    def __init__(self, runner: _LoopThread, stream: TradeStream[N]) -> None:
+        self._runner = runner
+        self._stream: TradeStream[N] = stream
+
+    def __iter__(self) -> BlockingTradeStream[N]:
+        return self
+
+    def __next__(self) -> TradeStreamEvent[N]:
+        ok, event = _next(self._runner, self._stream)
+        if not ok:
+            raise StopIteration
+        return cast(TradeStreamEvent[N], event)
+
+    def __enter__(self) -> BlockingTradeStream[N]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the stream and cancel its call."""
+        if self._runner.alive:
+            self._runner.run(self._stream.aclose(), timeout=5.0)
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The subscribed symbols, in request order."""
+        return self._stream.symbols
+
+    @property
+    def state(self) -> str:
+        """See :attr:`CandleStream.state`."""
+        return self._stream.state
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the stream reconnected."""
+        return self._stream.reconnects
+
+    @property
+    def continuity_losses(self) -> int:
+        """How many times the stream started again after a refused resume token."""
+        return self._stream.continuity_losses
 
     @property
     def resume_token(self) -> str | None:

@@ -1,10 +1,13 @@
-"""Client subcommands of the ``candlewire`` command: price, candles, watch, symbols, health.
+"""Client subcommands of the ``candlewire`` command: price, candles, watch, trades,
+symbols, health.
 
 ::
 
     candlewire price BTCUSDT ETHUSDT
     candlewire candles BTCUSDT 1h --start 2026-01-01 --format csv > btc.csv
     candlewire watch BTCUSDT,ETHUSDT 1m 1h          # live table; Ctrl-C to stop
+    candlewire trades BTCUSDT --limit 20             # the latest trades
+    candlewire trades BTCUSDT --follow               # live trades; Ctrl-C to stop
     candlewire symbols
     candlewire health --wait 30
 
@@ -46,6 +49,10 @@ from candlewire_client.models import (
     Price,
     Series,
     SymbolInfo,
+    Trade,
+    TradeEvent,
+    TradeList,
+    TradesContinuityLost,
     parse_time,
 )
 from candlewire_client.options import DEFAULT_TARGET, ENV_API_KEY, ENV_BEARER_TOKEN, ENV_TARGET
@@ -267,6 +274,36 @@ def add_commands(subparsers: Any) -> None:
     )
     watch.set_defaults(client_command=_watch)
 
+    trades = subparsers.add_parser(
+        "trades",
+        parents=[common],
+        help="stored trades of a symbol, or live ones with --follow",
+        description=_trades.__doc__,
+    )
+    trades.add_argument(
+        "symbol", metavar="SYMBOL", help="a symbol (several joined by commas with --follow)"
+    )
+    trades.add_argument("--start", type=_time_arg, help="first event time (ISO 8601 or now-2h)")
+    trades.add_argument("--end", type=_time_arg, help="event times before this (default now)")
+    trades.add_argument(
+        "--limit",
+        type=_positive_int,
+        help="at most this many: the first from --start, else the latest (default 100); "
+        "with --follow, the recent trades shown first (default 0)",
+    )
+    trades.add_argument("--format", choices=formats, default="table")
+    trades.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="stream live trades, one line each (CSV rows, or JSON lines, with --format)",
+    )
+    trades.add_argument("--count", type=_positive_int, help="with --follow: stop after this many")
+    trades.add_argument(
+        "--duration", type=_positive_float, help="with --follow: stop after this many seconds"
+    )
+    trades.set_defaults(client_command=_trades)
+
     symbols = subparsers.add_parser(
         "symbols",
         parents=[common],
@@ -393,6 +430,107 @@ _CANDLE_TABLE = (
     "state",
     "revision",
 )
+
+
+_TRADE_NUMERIC = {"price", "quantity"}
+_TRADE_TABLE = ("event_time", "symbol", "side", "price", "quantity", "trade_id", "source")
+
+
+async def _trades(args: argparse.Namespace, out: TextIO) -> int:
+    """Print stored trades of SYMBOL in the order the service received them,
+    or, with --follow, stream them live (after --limit recent ones) until
+    Ctrl-C, --count or --duration.
+
+    Without --start: the latest --limit (default 100) before --end. CSV and
+    JSON carry every field with the service's exact values; --follow prints
+    one line per trade (a CSV row, or a JSON object per line, with --format)
+    and reconnects by itself, saying so when continuity was lost.
+    """
+    if args.follow:
+        return await _follow_trades(args, out)
+    columns = TradeList.COLUMNS if args.format != "table" else _TRADE_TABLE
+    output = _Output(out, args.format, columns, _TRADE_NUMERIC)
+    limit = args.limit if args.limit is not None or args.start is not None else 100
+    async with _client(args) as client:
+        async for trade in client.get_trades(args.symbol, args.start, args.end, limit):
+            output.write(trade.to_row())
+    output.close()
+    return 0
+
+
+async def _follow_trades(args: argparse.Namespace, out: TextIO) -> int:
+    symbols = [s.strip() for s in args.symbol.split(",") if s.strip()]
+    writer: Any = None
+    if args.format == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(TradeList.COLUMNS)
+
+    def emit(trade: Trade[Decimal]) -> None:
+        row = trade.to_row()
+        if writer is not None:
+            writer.writerow([_text(row.get(c)) for c in TradeList.COLUMNS])
+        elif args.format == "json":
+            record = {c: _json_value(row.get(c)) for c in TradeList.COLUMNS}
+            out.write(json.dumps(record) + "\n")
+        else:
+            out.write(
+                f"{_time_text(trade.event_time)} {trade.symbol} {trade.side.value:<7} "
+                f"{trade.price} x {trade.quantity} {trade.trade_id}\n"
+            )
+        out.flush()
+
+    def note(text: str) -> None:
+        if args.format == "table":
+            out.write(text + "\n")
+            out.flush()
+        else:
+            print(f"candlewire: {text}", file=sys.stderr)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    try:
+        async with _client(args) as client:
+            stream = client.subscribe_trades(
+                symbols,
+                history=args.limit or 0,
+                start=args.start,
+                on_reconnect=lambda attempt, delay, error: note(
+                    f"reconnecting in {delay:.1f}s ({error.code.name})"
+                ),
+            )
+
+            async def consume() -> None:
+                count = 0
+                async for event in stream:
+                    if isinstance(event, TradeEvent):
+                        emit(event.trade)
+                        count += 1
+                        if args.count is not None and count >= args.count:
+                            return
+                    elif isinstance(event, TradesContinuityLost):
+                        note(f"continuity lost ({event.reason}); trades from {event.since} again")
+
+            consumer = asyncio.create_task(consume())
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait(
+                {consumer, stopper}, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED
+            )
+            stopper.cancel()
+            if consumer in done:
+                consumer.result()  # raises what ended the stream
+            else:
+                consumer.cancel()
+                await asyncio.gather(consumer, return_exceptions=True)
+            await stream.aclose()
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+    return 0
 
 
 async def _symbols(args: argparse.Namespace, out: TextIO) -> int:
@@ -671,7 +809,7 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
     try:
         return asyncio.run(handler(args, out))
     except KeyboardInterrupt:
-        return 0 if handler is _watch else 130
+        return 0 if handler is _watch or getattr(args, "follow", False) else 130
     except CandlewireError as error:
         print(f"candlewire: {error}", file=sys.stderr)
         for violation in error.field_violations:

@@ -1,4 +1,5 @@
-"""Typed results of the Candlewire client: candles, prices, symbols and stream events.
+"""Typed results of the Candlewire client: candles, trades, prices, symbols, order
+flow and stream events.
 
 Every value is an immutable (frozen) dataclass. Times are timezone-aware
 :class:`~datetime.datetime` objects in UTC (microsecond resolution). Prices and
@@ -25,18 +26,28 @@ __all__ = [
     "CandleList",
     "ContinuityLost",
     "Event",
+    "FootprintCandle",
     "Health",
     "Heartbeat",
     "Interval",
     "IntervalLike",
     "N",
     "Price",
+    "PriceLevel",
+    "Rejection",
     "Series",
     "SeriesLike",
+    "Side",
     "SnapshotEnd",
     "Source",
     "SymbolInfo",
     "TimeLike",
+    "Trade",
+    "TradeEvent",
+    "TradeList",
+    "TradeStreamEvent",
+    "TradesContinuityLost",
+    "VolumeProfile",
     "Watermark",
     "parse_time",
 ]
@@ -250,11 +261,25 @@ class Candle(Generic[N]):
     closed: bool
     revision: int
     source: Source
+    buy_volume: N
+    """Base-asset volume of the trades whose aggressor bought."""
+    buy_quote_volume: N
+    """Quote-asset volume of the trades whose aggressor bought."""
 
     @property
     def series(self) -> Series:
         """The series this candle belongs to."""
         return Series(self.symbol, self.interval)
+
+    @property
+    def delta(self) -> N:
+        """Buy minus sell volume (``2 * buy_volume - volume``)."""
+        return self.buy_volume * 2 - self.volume
+
+    @property
+    def vwap(self) -> N | None:
+        """Volume-weighted average price (``quote_volume / volume``); None without volume."""
+        return self.quote_volume / self.volume if self.volume else None
 
     def to_row(self) -> dict[str, Any]:
         """The candle as a dict in :attr:`CandleList.COLUMNS` order (plain values)."""
@@ -273,6 +298,8 @@ class Candle(Generic[N]):
             "closed": self.closed,
             "revision": self.revision,
             "source": self.source.value,
+            "buy_volume": self.buy_volume,
+            "buy_quote_volume": self.buy_quote_volume,
         }
 
 
@@ -301,6 +328,8 @@ class CandleList(Sequence[Candle[N]]):
         "closed",
         "revision",
         "source",
+        "buy_volume",
+        "buy_quote_volume",
     )
     """The keys of :meth:`to_rows` and the columns of :meth:`to_pandas`, in order."""
 
@@ -390,6 +419,18 @@ class SymbolInfo:
     """Decimal places of quantities."""
     intervals: tuple[Interval, ...]
     source: Source
+    rejections: tuple[Rejection, ...] = ()
+    """Input of this symbol the service's validation policy refused, per reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """How much input of a symbol was refused for one reason (``non_positive_price``,
+    ``non_positive_size``, ``crossed_quote``, ``future_time``, ``late``, ``outlier``)."""
+
+    reason: str
+    count: int
+    last_time: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,3 +538,195 @@ class Health:
     def ready(self) -> bool:
         """The market-data service is ready to serve fresh data."""
         return self.readiness == "SERVING"
+
+
+class Side(StrEnum):
+    """The aggressor (taker) side of a trade."""
+
+    BUY = "buy"
+    SELL = "sell"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def from_number(cls, number: int) -> Side:
+        """From ``marketdata.v1.AggressorSide`` (unspecified: unknown)."""
+        return {1: cls.BUY, 2: cls.SELL}.get(number, cls.UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class Trade(Generic[N]):
+    """One trade as the upstream reported it.
+
+    ``side`` is the aggressor's; ``trade_id`` the venue's id ("" when it has
+    none); ``event_time`` the upstream's clock and ``receive_time`` the
+    service's (``None`` when not recorded).
+    """
+
+    symbol: str
+    trade_id: str
+    price: N
+    quantity: N
+    side: Side
+    event_time: datetime
+    receive_time: datetime | None
+    source: Source
+
+    def to_row(self) -> dict[str, Any]:
+        """The trade as a dict in :attr:`TradeList.COLUMNS` order (plain values)."""
+        return {
+            "symbol": self.symbol,
+            "trade_id": self.trade_id,
+            "price": self.price,
+            "quantity": self.quantity,
+            "side": self.side.value,
+            "event_time": self.event_time,
+            "receive_time": self.receive_time,
+            "source": self.source.value,
+        }
+
+
+def _pandas(what: str) -> Any:
+    try:
+        return importlib.import_module("pandas")
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            f"{what}.to_pandas() needs pandas, which candlewire_client does not "
+            "install: pip install pandas",
+            name="pandas",
+        ) from error
+
+
+@dataclass(frozen=True)
+class TradeList(Sequence[Trade[N]]):
+    """Trades of one query, in the order the service received them; a read-only sequence."""
+
+    trades: tuple[Trade[N], ...]
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "symbol",
+        "trade_id",
+        "price",
+        "quantity",
+        "side",
+        "event_time",
+        "receive_time",
+        "source",
+    )
+    """The keys of :meth:`to_rows` and the columns of :meth:`to_pandas`, in order."""
+
+    def __len__(self) -> int:
+        return len(self.trades)
+
+    @overload
+    def __getitem__(self, index: int) -> Trade[N]: ...
+    @overload
+    def __getitem__(self, index: slice) -> TradeList[N]: ...
+    def __getitem__(self, index: int | slice) -> Trade[N] | TradeList[N]:
+        if isinstance(index, slice):
+            return TradeList(self.trades[index])
+        return self.trades[index]
+
+    def __iter__(self) -> Iterator[Trade[N]]:
+        return iter(self.trades)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One dict per trade with the keys of :attr:`COLUMNS` (typed values)."""
+        return [trade.to_row() for trade in self.trades]
+
+    def to_pandas(self, *, index: str | None = "event_time") -> Any:
+        """A ``pandas.DataFrame`` with the :attr:`COLUMNS`, indexed by ``index``
+        (``None``: a range index); needs pandas, as :meth:`CandleList.to_pandas`."""
+        pd = _pandas("TradeList")
+        frame = pd.DataFrame.from_records(self.to_rows(), columns=list(self.COLUMNS))
+        for column in ("event_time", "receive_time"):
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        if index is not None:
+            frame = frame.set_index(index)
+        return frame
+
+
+@dataclass(frozen=True, slots=True)
+class TradeEvent(Generic[N]):
+    """A trade stream event carrying a trade."""
+
+    trade: Trade[N]
+    resume_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class TradesContinuityLost:
+    """A trade stream could not be resumed where it was; it starts again from ``since``.
+
+    The trade-stream form of :class:`ContinuityLost`: the client subscribes
+    afresh with ``start = since`` (the oldest of each symbol's newest trade
+    delivered) and leaves out the trades it already delivered (per symbol,
+    those before its newest delivered trade, and any trade equal to one of
+    the last 512 delivered). ``since`` is ``None`` when no trade had been
+    delivered and the original request is sent again.
+    """
+
+    symbols: tuple[str, ...]
+    since: datetime | None
+    reason: str
+
+
+TradeStreamEvent: TypeAlias = TradeEvent[N] | SnapshotEnd | Heartbeat | TradesContinuityLost
+"""What a trade subscription yields."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceLevel(Generic[N]):
+    """The volume traded at prices ``[price, price + step)``, by aggressor side."""
+
+    price: N
+    buy_volume: N
+    sell_volume: N
+    unknown_volume: N
+    trade_count: int
+
+    @property
+    def volume(self) -> N:
+        """All volume at this level."""
+        return self.buy_volume + self.sell_volume + self.unknown_volume
+
+    @property
+    def delta(self) -> N:
+        """Buy minus sell volume."""
+        return self.buy_volume - self.sell_volume
+
+
+@dataclass(frozen=True, slots=True)
+class FootprintCandle(Generic[N]):
+    """The volume profile of one candle."""
+
+    open_time: datetime
+    close_time: datetime
+    levels: tuple[PriceLevel[N], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeProfile(Generic[N]):
+    """Volume at price over a time range (``levels``, ascending by price) and,
+    when an interval was asked for, per candle (``footprint``).
+
+    ``truncated`` is true when the range starts before the oldest trade the
+    service retains."""
+
+    levels: tuple[PriceLevel[N], ...]
+    footprint: tuple[FootprintCandle[N], ...]
+    trade_count: int
+    truncated: bool
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "price",
+        "buy_volume",
+        "sell_volume",
+        "unknown_volume",
+        "trade_count",
+    )
+
+    def to_pandas(self) -> Any:
+        """The levels as a ``pandas.DataFrame`` indexed by price (needs pandas)."""
+        pd = _pandas("VolumeProfile")
+        rows = [{c: getattr(level, c) for c in self.COLUMNS} for level in self.levels]
+        return pd.DataFrame.from_records(rows, columns=list(self.COLUMNS)).set_index("price")

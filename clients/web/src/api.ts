@@ -1,6 +1,6 @@
 // The API client (connect-web's grpc-web transport over the gateway) and the
-// resumable candle stream: reconnects with jittered, capped exponential
-// backoff and continues after the last resume_token it saw.
+// resumable candle and trade streams: they reconnect with jittered, capped
+// exponential backoff and continue after the last resume_token they saw.
 
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
@@ -9,6 +9,7 @@ import {
   type Candle,
   type Heartbeat,
   type Interval,
+  type Trade,
 } from "./gen/marketdata/v1/marketdata_pb";
 
 export type MarketData = Client<typeof MarketDataService>;
@@ -186,6 +187,88 @@ export async function runCandleStream(
     if (signal.aborted) {
       return;
     }
+    const delay = backoff.next();
+    on.health(backoff.failures >= DOWN_AFTER_FAILURES ? "down" : "retrying", detail);
+    await sleep(delay, signal);
+  }
+}
+
+export interface TradeStreamHandlers {
+  trade(trade: Trade): void;
+  /** History is complete; live trades follow. */
+  snapshotEnd(): void;
+  /** The stream starts over (its resume token expired): forget what was received. */
+  reset(): void;
+  health(health: Health, detail: string): void;
+  fatal(error: ConnectError): void;
+}
+
+/**
+ * Subscribe to the trades of `symbols` until `signal` aborts, resuming after
+ * drops as {@link runCandleStream} does (trades are never conflated: a stream
+ * that fell behind is ended by the server and resumes here without a gap).
+ */
+export async function runTradeStream(
+  client: MarketData,
+  symbols: string[],
+  options: { history: number; silenceMs: number },
+  on: TradeStreamHandlers,
+  signal: AbortSignal,
+): Promise<void> {
+  let token = "";
+  const backoff = new Backoff();
+  while (!signal.aborted) {
+    const attempt = new AbortController();
+    const stop = (): void => attempt.abort();
+    signal.addEventListener("abort", stop, { once: true });
+    let silent = false;
+    let watchdog = 0;
+    const arm = (): void => {
+      clearTimeout(watchdog);
+      watchdog = window.setTimeout(() => {
+        silent = true;
+        attempt.abort();
+      }, options.silenceMs);
+    };
+    let detail = "the stream ended";
+    try {
+      arm();
+      const responses = client.subscribeTrades(
+        { symbols, history: options.history, resumeToken: token },
+        { signal: attempt.signal },
+      );
+      let first = true;
+      for await (const response of responses) {
+        arm();
+        if (first) {
+          first = false;
+          backoff.reset();
+          on.health("up", "");
+        }
+        token = response.resumeToken;
+        if (response.event.case === "trade") on.trade(response.event.value);
+        else if (response.event.case === "snapshotEnd") on.snapshotEnd();
+      }
+    } catch (thrown) {
+      if (signal.aborted) return;
+      const error = ConnectError.from(thrown);
+      if (silent) {
+        detail = "no data from the server";
+      } else if (error.code === Code.OutOfRange) {
+        token = "";
+        on.reset();
+        detail = "resuming from the start";
+      } else if (!retryable(error.code)) {
+        on.fatal(error);
+        return;
+      } else {
+        detail = error.rawMessage || Code[error.code];
+      }
+    } finally {
+      clearTimeout(watchdog);
+      signal.removeEventListener("abort", stop);
+    }
+    if (signal.aborted) return;
     const delay = backoff.next();
     on.health(backoff.failures >= DOWN_AFTER_FAILURES ? "down" : "retrying", detail);
     await sleep(delay, signal);

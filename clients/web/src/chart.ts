@@ -3,7 +3,8 @@
 // corrections applied), resumed after drops without a gap. Scrolling to the
 // left edge loads older candles page by page (GetCandles before the oldest
 // one shown, from the service's history tier), and holes in the data (ranges
-// the service has no candle for) are marked on the chart.
+// the service has no candle for) are marked on the chart. Under it, in a
+// pane of its own, the delta of each candle: buy minus sell volume.
 
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -48,6 +49,8 @@ interface Bar {
   low: number;
   close: number;
   volume: number;
+  /** Aggressor-buy minus aggressor-sell volume. */
+  delta: number;
   closed: boolean;
   revision: number;
 }
@@ -58,6 +61,7 @@ export class CandleChart {
   private readonly chart: IChartApi;
   private readonly candles: ISeriesApi<"Candlestick">;
   private readonly volumes: ISeriesApi<"Histogram">;
+  private readonly deltas: ISeriesApi<"Histogram">;
   private readonly bars = new Map<number, Bar>();
   private times: number[] = [];
   private live = false;
@@ -108,6 +112,12 @@ export class CandleChart {
       priceLineVisible: false,
     });
     this.chart.priceScale("volume").applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
+    this.deltas = this.chart.addSeries(
+      HistogramSeries,
+      { priceFormat: { type: "volume" }, lastValueVisible: false, priceLineVisible: false },
+      1,
+    );
+    this.chart.panes()[1]?.setHeight(90);
     this.chart.subscribeCrosshairMove((param: MouseEventParams) => {
       this.hovered = param.time === undefined ? undefined : Number(param.time);
       this.renderLegend();
@@ -169,6 +179,7 @@ export class CandleChart {
     this.olderPages = 0;
     this.candles.setData([]);
     this.volumes.setData([]);
+    this.deltas.setData([]);
     this.container.dataset["ready"] = "false";
     this.reflect();
   }
@@ -186,6 +197,7 @@ export class CandleChart {
       low: candle.low,
       close: candle.close,
       volume: candle.volume,
+      delta: 2 * candle.buyVolume - candle.volume,
       closed: candle.closed,
       revision: candle.revision,
     };
@@ -207,6 +219,7 @@ export class CandleChart {
     } else {
       this.candles.update(this.candleData(bar), historical);
       this.volumes.update(this.volumeData(bar), historical);
+      this.deltas.update(this.deltaData(bar), historical);
     }
     this.reflect();
   }
@@ -243,6 +256,7 @@ export class CandleChart {
     const bars = this.times.map((time) => this.bars.get(time)).filter((b) => b !== undefined);
     this.candles.setData(bars.map((bar) => this.candleData(bar)));
     this.volumes.setData(bars.map((bar) => this.volumeData(bar)));
+    this.deltas.setData(bars.map((bar) => this.deltaData(bar)));
     this.markHoles();
   }
 
@@ -389,6 +403,14 @@ export class CandleChart {
     };
   }
 
+  private deltaData(bar: Bar): HistogramData {
+    return {
+      time: bar.time as UTCTimestamp,
+      value: bar.delta,
+      color: bar.delta >= 0 ? "rgba(4, 120, 87, 0.7)" : "rgba(185, 28, 28, 0.7)",
+    };
+  }
+
   /** Mirror the drawn data in attributes (tests and assistive tools read them). */
   private reflect(): void {
     const data = this.container.dataset;
@@ -408,6 +430,7 @@ export class CandleChart {
     data["lastClose"] = last === undefined ? "" : String(last.close);
     data["lastRevision"] = last === undefined ? "" : String(last.revision);
     data["lastClosed"] = last === undefined ? "" : String(last.closed);
+    data["lastDelta"] = last === undefined ? "" : String(last.delta);
     data["olderPages"] = String(this.olderPages);
     data["loadingOlder"] = String(this.loadingOlder);
     data["exhausted"] = String(this.exhausted);
@@ -429,6 +452,7 @@ export class CandleChart {
       ["L", p(bar.low)],
       ["C", p(bar.close)],
       ["V", volume(bar.volume)],
+      ["Δ", volume(bar.delta)],
     ];
     const label = document.createElement("span");
     label.textContent = `${this.symbol} · ${intervalLabel(this.interval)} · ${utc(bar.time)} · `;

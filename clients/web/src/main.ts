@@ -1,4 +1,5 @@
-// Candlewire's page: a watchlist and a candle chart, live over grpc-web.
+// Candlewire's page: a watchlist, a candle chart with its delta, and the
+// trades tape of the selected symbol, live over grpc-web.
 
 import { ConnectError } from "@connectrpc/connect";
 import { Backoff, DOWN_AFTER_FAILURES, marketData, sleep } from "./api";
@@ -6,6 +7,7 @@ import { CandleChart } from "./chart";
 import { ConnectionIndicator } from "./connection";
 import { intervalLabel, parseInterval } from "./format";
 import { FeedState, Interval, Source, type SymbolInfo } from "./gen/marketdata/v1/marketdata_pb";
+import { TradeTape } from "./tape";
 import { Watchlist } from "./watchlist";
 
 function element<T extends HTMLElement>(id: string): T {
@@ -122,12 +124,20 @@ async function main(): Promise<void> {
     connection,
     () => symbols.map((info) => info.symbol),
   );
+  const tape = new TradeTape(client, element("trades"), element("trades-body"), connection);
+  let taped = "";
   const show = (selection: Selection): void => {
     input.value = selection.symbol;
     select.value = intervalLabel(selection.interval);
     writeHash(selection);
     watchlist.select(selection.symbol);
-    chart.show(selection.symbol, selection.interval, bySymbol.get(selection.symbol));
+    const info = bySymbol.get(selection.symbol);
+    chart.show(selection.symbol, selection.interval, info);
+    if (selection.symbol !== taped) {
+      taped = selection.symbol;
+      element("trades-title").textContent = `Trades · ${selection.symbol}`;
+      tape.show(selection.symbol, info?.pricePrecision ?? 2);
+    }
   };
   const current = (): Selection => ({
     symbol: input.value.trim().toUpperCase(),

@@ -54,6 +54,10 @@ METHOD_SCOPES: dict[str, str] = {
     _SERVICE + "GetCandles": "candles",
     _SERVICE + "ListSymbols": "symbols",
     _SERVICE + "SubscribeCandles": "streams",
+    # Trades read like candles (history of the market), their stream like the candles' one.
+    _SERVICE + "GetTrades": "candles",
+    _SERVICE + "GetVolumeProfile": "candles",
+    _SERVICE + "SubscribeTrades": "streams",
 }
 """Method path -> the scope it needs."""
 

@@ -89,6 +89,13 @@ def _handlers(servicer: MarketDataServicer) -> grpc.GenericRpcHandler:
                 request_deserializer=pb.SubscribeCandlesRequest.FromString,
                 response_serializer=_passthrough,
             ),
+            "GetTrades": unary(servicer.GetTrades, pb.GetTradesRequest),
+            "SubscribeTrades": grpc.unary_stream_rpc_method_handler(
+                servicer.SubscribeTrades,
+                request_deserializer=pb.SubscribeTradesRequest.FromString,
+                response_serializer=_passthrough,
+            ),
+            "GetVolumeProfile": unary(servicer.GetVolumeProfile, pb.GetVolumeProfileRequest),
         },
     )
 

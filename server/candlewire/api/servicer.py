@@ -4,14 +4,26 @@ Every request field is checked before anything is read; a bad field is an
 InvalidArgument naming it (``series[2].interval``). Responses that carry
 candles are assembled from the frames the store encoded once (see
 :mod:`candlewire.codec`), so these handlers return bytes.
+
+Trades follow the candles' conventions: ``GetTrades`` pages like
+``GetCandles`` (its page token names the next trade's sequence number), and
+``SubscribeTrades`` is ``SubscribeCandles`` over the store's trade log, with
+trade sequence numbers in its resume tokens (history: the snapshot position
+and the last trade sent; live: the last trade sent per symbol). Trades are
+never conflated: a stream that falls behind is ended by the trade hub.
+``GetVolumeProfile`` reads the stored trades of its range and computes the
+profile and footprint exactly (:mod:`candlewire.orderflow`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from decimal import Decimal, InvalidOperation
+from typing import Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,7 +31,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from candlewire.api.status import abort, translate_errors
 from candlewire.api.tokens import PageToken, Phase, ResumeToken, fingerprint, live_token
 from candlewire.codec import FrameRun, field_bytes, quote_to_price, timestamp, timestamp_ns
-from candlewire.domain import FeedState, Instrument, Interval, Quote, SeriesKey
+from candlewire.domain import FeedState, Instrument, Interval, Quote, SeriesKey, Side
 from candlewire.errors import (
     CandlewireError,
     DataExpired,
@@ -29,10 +41,12 @@ from candlewire.errors import (
     NoData,
     UnknownSymbol,
 )
-from candlewire.hub import Hub
+from candlewire.hub import Hub, Key
 from candlewire.intervals import bucket_end, bucket_start
-from candlewire.store.base import CandleSlice, Snapshot, Store, Update
+from candlewire.orderflow import Level, TapeTrade, footprint, profile
+from candlewire.store.base import CandleSlice, Snapshot, Store, TradeSymbol, TradeUpdate, Update
 from candlewire.store.coverage import coverage_of
+from candlewire.validate import Rejections
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["Catalog", "Limits", "MarketDataServicer"]
@@ -153,8 +167,11 @@ def _joined(frames: Sequence[bytes], count: int) -> bytes:
 # is one sequence number per symbol of the request; a one-symbol request's
 # key holds that number alone. The cache is small and simply restarted when full.
 _MESSAGES_MAX = 8192
-_MessageKey = tuple[bytes, int, int | tuple[int, ...]]
-"""(epoch, request fingerprint, position) of a shared live message."""
+_MessageKey = tuple[bytes, int, int | tuple[int, ...], str]
+"""(epoch, request fingerprint, position, symbol of the update) of a shared
+live message. With sequence numbers per symbol, one position of a
+several-symbol request is reached by the last update of either symbol: the
+symbol tells which."""
 
 
 class _PriceCache:
@@ -249,15 +266,21 @@ class MarketDataServicer:
     def __init__(
         self,
         store: Store,
-        hub: Hub,
+        hub: Hub[Update],
         catalog: Catalog,
         limits: Limits,
         *,
         feed_state: Callable[[], Awaitable[tuple[FeedState, str]]] | None = None,
+        trade_hub: Hub[TradeUpdate] | None = None,
+        rejections: Rejections | None = None,
     ) -> None:
         self._feed_state = feed_state
         self._store = store
         self._hub = hub
+        # (an empty hub is falsy: compare with None)
+        self._trade_hub: Hub[TradeUpdate] = Hub() if trade_hub is None else trade_hub
+        self._rejections = Rejections() if rejections is None else rejections
+        self._trade_messages: dict[_MessageKey, bytes] = {}
         self._catalog = catalog
         self._limits = limits
         self._stale_ns = limits.stale_after * 1e9
@@ -415,6 +438,14 @@ class MarketDataServicer:
                         for interval in served
                         if (key := SeriesKey(i.symbol, interval)) in earliest
                     ],
+                    rejections=[
+                        pb.RejectionCount(
+                            reason=reason.value,  # type: ignore[arg-type]
+                            count=count,
+                            last_time=timestamp(last),
+                        )
+                        for reason, count, last in self._rejections.of(i.symbol)
+                    ],
                 )
                 for i in instruments.values()
             ]
@@ -567,6 +598,275 @@ class MarketDataServicer:
             ],
         ).SerializeToString()
 
+    # --- trades -------------------------------------------------------------------------
+
+    @translate_errors
+    async def GetTrades(self, request: pb.GetTradesRequest, context: Context) -> bytes:
+        symbol = self._catalog.symbol(request.symbol, "symbol")
+        start = _time(request.start_time, "start_time") if request.HasField("start_time") else None
+        end = _time(request.end_time, "end_time") if request.HasField("end_time") else None
+        if start is not None and end is not None and end <= start:
+            raise InvalidArgument("end_time", "must be after start_time")
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        size = min(request.page_size or self._limits.default_page_size, self._limits.max_page_size)
+        request_id = fingerprint(("trades", symbol, start, end))
+        after = 0
+        if request.page_token:
+            if start is None:
+                raise InvalidArgument("page_token", "paging needs start_time")
+            page = PageToken.decode(request.page_token)
+            if page.request != request_id:
+                raise InvalidArgument("page_token", "belongs to a request with other fields")
+            after = page.next_start - 1
+        found = await self._store.get_trades(
+            symbol,
+            start=start,
+            end=end,
+            after=after,
+            limit=size + 1 if start is not None else size,
+            latest=start is None,
+        )
+        frames = found.frames
+        body = _joined(frames, size)
+        if len(frames) > size:
+            token = PageToken(request_id, found.seqs[size]).encode()
+            body += field_bytes(2, token.encode())
+        return body
+
+    def _trade_stream(self, request: pb.SubscribeTradesRequest) -> _Stream:
+        if not request.symbols:
+            raise InvalidArgument("symbols", "at least one symbol is required")
+        if len(request.symbols) > self._limits.max_series:
+            raise InvalidArgument(
+                "symbols", f"at most {self._limits.max_series} symbols per stream"
+            )
+        symbols = self._catalog.distinct_symbols(request.symbols, "symbols")
+        if request.history > self._limits.max_history:
+            raise InvalidArgument("history", f"at most {self._limits.max_history}")
+        start = _time(request.start_time, "start_time") if request.HasField("start_time") else None
+        if start is not None and request.history:
+            raise InvalidArgument("start_time", "set either history or start_time, not both")
+        request_id = fingerprint(("trades", *symbols, request.history, start))
+        resume = ResumeToken.decode(request.resume_token) if request.resume_token else None
+        if resume is not None and resume.request != request_id:
+            raise InvalidArgument("resume_token", "belongs to a request with other fields")
+        if resume is not None and len(resume.positions) != len(symbols):
+            raise InvalidArgument("resume_token", "not a token issued by this service")
+        resumed = None if resume is None else dict(zip(symbols, resume.positions, strict=True))
+        epoch = self._store.epoch
+        if resume is not None and resume.epoch != epoch:
+            raise DataExpired("the data this resume_token points to is no longer retained")
+        keys: list[Key] = [TradeSymbol(s) for s in symbols]
+        return _Stream(
+            keys,  # type: ignore[arg-type]
+            symbols,
+            request.history,
+            start,
+            False,
+            request_id,
+            epoch,
+            resume,
+            resumed,
+        )
+
+    async def _trade_history(
+        self, stream: _Stream, position: Mapping[str, int]
+    ) -> AsyncIterator[bytes]:
+        """The stored trades of every symbol at ``position`` (after the resume
+        token's trade, when resuming in history), then ``snapshot_end``."""
+        store, resume = self._store, stream.resume
+        vector = tuple(position[s] for s in stream.symbols)
+        epoch, request_id = stream.epoch, stream.request_id
+        history, start = stream.history, stream.start
+        for index, symbol in enumerate(stream.symbols):
+            if resume is not None and index < resume.series_index:
+                continue
+            upto = position[symbol]
+            if resume is not None and index == resume.series_index and resume.cursor is not None:
+                after = resume.cursor
+            elif start is None:
+                after = max(0, upto - history)
+            else:
+                after = 0
+            if start is None and not history:
+                continue
+            while after < upto:
+                found = await store.get_trades(
+                    symbol, start=start, after=after, upto=upto, limit=_HISTORY_CHUNK
+                )
+                if resume is not None and not found.complete:
+                    raise DataExpired(f"trades of {symbol} at this position are no longer retained")
+                if not len(found):
+                    break
+                for seq, frame in zip(found.seqs, found.frames, strict=True):
+                    token = ResumeToken(epoch, request_id, Phase.HISTORY, vector, index, seq)
+                    yield frame + _token_field(token)
+                after = found.seqs[-1]
+        yield _SNAPSHOT_END + _token_field(ResumeToken(epoch, request_id, Phase.LIVE, vector))
+
+    async def SubscribeTrades(
+        self, request: pb.SubscribeTradesRequest, context: Context
+    ) -> AsyncIterator[bytes]:
+        """Stored trades at one position, ``snapshot_end``, then the live
+        trades after that position: the ones missed since, then the hub's."""
+        try:
+            store = self._store
+            stream = self._trade_stream(request)
+            subscription = self._trade_hub.subscribe(stream.series)
+            try:
+                position = stream.resumed_position()
+                if position is None:
+                    position = stream.resumed
+                    if position is None:
+                        position = await store.trade_heads(stream.symbols)
+                    async for message in self._trade_history(stream, position):
+                        yield message
+                live = _LivePhase(stream, dict(position), self._trade_messages)
+                missed = await store.read_trades(stream.symbols, after=position)
+                for message in live.missed(missed):
+                    yield message
+                subscription.discard_through(position)
+                heartbeat_interval = self._limits.heartbeat_interval
+                published = self._trade_hub.published_seq
+                message_for = live.message
+                while True:
+                    update = subscription.pop()
+                    if update is None:
+                        update = await subscription.next(heartbeat_interval)
+                    if update is None:
+                        beat = pb.TradesHeartbeat(server_time=timestamp(time.time_ns()))
+                        yield live.heartbeat(published, beat.SerializeToString())
+                    elif (sent := message_for(update)) is not None:
+                        yield sent
+            finally:
+                subscription.close()
+        except CandlewireError as error:
+            await abort(context, error)
+
+    @translate_errors
+    async def GetVolumeProfile(
+        self, request: pb.GetVolumeProfileRequest, context: Context
+    ) -> pb.GetVolumeProfileResponse:
+        symbol = self._catalog.symbol(request.symbol, "symbol")
+        if not request.HasField("start_time"):
+            raise InvalidArgument("start_time", "required")
+        start = _time(request.start_time, "start_time")
+        end = _time(request.end_time, "end_time") if request.HasField("end_time") else None
+        if end is not None and end <= start:
+            raise InvalidArgument("end_time", "must be after start_time")
+        step = _price_step(request.price_step)
+        interval = (
+            self._catalog.interval(request.interval, "interval")
+            if request.interval != pb.INTERVAL_UNSPECIFIED
+            else None
+        )
+        chunks: list[bytes] = []
+        after = 0
+        truncated = False
+        upto = (await self._store.trade_heads([symbol]))[symbol]
+        while after < upto:
+            found = await self._store.get_trades(
+                symbol, start=start, end=end, after=after, upto=upto, limit=_PROFILE_CHUNK
+            )
+            if after == 0 and not found.complete:
+                truncated = True
+            if not len(found):
+                break
+            chunks.append(_joined(found.frames, len(found)))
+            after = found.seqs[-1]
+        # Decoding and summing a day of trades takes a while: off the event loop.
+        response = await asyncio.to_thread(_profile, chunks, start, end, step, interval)
+        response.truncated = truncated
+        return response
+
+
+def _profile(
+    chunks: Sequence[bytes], start: int, end: int | None, step: Decimal, interval: Interval | None
+) -> pb.GetVolumeProfileResponse:
+    """The response of GetVolumeProfile over the trades of ``chunks`` (joined frames)."""
+    trades: list[TapeTrade] = []
+    for chunk in chunks:
+        trades.extend(_tape((chunk,), start, end))
+    response = pb.GetVolumeProfileResponse(
+        levels=[_level(level) for level in profile(trades, step)], trade_count=len(trades)
+    )
+    if interval is not None:
+        response.footprint.extend(
+            pb.FootprintCandle(
+                open_time=timestamp(candle.open_time),
+                close_time=timestamp(candle.close_time),
+                levels=[_level(level) for level in candle.levels],
+            )
+            for candle in footprint(trades, step, interval)
+        )
+    return response
+
+
+_HISTORY_CHUNK = 1000  # trades read per store call while sending history
+_PROFILE_CHUNK = 20_000  # trades read per store call for a volume profile
+_MAX_STEP_DIGITS = 30
+
+
+def _price_step(text: str) -> Decimal:
+    if not text:
+        raise InvalidArgument("price_step", 'required, for example "0.5"')
+    try:
+        step = Decimal(text)
+    except InvalidOperation:
+        raise InvalidArgument("price_step", f"{text[:40]!r} is not a decimal number") from None
+    if not step.is_finite() or step <= 0 or len(step.as_tuple().digits) > _MAX_STEP_DIGITS:
+        raise InvalidArgument("price_step", "must be a positive decimal number")
+    return step
+
+
+_SIDES = {pb.AGGRESSOR_SIDE_BUY: Side.BUY, pb.AGGRESSOR_SIDE_SELL: Side.SELL}
+
+
+def _tape(frames: Sequence[bytes], start: int, end: int | None) -> Iterator[TapeTrade]:
+    """The trades of ``frames`` whose own event time is in ``[start, end)``,
+    with their exact decimals (the shortest repr of the doubles on the wire)."""
+    joined = frames.data if isinstance(frames, FrameRun) else b"".join(frames)
+    exact: dict[float, Decimal] = {}  # prices and sizes repeat: convert each once
+    for trade in pb.GetTradesResponse.FromString(joined).trades:
+        t = timestamp_ns(trade.event_time)
+        if t < start or (end is not None and t >= end):
+            continue
+        price, quantity = trade.price, trade.quantity
+        p = exact.get(price)
+        if p is None:
+            p = exact[price] = Decimal(repr(price))
+        q = exact.get(quantity)
+        if q is None:
+            q = exact[quantity] = Decimal(repr(quantity))
+        yield (t, p, q, _SIDES.get(trade.side, Side.UNKNOWN))
+
+
+def _level(level: Level) -> pb.PriceLevel:
+    return pb.PriceLevel(
+        price=float(level.price),
+        buy_volume=float(level.buy),
+        sell_volume=float(level.sell),
+        unknown_volume=float(level.unknown),
+        trade_count=level.count,
+    )
+
+
+class _Framed(Protocol):
+    """What a stream message is made of: a candle update or a trade."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def series(self) -> Key: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def frame(self) -> bytes: ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Stream:
@@ -640,7 +940,7 @@ class _LivePhase:
         self._closed_only = stream.closed_only
         self._messages = messages
 
-    def message(self, update: Update) -> bytes | None:
+    def message(self, update: _Framed) -> bytes | None:
         """The response carrying ``update`` (the position moves past it), or
         None when the stream already sent it."""
         position = self.position
@@ -649,7 +949,7 @@ class _LivePhase:
             return None
         position[symbol] = seq
         at: int | tuple[int, ...] = seq if self._single else tuple(map(self._at, self._symbols))
-        key = (self._epoch, self._request_id, at)
+        key = (self._epoch, self._request_id, at, symbol)
         messages = self._messages
         message = messages.get(key)
         if message is None:
@@ -661,7 +961,7 @@ class _LivePhase:
             messages[key] = message
         return message
 
-    def missed(self, updates: Sequence[Update]) -> Iterator[bytes]:
+    def missed(self, updates: Sequence[_Framed]) -> Iterator[bytes]:
         """The messages of updates read from the store's log after the position."""
         closed_only = self._closed_only
         for update in updates:

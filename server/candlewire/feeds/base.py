@@ -22,6 +22,10 @@ class FeedSink(Protocol):
         """Trades of any symbols, in arrival order."""
         ...
 
+    async def record_trades(self, trades: Sequence[Trade]) -> None:
+        """Trades of a kline feed: validated, stored and streamed, but not
+        aggregated (the venue's candles already count them)."""
+
     async def ticks(self, ticks: Sequence[Trade]) -> None:
         """Quote ticks of a market without trades (FX): candles are built from
         them as from trades (their price, zero quantity), but they are not

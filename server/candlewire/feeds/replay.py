@@ -49,6 +49,7 @@ from candlewire.domain import (
     Candle,
     Instrument,
     Interval,
+    Side,
     Source,
     Trade,
 )
@@ -168,10 +169,16 @@ def _events(file: ReplayFile) -> Iterator[_Event]:
                 candle = _kline(symbol, file.interval, row)
                 yield candle.close_time, 1, candle
             else:
+                # trades: id, price, qty, quoteQty, time, isBuyerMaker, ...;
+                # aggTrades: id, price, qty, firstId, lastId, time, isBuyerMaker, ...
                 time_col = 4 if file.kind == "trades" else 5
                 raw_time = int(row[time_col])
                 time = raw_time * _unit(raw_time)
-                trade = Trade(symbol, time, Decimal(row[1]), Decimal(row[2]), Source.REPLAY)
+                maker = row[time_col + 1].strip().lower() if len(row) > time_col + 1 else ""
+                side = {"true": Side.SELL, "false": Side.BUY}.get(maker, Side.UNKNOWN)
+                trade = Trade(
+                    symbol, time, Decimal(row[1]), Decimal(row[2]), Source.REPLAY, side, row[0]
+                )
                 yield time, 0, trade
         except (IndexError, ValueError, InvalidOperation) as error:
             raise ConfigError(f"replay_path: {file.path.name} line {line}: {error}") from None

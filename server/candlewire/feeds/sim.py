@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from candlewire.domain import NANOS_PER_SECOND, Instrument, Quote, Source, Trade
+from candlewire.domain import NANOS_PER_SECOND, Instrument, Quote, Side, Source, Trade
 from candlewire.feeds.base import FeedSink
 from candlewire.tasks import checkpoint
 
@@ -157,7 +157,9 @@ class _Path:
         gauss = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
         size = max(Decimal(repr(p.size * math.exp(0.8 * gauss))).quantize(self.lot), self.lot)
         price = ask if bits & 1 else bid
-        trade = Trade(self.symbol, t, price, size, Source.SIMULATED)
+        # A trade at the ask was bought by its aggressor, one at the bid sold.
+        side = Side.BUY if bits & 1 else Side.SELL
+        trade = Trade(self.symbol, t, price, size, Source.SIMULATED, side)
         quote = Quote(
             self.symbol,
             t,

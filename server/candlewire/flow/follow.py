@@ -19,6 +19,10 @@ is what Redis holds at the reader's position. On a Redis Cluster one ``XREAD`` m
 streams of one slot, so the reader runs one follower per symbol there
 (one blocking connection each); on one Redis a single follower waits on all.
 
+:class:`TradeReader` does the same for trades: it waits on the trade streams
+of the served symbols and publishes what is new to the local trade hub, in
+sequence order per symbol, so trade resume tokens are valid on every replica.
+
 When the log positions the reader holds are gone (Redis flushed or restarted
 empty, or the reader fell behind the retained log), the subscriptions of the
 hub are ended (their clients resume with their tokens, which the store then
@@ -36,11 +40,11 @@ from candlewire.domain import SeriesKey
 from candlewire.errors import DataExpired, StoreUnavailable
 from candlewire.hub import Hub
 from candlewire.retry import Backoff, Retry
-from candlewire.store.base import UpdateLog
+from candlewire.store.base import TradeFeed, TradeUpdate, Update, UpdateLog
 from candlewire.store.cached import CandleCache, QuoteCache
 from candlewire.tasks import checkpoint
 
-__all__ = ["UpdateReader"]
+__all__ = ["TradeReader", "UpdateReader"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ class UpdateReader:
     def __init__(
         self,
         store: UpdateLog,
-        hub: Hub,
+        hub: Hub[Update],
         series: Sequence[SeriesKey],
         cache: QuoteCache,
         candles: CandleCache | None = None,
@@ -204,3 +208,53 @@ class UpdateReader:
                 break
         if caught_up is not None:
             raise _Replaced
+
+
+class TradeReader:
+    """Follows the trade streams of ``symbols`` into ``hub``."""
+
+    def __init__(self, store: TradeFeed, hub: Hub[TradeUpdate], symbols: Sequence[str]) -> None:
+        self._store = store
+        self._hub = hub
+        self._symbols = sorted(set(symbols))
+        self.position: dict[str, int] = {}
+        """Per symbol, the newest trade sequence number published."""
+
+    async def run(self) -> None:
+        retry = Retry(Backoff(initial=0.05, maximum=_BACKOFF_CAP), name="following the trades")
+        while True:
+            checkpoint()
+            try:
+                epoch = self._store.epoch
+                self.position = await self._store.trade_heads(self._symbols)
+                self._hub.published_seq.update(self.position)
+                retry.connected()
+                if self._store.cluster:
+                    async with asyncio.TaskGroup() as tasks:
+                        for symbol in self._symbols:
+                            tasks.create_task(self._follow([symbol], epoch))
+                else:
+                    await self._follow(self._symbols, epoch)
+                log.warning("the Redis dataset was replaced; trade streams restart")
+                self._hub.end_all(DataExpired("the store's data was replaced; start afresh"))
+            except* StoreUnavailable as group:
+                await retry.wait(group.exceptions[0])
+            except* DataExpired as group:
+                log.warning("trades were trimmed before this replica read them: %s", group)
+                self._hub.end_all(DataExpired(str(group.exceptions[0])))
+
+    async def _follow(self, symbols: Sequence[str], epoch: bytes) -> None:
+        """Publish the trades of ``symbols`` until the dataset changes."""
+        store, hub, position = self._store, self._hub, self.position
+        while store.epoch == epoch:
+            checkpoint()
+            trades = await store.read_trades(symbols, position)
+            if trades:
+                for trade in trades:
+                    position[trade.series.symbol] = trade.seq
+                hub.publish(trades)
+                continue
+            await store.wait_for_trades(symbols, position, _BLOCK)
+            heads = await store.trade_heads(symbols)
+            if any(heads[s] < position.get(s, 0) for s in symbols):  # flushed
+                return

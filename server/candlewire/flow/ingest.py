@@ -1,6 +1,12 @@
 """Ingestion: feed events through aggregation into the store and the hub.
 
-The :class:`Ingestor` is the feed's sink. Trades go through one pure
+The :class:`Ingestor` is the feed's sink. Every event first passes the
+validation policy (:mod:`candlewire.validate`): what it refuses is dropped,
+counted per symbol and reason, and logged (at most once per
+``_LOG_EVERY`` seconds per symbol and reason). Accepted trades are stamped
+with their receive time, written to the store's trade log and published to
+the trade hub (a kline feed's trades, :meth:`Ingestor.record_trades`, only
+that). Trades also go through one pure
 :class:`~candlewire.aggregate.SymbolAggregator` per symbol; the candle
 versions it emits are written to the store (which numbers them) and then
 published to the hub, in that order, so a subscriber that read the store
@@ -40,7 +46,8 @@ from candlewire.codec import candle_frame, frame_to_candle
 from candlewire.domain import Candle, Interval, Quote, SeriesKey, Source, Trade
 from candlewire.errors import StoreUnavailable
 from candlewire.hub import Hub
-from candlewire.store.base import Store
+from candlewire.store.base import Store, TradeUpdate, Update
+from candlewire.validate import Rejected, Rejections, ValidationConfig, Validator
 
 __all__ = ["Ingestor"]
 
@@ -53,16 +60,29 @@ class Ingestor:
     def __init__(
         self,
         store: Store,
-        hub: Hub,
+        hub: Hub[Update],
         symbols: Iterable[str],
         config: AggregatorConfig,
         source: Source,
         *,
         publish: bool = True,
         buffer_size: int = 100_000,
+        trade_hub: Hub[TradeUpdate] | None = None,
+        validation: ValidationConfig | None = None,
+        rejections: Rejections | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
+        self._trade_hub = trade_hub
+        self.validator = Validator(
+            validation or ValidationConfig(lateness=config.lateness),
+            rejections,
+            on_reject=self._rejected,
+        )
+        self._reject_logged: dict[tuple[str, int], tuple[float, int]] = {}
+        self._trade_lock = asyncio.Lock()
+        self.trades_lost = 0
+        """Accepted trades not stored because the store was unavailable."""
         self._publish = publish
         self._intervals: tuple[Interval, ...] = config.intervals
         self._buffer: OrderedDict[tuple[SeriesKey, int], Candle] = OrderedDict()
@@ -136,15 +156,61 @@ class Ingestor:
     def _touch(self) -> None:
         self.last_receive = time.monotonic()
 
+    def _rejected(self, rejected: Rejected) -> None:
+        """Log a refusal, at most once per ``_LOG_EVERY`` seconds per symbol and reason."""
+        key = (rejected.symbol, rejected.reason.value)
+        now = time.monotonic()
+        last, skipped = self._reject_logged.get(key, (-_LOG_EVERY, 0))
+        if now - last < _LOG_EVERY:
+            self._reject_logged[key] = (last, skipped + 1)
+            return
+        self._reject_logged[key] = (now, 0)
+        log.warning(
+            "%s: input refused (%s): %s%s",
+            rejected.symbol,
+            rejected.reason.label,
+            rejected.detail,
+            f" ({skipped} more refused since the last report)" if skipped else "",
+        )
+
+    def _stamped(self, trades: Sequence[Trade]) -> list[Trade]:
+        """The trades that pass validation, with their receive time."""
+        now = time.time_ns()
+        accepted = self.validator.trades(trades, now)
+        return [t if t.receive_time else replace(t, receive_time=now) for t in accepted]
+
+    async def _record(self, trades: Sequence[Trade]) -> None:
+        """Write trades to the store's trade log and publish them, in order."""
+        if not trades:
+            return
+        async with self._trade_lock:
+            try:
+                updates = await self._store.write_trades(trades)
+            except StoreUnavailable as error:
+                self.trades_lost += len(trades)
+                self._store_failed(error)
+                return
+            if self._publish and self._trade_hub is not None:
+                self._trade_hub.publish(updates)
+
+    async def record_trades(self, trades: Sequence[Trade]) -> None:
+        self._touch()
+        await self._record(self._stamped(trades))
+
     async def trades(self, trades: Sequence[Trade]) -> None:
-        await self._aggregate(trades)
-        await self._note_last_trades(trades)
+        self._touch()
+        accepted = self._stamped(trades)
+        await self._aggregate(accepted)
+        await self._record(accepted)
+        await self._note_last_trades(accepted)
 
     async def ticks(self, ticks: Sequence[Trade]) -> None:
-        await self._aggregate(ticks)
+        self._touch()
+        # Quote ticks are not trades: validated as prices (a zero size is
+        # what they carry), aggregated, never recorded as trades.
+        await self._aggregate(self.validator.trades(ticks, time.time_ns(), ticks=True))
 
     async def _aggregate(self, trades: Sequence[Trade]) -> None:
-        self._touch()
         by_symbol: dict[str, list[Trade]] = defaultdict(list)
         for trade in trades:
             by_symbol[trade.symbol].append(trade)
@@ -185,7 +251,7 @@ class Ingestor:
     async def quotes(self, quotes: Sequence[Quote]) -> None:
         self._touch()
         filled = []
-        for quote in quotes:
+        for quote in self.validator.quotes(quotes, time.time_ns()):
             if quote.last is None and quote.symbol in self._last_trade:
                 quote = replace(quote, last=self._last_trade[quote.symbol].price)
             self._quotes[quote.symbol] = quote
@@ -204,7 +270,7 @@ class Ingestor:
     async def watermark(self, symbol: str, time: int) -> None:
         self._touch()
         aggregator = self._aggregators.get(symbol)
-        if aggregator is None:
+        if aggregator is None or not self.validator.watermark(symbol, time, _clock()):
             return
         await self._write(aggregator.advance(time))
         self._hub.note_event_time(symbol, time)
@@ -218,7 +284,7 @@ class Ingestor:
     async def candles(self, candles: Sequence[Candle]) -> None:
         self._touch()
         fresh: list[Candle] = []
-        for candle in candles:
+        for candle in self.validator.candles(candles, time.time_ns()):
             recent = self._venue.setdefault(candle.series, OrderedDict())
             seen = recent.get(candle.open_time)
             if seen is None:
@@ -291,6 +357,8 @@ class Ingestor:
             )
 
 
+_LOG_EVERY = 10.0  # seconds between logged refusals of one symbol and reason
+_clock = time.time_ns
 _THREAD_BATCH = 2000  # trades per symbol from which aggregation leaves the event loop
 _ALIGNED = 3  # newest stored candles per series that a new ingestor may revise
 _VENUE_MEMORY = 64  # recent candles remembered per series to number venue versions

@@ -30,7 +30,7 @@ from candlewire.domain import Candle, Interval, Quote, SeriesKey
 from candlewire.errors import DataExpired, HistoryUnavailable, StoreUnavailable
 from candlewire.history.postgres import HistoryRow, HistoryStore
 from candlewire.retry import Backoff, Retry
-from candlewire.store.base import CandleSlice, Position, Snapshot, Store, Update
+from candlewire.store.base import CandleSlice, HotTrades, Position, Snapshot, Store, Update
 
 __all__ = ["ArchivingStore", "LogArchiver", "QueueArchiver"]
 
@@ -129,7 +129,7 @@ class QueueArchiver:
             self.written += len(rows)
 
 
-class ArchivingStore:
+class ArchivingStore(HotTrades):
     """A hot store whose closed candle versions also go to a :class:`QueueArchiver`."""
 
     def __init__(self, hot: Store, archiver: QueueArchiver) -> None:

@@ -453,6 +453,8 @@ def roll_up(
                 closed=True,
                 revision=0,
                 source=source,
+                buy_volume=sum((c.buy_volume for c in group), Decimal(0)),
+                buy_quote_volume=sum((c.buy_quote_volume for c in group), Decimal(0)),
             )
         )
 
@@ -483,6 +485,8 @@ def _candle_of(frame: bytes, interval: Interval) -> Candle:
         closed=True,
         revision=0,
         source=Source(c.source) if c.source else Source.BACKFILL,
+        buy_volume=_decimal(c.buy_volume),
+        buy_quote_volume=_decimal(c.buy_quote_volume),
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from candlewire.domain import Candle, Quote, SeriesKey
 from candlewire.history.postgres import HistoryStore, gaps
-from candlewire.store.base import CandleSlice, Position, Snapshot, Store, Update
+from candlewire.store.base import CandleSlice, HotTrades, Position, Snapshot, Store, Update
 
 __all__ = ["TieredStore"]
 
@@ -35,7 +35,7 @@ def _concat(older: CandleSlice, newer: CandleSlice) -> CandleSlice:
     return CandleSlice([*older.open_times, *newer.open_times], [*older.frames, *newer.frames])
 
 
-class TieredStore:
+class TieredStore(HotTrades):
     """Implements :class:`~candlewire.store.base.Store` over ``hot`` and ``history``."""
 
     def __init__(self, hot: Store, history: HistoryStore) -> None:

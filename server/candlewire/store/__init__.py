@@ -35,7 +35,18 @@ def build_store(settings: Settings) -> Store:
             log_size=settings.update_log_size,
             quote_ttl=settings.quote_ttl,
             ticks=settings.recent_ticks,
+            trade_retention=settings.trade_retention,
+            trade_window=_window(settings),
         )
     return MemoryStore(
-        retention=settings.retention, log_size=settings.update_log_size, ticks=settings.recent_ticks
+        retention=settings.retention,
+        log_size=settings.update_log_size,
+        ticks=settings.recent_ticks,
+        trade_retention=settings.trade_retention,
+        trade_window=_window(settings),
     )
+
+
+def _window(settings: Settings) -> int | None:
+    """The trade window in nanoseconds (None: no limit)."""
+    return round(settings.trade_window * 1e9) or None

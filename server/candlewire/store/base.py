@@ -1,5 +1,12 @@
 """The store interface and the values it returns.
 
+Trades have a log of their own (:class:`TradeStore`): each symbol's trades
+are numbered 1, 2, 3 ... in the order they were written (a *trade sequence
+number*, separate from the candles'), and the oldest are evicted beyond a
+count or an age. A trade also records its *mark*: the largest event time of
+the symbol's trades up to and including it, which never decreases, so time
+ranges are found by bisection and a late trade stays where it arrived.
+
 Every candle version written gets a *sequence number* that grows with every
 update of the same symbol (across that symbol's intervals). Numbers of
 different symbols are not comparable: a store may number each symbol on its
@@ -16,17 +23,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from candlewire.domain import Candle, Quote, SeriesKey
+from candlewire.domain import Candle, Quote, SeriesKey, Trade
 
 __all__ = [
     "Bounds",
     "CandleSlice",
     "Connects",
+    "HotTrades",
     "LeaseStore",
     "Position",
     "SharedStore",
     "Snapshot",
     "Store",
+    "TradeFeed",
+    "TradeSlice",
+    "TradeStore",
+    "TradeSymbol",
+    "TradeUpdate",
     "Update",
     "UpdateLog",
 ]
@@ -71,8 +84,84 @@ class Snapshot:
     slices: Sequence[CandleSlice]
 
 
-class Store(Protocol):
-    """What the service needs from a store. Implementations raise
+@dataclass(frozen=True, slots=True)
+class TradeSymbol:
+    """The key under which a symbol's trades are published (see :class:`~candlewire.hub.Hub`)."""
+
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class TradeUpdate:
+    """One stored trade, as published to trade streams."""
+
+    seq: int
+    series: TradeSymbol
+    mark: int
+    frame: bytes
+    """The trade, encoded once (:func:`candlewire.codec.trade_frame`)."""
+
+    @property
+    def open_time(self) -> int:
+        return self.seq
+
+    @property
+    def closed(self) -> bool:
+        """Always True: trades are never conflated."""
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class TradeSlice:
+    """Trades of one symbol in sequence order.
+
+    ``complete`` is False when trades of the selection may have been evicted
+    already (the selection reaches before the oldest trade retained)."""
+
+    seqs: Sequence[int]
+    frames: Sequence[bytes]
+    complete: bool
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+@runtime_checkable
+class TradeStore(Protocol):
+    """The trade log of a store (see the module docstring)."""
+
+    async def write_trades(self, trades: Sequence[Trade]) -> list[TradeUpdate]:
+        """Append trades (each with its frame) to their symbols' logs, in order;
+        return them numbered, in order per symbol."""
+        ...
+
+    async def trade_heads(self, symbols: Sequence[str]) -> dict[str, int]:
+        """Per symbol, the sequence number of its newest trade (0 when none)."""
+        ...
+
+    async def get_trades(
+        self,
+        symbol: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        limit: int,
+        latest: bool = False,
+    ) -> TradeSlice:
+        """Trades with ``after < seq <= upto`` and ``start <= mark < end``:
+        the first ``limit`` of them, or the last ``limit`` when ``latest``."""
+        ...
+
+    async def read_trades(self, symbols: Sequence[str], after: Position) -> list[TradeUpdate]:
+        """Trades with ``seq > after[symbol]``, in order per symbol; raises
+        DataExpired when some of them are no longer retained."""
+        ...
+
+
+class Store(TradeStore, Protocol):
+    """What the service needs from a store (trades included). Implementations raise
     :class:`~candlewire.errors.StoreUnavailable` when they cannot be reached and
     :class:`~candlewire.errors.DataExpired` for positions no longer retained."""
 
@@ -205,6 +294,26 @@ class UpdateLog(Protocol):
         ...
 
 
+class TradeFeed(Protocol):
+    """What a serving replica's trade follower
+    (:class:`~candlewire.flow.follow.TradeReader`) needs from a shared store."""
+
+    @property
+    def epoch(self) -> bytes: ...
+
+    @property
+    def cluster(self) -> bool: ...
+
+    async def trade_heads(self, symbols: Sequence[str]) -> dict[str, int]: ...
+
+    async def read_trades(self, symbols: Sequence[str], after: Position) -> list[TradeUpdate]: ...
+
+    async def wait_for_trades(self, symbols: Sequence[str], after: Position, block: float) -> None:
+        """Wait up to ``block`` seconds for a trade after ``after`` (on a
+        cluster, of one symbol)."""
+        ...
+
+
 class LeaseStore(Protocol):
     """What leased ingestion (:class:`~candlewire.flow.lease.LeasedIngestion`)
     needs from a store shared by processes: leases with fencing tokens."""
@@ -227,6 +336,37 @@ class LeaseStore(Protocol):
         ...
 
 
-class SharedStore(Store, UpdateLog, LeaseStore, Connects, Protocol):
+class SharedStore(Store, UpdateLog, TradeFeed, LeaseStore, Connects, Protocol):
     """A store shared by processes (Redis): serving replicas follow its
     update log and ingestors take turns under its leases."""
+
+
+class HotTrades:
+    """Trade methods of a store in front of a hot store (``self.hot``): a
+    history tier keeps candles only, so trades are the hot store's."""
+
+    hot: Store
+
+    async def write_trades(self, trades: Sequence[Trade]) -> list[TradeUpdate]:
+        return await self.hot.write_trades(trades)
+
+    async def trade_heads(self, symbols: Sequence[str]) -> dict[str, int]:
+        return await self.hot.trade_heads(symbols)
+
+    async def get_trades(
+        self,
+        symbol: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        limit: int,
+        latest: bool = False,
+    ) -> TradeSlice:
+        return await self.hot.get_trades(
+            symbol, start=start, end=end, after=after, upto=upto, limit=limit, latest=latest
+        )
+
+    async def read_trades(self, symbols: Sequence[str], after: Position) -> list[TradeUpdate]:
+        return await self.hot.read_trades(symbols, after)

@@ -17,9 +17,18 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 
 from candlewire.codec import FrameRun
-from candlewire.domain import Candle, Quote, SeriesKey
+from candlewire.domain import Candle, Quote, SeriesKey, Trade
 from candlewire.errors import StoreUnavailable
-from candlewire.store.base import Bounds, CandleSlice, Position, Snapshot, Store, Update
+from candlewire.store.base import (
+    Bounds,
+    CandleSlice,
+    Position,
+    Snapshot,
+    Store,
+    TradeSlice,
+    TradeUpdate,
+    Update,
+)
 
 __all__ = ["CachedStore", "CandleCache", "QuoteCache"]
 
@@ -290,3 +299,29 @@ class CachedStore:
 
     async def read_updates(self, series: Sequence[SeriesKey], after: Position) -> list[Update]:
         return await self._store.read_updates(series, after)
+
+    # Trades are read from the store itself (no replica cache).
+
+    async def write_trades(self, trades: Sequence[Trade]) -> list[TradeUpdate]:
+        return await self._store.write_trades(trades)
+
+    async def trade_heads(self, symbols: Sequence[str]) -> dict[str, int]:
+        return await self._store.trade_heads(symbols)
+
+    async def get_trades(
+        self,
+        symbol: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        limit: int,
+        latest: bool = False,
+    ) -> TradeSlice:
+        return await self._store.get_trades(
+            symbol, start=start, end=end, after=after, upto=upto, limit=limit, latest=latest
+        )
+
+    async def read_trades(self, symbols: Sequence[str], after: Position) -> list[TradeUpdate]:
+        return await self._store.read_trades(symbols, after)

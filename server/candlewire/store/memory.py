@@ -15,6 +15,11 @@ time, and it is always the stored version.
 One counter numbers the updates of every series (a global order is a valid
 per-symbol order), so a position ``{symbol: seq}`` is checked per symbol.
 
+Trades are kept per symbol in arrays as well (:class:`_Tape`): their marks
+and their frames, numbered from ``first``; the oldest are evicted beyond
+``trade_retention`` trades or ``trade_window`` nanoseconds behind the newest
+mark. A tape is its own update log: trades never change.
+
 Every method completes without awaiting, so each call is atomic with respect
 to the others.
 """
@@ -30,10 +35,18 @@ from collections.abc import Sequence
 from itertools import accumulate
 from operator import attrgetter
 
-from candlewire.codec import FrameRun, candle_frame
-from candlewire.domain import Candle, Interval, Quote, SeriesKey
+from candlewire.codec import FrameRun, candle_frame, trade_frame
+from candlewire.domain import Candle, Interval, Quote, SeriesKey, Trade
 from candlewire.errors import DataExpired
-from candlewire.store.base import CandleSlice, Position, Snapshot, Update
+from candlewire.store.base import (
+    CandleSlice,
+    Position,
+    Snapshot,
+    TradeSlice,
+    TradeSymbol,
+    TradeUpdate,
+    Update,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -135,12 +148,59 @@ class _Series:
             k += 1
 
 
+class _Tape:
+    """The retained trades of one symbol: trade ``first + i`` is index ``i``."""
+
+    __slots__ = ("evicted_mark", "first", "frames", "key", "mark", "marks")
+
+    def __init__(self, symbol: str) -> None:
+        self.key = TradeSymbol(symbol)
+        self.first = 1
+        self.marks = array("q")
+        self.frames: list[bytes] = []
+        self.mark: int | None = None  # the newest mark
+        self.evicted_mark: int | None = None  # the mark of the newest evicted trade
+
+    @property
+    def head(self) -> int:
+        return self.first + len(self.frames) - 1
+
+    def evict(self, retention: int, window: int | None) -> None:
+        n = len(self.frames)
+        cut = max(0, n - retention)
+        if window is not None and self.mark is not None:
+            cut = max(cut, bisect_left(self.marks, self.mark - window))
+        if cut:
+            self.evicted_mark = self.marks[cut - 1]
+            del self.marks[:cut], self.frames[:cut]
+            self.first += cut
+
+    def complete_from(self, after: int, start: int | None) -> bool:
+        """Whether every trade after ``after`` (with mark >= ``start``) is retained."""
+        if after + 1 >= self.first:
+            return True
+        return start is not None and (self.evicted_mark is None or self.evicted_mark < start)
+
+
 class MemoryStore:
     """Implements :class:`~candlewire.store.base.Store` in process memory."""
 
-    def __init__(self, *, retention: int = 5000, log_size: int = 4096, ticks: int = 100) -> None:
-        if retention < 1 or log_size < 1 or ticks < 1:
-            raise ValueError("retention, log_size and ticks must be positive")
+    def __init__(
+        self,
+        *,
+        retention: int = 5000,
+        log_size: int = 4096,
+        ticks: int = 100,
+        trade_retention: int = 100_000,
+        trade_window: int | None = None,
+    ) -> None:
+        if retention < 1 or log_size < 1 or ticks < 1 or trade_retention < 1:
+            raise ValueError("retention, log_size, ticks and trade_retention must be positive")
+        if trade_window is not None and trade_window <= 0:
+            raise ValueError("trade_window must be positive")
+        self._trade_retention = trade_retention
+        self._trade_window = trade_window
+        self._tapes: dict[str, _Tape] = {}
         self._retention = retention
         self._log_size = log_size
         self._series: dict[SeriesKey, _Series] = {}
@@ -449,3 +509,82 @@ class MemoryStore:
                 closed, frame = previous[row[0]]
                 rewound.append((row[0], closed, frame))
         return rewound
+
+    # --- trades -------------------------------------------------------------------------
+
+    async def write_trades(self, trades: Sequence[Trade]) -> list[TradeUpdate]:
+        out: list[TradeUpdate] = []
+        touched: set[_Tape] = set()
+        tape: _Tape | None = None
+        for trade in trades:
+            if tape is None or tape.key.symbol != trade.symbol:
+                tape = self._tapes.get(trade.symbol)
+                if tape is None:
+                    tape = self._tapes[trade.symbol] = _Tape(trade.symbol)
+                touched.add(tape)
+            mark = trade.time if tape.mark is None or trade.time > tape.mark else tape.mark
+            tape.mark = mark
+            frame = trade_frame(trade)
+            tape.marks.append(mark)
+            tape.frames.append(frame)
+            out.append(TradeUpdate(tape.head, tape.key, mark, frame))
+        for tape in touched:
+            tape.evict(self._trade_retention, self._trade_window)
+        return out
+
+    async def trade_heads(self, symbols: Sequence[str]) -> dict[str, int]:
+        heads: dict[str, int] = {}
+        for symbol in symbols:
+            tape = self._tapes.get(symbol)
+            heads[symbol] = 0 if tape is None else tape.head
+        return heads
+
+    async def get_trades(
+        self,
+        symbol: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        limit: int,
+        latest: bool = False,
+    ) -> TradeSlice:
+        tape = self._tapes.get(symbol)
+        if tape is None:
+            return TradeSlice((), (), True)
+        first, marks = tape.first, tape.marks
+        lo = max(0, after + 1 - first)
+        hi = len(marks) if upto is None else max(0, min(len(marks), upto + 1 - first))
+        if start is not None:
+            lo = max(lo, bisect_left(marks, start))
+        if end is not None:
+            hi = min(hi, bisect_left(marks, end))
+        complete = tape.complete_from(after, start)
+        if latest:
+            if hi - lo >= limit:
+                complete = True  # the newest `limit` are all retained
+            lo = max(lo, hi - max(0, limit))
+        else:
+            hi = min(hi, lo + max(0, limit))
+        if lo >= hi:
+            return TradeSlice((), (), complete)
+        return TradeSlice(range(first + lo, first + hi), tape.frames[lo:hi], complete)
+
+    async def read_trades(self, symbols: Sequence[str], after: Position) -> list[TradeUpdate]:
+        out: list[TradeUpdate] = []
+        for symbol in symbols:
+            tape = self._tapes.get(symbol)
+            if tape is None:
+                continue
+            seq = after.get(symbol, 0)
+            if seq >= tape.head:
+                continue
+            if not tape.complete_from(seq, None):
+                raise DataExpired(f"trades of {symbol} after {seq} are no longer retained")
+            first, key, marks, frames = tape.first, tape.key, tape.marks, tape.frames
+            out.extend(
+                TradeUpdate(first + i, key, marks[i], frames[i])
+                for i in range(seq + 1 - first, len(frames))
+            )
+        return out

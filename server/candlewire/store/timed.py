@@ -12,10 +12,18 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-from candlewire.domain import Candle, Quote, SeriesKey
+from candlewire.domain import Candle, Quote, SeriesKey, Trade
 from candlewire.errors import CandlewireError
 from candlewire.obs import Metrics
-from candlewire.store.base import CandleSlice, Position, Snapshot, Store, Update
+from candlewire.store.base import (
+    CandleSlice,
+    Position,
+    Snapshot,
+    Store,
+    TradeSlice,
+    TradeUpdate,
+    Update,
+)
 
 __all__ = ["TimedStore"]
 
@@ -101,3 +109,30 @@ class TimedStore:
 
     async def read_updates(self, series: Sequence[SeriesKey], after: Position) -> list[Update]:
         return await self._timed("read_updates", self._store.read_updates(series, after))
+
+    async def write_trades(self, trades: Sequence[Trade]) -> list[TradeUpdate]:
+        return await self._timed("write_trades", self._store.write_trades(trades))
+
+    async def trade_heads(self, symbols: Sequence[str]) -> dict[str, int]:
+        return await self._timed("trade_heads", self._store.trade_heads(symbols))
+
+    async def get_trades(
+        self,
+        symbol: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        limit: int,
+        latest: bool = False,
+    ) -> TradeSlice:
+        return await self._timed(
+            "get_trades",
+            self._store.get_trades(
+                symbol, start=start, end=end, after=after, upto=upto, limit=limit, latest=latest
+            ),
+        )
+
+    async def read_trades(self, symbols: Sequence[str], after: Position) -> list[TradeUpdate]:
+        return await self._timed("read_trades", self._store.read_trades(symbols, after))

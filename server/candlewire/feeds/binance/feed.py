@@ -11,7 +11,9 @@ Bootstrap (:meth:`BinanceFeed.backfill`): the last ``history`` klines of every
 Live (:meth:`BinanceFeed.run`): combined-stream connections (1024 streams
 each at most) carry ``<symbol>@kline_<interval>`` (venue candles, forming then
 closed), ``<symbol>@bookTicker`` (quotes) and ``<symbol>@trade`` (the last
-price of the quotes); every event time ``E`` becomes a watermark.
+price of the quotes, and the trades themselves, recorded for trade streams:
+``m``, the buyer is the maker, means the aggressor sold); every event time
+``E`` becomes a watermark.
 
 Continuity. Per series the feed remembers ``next_open``: every candle before
 it was handed to the sink in its closed state. A series is *synced* from REST
@@ -48,7 +50,15 @@ from decimal import Decimal
 
 import httpx
 
-from candlewire.domain import NANOS_PER_MILLI, Candle, Instrument, Interval, SeriesKey, Source
+from candlewire.domain import (
+    NANOS_PER_MILLI,
+    Candle,
+    Instrument,
+    Interval,
+    SeriesKey,
+    Source,
+    Trade,
+)
 from candlewire.errors import ConfigError
 from candlewire.feeds.base import FeedSink
 from candlewire.feeds.binance.errors import BinanceError, BinanceUnavailable
@@ -63,6 +73,7 @@ from candlewire.feeds.binance.schemas import (
     kline_candle,
     quote,
     row_candle,
+    trade,
     weight_limit,
 )
 from candlewire.feeds.binance.websocket import (
@@ -81,6 +92,7 @@ log = logging.getLogger(__name__)
 
 _MS = NANOS_PER_MILLI
 _RECENT = 64  # candles remembered per series to drop stale versions
+_TAPE_LIMIT = 100_000  # trades waiting to be handed over
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +188,9 @@ class BinanceFeed:
         self._symbol_time: dict[str, int] = {}
         self._books: dict[str, tuple[BookTicker, int]] = {}
         self._last_trade: dict[str, tuple[int, Decimal]] = {}
+        # @trade events not yet handed over (recorded, not aggregated: the
+        # klines count them), each trade id once
+        self._tape: list[Trade] = []
 
     # --- Feed --------------------------------------------------------------------------
 
@@ -346,6 +361,10 @@ class BinanceFeed:
             if last is None or event.t > last[0]:
                 self._last_trade[event.s] = (event.t, event.p)
                 self._quotes_due.add(event.s)
+                self._tape.append(trade(event, receive_time=received, source=Source.LIVE))
+                if len(self._tape) > _TAPE_LIMIT:
+                    del self._tape[: len(self._tape) - _TAPE_LIMIT]
+                    log.warning("trades wait too long to be handed over; the oldest are dropped")
             self._note_time(event.s, event.E * _MS)
         elif isinstance(event, BookTicker):
             book = self._books.get(event.s)
@@ -385,6 +404,9 @@ class BinanceFeed:
             candles = self._take_candles()
             if candles:
                 await sink.candles(candles)
+            if self._tape:
+                tape, self._tape = self._tape, []
+                await sink.record_trades(tape)
             if self._quotes_due:
                 due, self._quotes_due = self._quotes_due, set()
                 quotes = []

@@ -21,7 +21,16 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from candlewire.domain import NANOS_PER_MILLI, Candle, Instrument, Interval, Quote, Source
+from candlewire.domain import (
+    NANOS_PER_MILLI,
+    Candle,
+    Instrument,
+    Interval,
+    Quote,
+    Side,
+    Source,
+    Trade,
+)
 from candlewire.feeds.binance.errors import BinanceError
 
 __all__ = [
@@ -45,6 +54,7 @@ __all__ = [
     "precision",
     "quote",
     "row_candle",
+    "trade",
     "weight_limit",
 ]
 
@@ -154,6 +164,10 @@ class KlinePayload(_Wire):
     """Is this kline closed?"""
     q: Decimal
     """Quote asset volume."""
+    V: Decimal = Decimal(0)
+    """Taker buy base asset volume."""
+    Q: Decimal = Decimal(0)
+    """Taker buy quote asset volume."""
 
 
 class KlineEvent(_Wire):
@@ -179,7 +193,7 @@ class TradeEvent(_Wire):
     T: int
     """Trade time (ms)."""
     m: bool
-    """Is the buyer the market maker?"""
+    """Is the buyer the market maker? (Then the aggressor sold.)"""
 
 
 class BookTicker(_Wire):
@@ -289,6 +303,21 @@ def instrument(info: SymbolInfo) -> Instrument:
     )
 
 
+def trade(event: TradeEvent, *, receive_time: int, source: Source) -> Trade:
+    """A ``@trade`` event as a trade: ``m`` (the buyer is the maker) means the
+    aggressor sold, otherwise it bought."""
+    return Trade(
+        event.s,
+        event.T * NANOS_PER_MILLI,
+        event.p,
+        event.q,
+        source,
+        Side.SELL if event.m else Side.BUY,
+        str(event.t),
+        receive_time,
+    )
+
+
 def weight_limit(info: ExchangeInfo) -> int | None:
     """The REQUEST_WEIGHT limit per minute, when exchangeInfo states one."""
     for limit in info.rateLimits:
@@ -314,6 +343,8 @@ def kline_candle(k: KlinePayload, source: Source) -> Candle:
         closed=k.x,
         revision=0,
         source=source,
+        buy_volume=k.V,
+        buy_quote_volume=k.Q,
     )
 
 
@@ -337,6 +368,8 @@ def row_candle(
         closed=closed,
         revision=0,
         source=source,
+        buy_volume=row.takerBuyBaseAssetVolume,
+        buy_quote_volume=row.takerBuyQuoteAssetVolume,
     )
 
 

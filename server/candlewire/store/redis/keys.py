@@ -32,6 +32,15 @@ Key                          Type         Content
                                           = the member as written; ``MAXLEN ~ log_size``
 ``cw:{SYM}:meta:{iv}``       hash         ``evicted``: seq of the last write that evicted
                                           a candle
+``cw:{SYM}:trades``          stream       the symbol's trades: entry id ``<trade seq>-0``,
+                                          field ``m`` = mark (8 bytes, big-endian, offset
+                                          by 2**63: the largest event time up to the
+                                          trade) | frame; the oldest are trimmed beyond
+                                          the trade retention (count and age)
+``cw:{SYM}:trademeta``       hash         ``seq``: the last trade sequence number; ``mark``:
+                                          the newest mark; ``first``: the oldest seq
+                                          retained; ``evicted``: the mark of the newest
+                                          trade trimmed
 ``cw:lease:{SHARD}``         string, TTL  ``<fencing token>:<owner>`` of the ingestor
                                           holding the shard's lease
 ``cw:fence:{SHARD}``         string       the last fencing token given for the shard
@@ -92,6 +101,14 @@ class Keys:
     def prices(self, symbol: str) -> str:
         """The stream of ``symbol``'s quotes."""
         return f"{self.prefix}{{{symbol}}}:prices"
+
+    def trades(self, symbol: str) -> str:
+        """The stream of ``symbol``'s trades."""
+        return f"{self.prefix}{{{symbol}}}:trades"
+
+    def trade_meta(self, symbol: str) -> str:
+        """Counters and bounds of ``symbol``'s trade stream."""
+        return f"{self.prefix}{{{symbol}}}:trademeta"
 
     def lease(self, name: str) -> str:
         """The ingestion lease of shard ``name``."""

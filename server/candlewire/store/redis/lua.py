@@ -25,6 +25,8 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "snapshot": ("lib/pack", "lib/trimmed", "snapshot"),
     "updates": ("lib/trimmed", "updates"),
     "follow": ("lib/trimmed", "follow"),
+    "trades_write": ("lib/{guard}", "lib/timekey", "trades_write"),
+    "trades_range": ("lib/timekey", "trades_range"),
     "rotate": ("rotate",),
 }
 """Script name -> the files (under ``scripts/``, without ``.lua``) it is made
@@ -44,6 +46,8 @@ class Scripts:
     snapshot: str
     updates: str
     follow: str
+    trades_write: str
+    trades_range: str
     rotate: str
 
 

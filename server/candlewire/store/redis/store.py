@@ -60,6 +60,12 @@ refused. Scripts of several symbols run concurrently, one per symbol, in
 order per symbol; redis-py routes each ``EVALSHA`` by its keys' slot and
 loads a script on every primary when a node does not know it.
 
+Trades go to one stream per symbol (``{SYM}:trades``, entry id the trade's
+sequence number), appended and trimmed by one script per symbol and write;
+a range script finds time bounds by bisection over the marks (which never
+decrease). Serving replicas wait on those streams with ``XREAD``
+(:meth:`RedisStore.wait_for_trades`).
+
 Every redis-py error is raised as :class:`StoreUnavailable`. The client
 retries a command once on connection errors and reconnects by itself on the
 next call once Redis is back.
@@ -89,10 +95,19 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from candlewire.codec import FrameRun, candle_frame
-from candlewire.domain import Candle, MarketState, PriceType, Quote, SeriesKey, Source
+from candlewire.codec import FrameRun, candle_frame, trade_frame
+from candlewire.domain import Candle, MarketState, PriceType, Quote, SeriesKey, Source, Trade
 from candlewire.errors import CandlewireError, DataExpired, LeaseLost, StoreUnavailable
-from candlewire.store.base import Bounds, CandleSlice, Position, Snapshot, Update
+from candlewire.store.base import (
+    Bounds,
+    CandleSlice,
+    Position,
+    Snapshot,
+    TradeSlice,
+    TradeSymbol,
+    TradeUpdate,
+    Update,
+)
 from candlewire.store.redis import lua
 from candlewire.store.redis.keys import DEFAULT_PREFIX, Keys, SeriesKeys
 
@@ -224,9 +239,15 @@ class RedisStore:
         quote_ttl: float = 30.0,
         timeout: float = 2.0,
         ticks: int = 100,
+        trade_retention: int = 100_000,
+        trade_window: int | None = None,
     ) -> None:
-        if retention < 1 or log_size < 1:
-            raise ValueError("retention and log_size must be positive")
+        if retention < 1 or log_size < 1 or trade_retention < 1:
+            raise ValueError("retention, log_size and trade_retention must be positive")
+        if trade_window is not None and trade_window <= 0:
+            raise ValueError("trade_window must be positive")
+        self._trade_retention = trade_retention
+        self._trade_window = trade_window
         if quote_ttl <= 0:
             raise ValueError("quote_ttl must be positive")
         self._keys = Keys(prefix)
@@ -272,6 +293,8 @@ class RedisStore:
         self._snapshot = register(scripts.snapshot)
         self._updates = register(scripts.updates)
         self._follow = register(scripts.follow)
+        self._trades_write = register(scripts.trades_write)
+        self._trades_range = register(scripts.trades_range)
         self._rotate = register(scripts.rotate)
         self._series_keys: dict[SeriesKey, SeriesKeys] = {}
 
@@ -840,6 +863,135 @@ class RedisStore:
                 raise _expired(key, at)
             rows = rows[max(0, len(rows) - history) :] if history else []
         return CandleSlice([r[0] for r in rows], [r[2] for r in rows])
+
+    # --- trades -------------------------------------------------------------------------
+
+    async def write_trades(self, trades: Sequence[Trade]) -> list[TradeUpdate]:
+        if not trades:
+            return []
+        by_symbol: dict[str, list[tuple[Trade, bytes]]] = {}
+        for trade in trades:
+            by_symbol.setdefault(trade.symbol, []).append((trade, trade_frame(trade)))
+        window = self._trade_window
+        calls = []
+        for symbol, batch in by_symbol.items():
+            args: list[Any] = [self.epoch, self._token, self._trade_retention]
+            newest = max(trade.time for trade, _ in batch)
+            args.append(b"" if window is None else _key(newest - window))
+            for trade, frame in batch:
+                args += (_key(trade.time), frame)
+            keys = [
+                *self._guard_keys(symbol),
+                self._keys.trades(symbol),
+                self._keys.trade_meta(symbol),
+            ]
+            calls.append((keys, args))
+        with _translated():
+            try:
+                if self.cluster and len(calls) > 1:
+                    results = await _gathered(
+                        [self._trades_write(keys=k, args=a) for k, a in calls]
+                    )
+                else:
+                    results = await self._run(self._trades_write, calls)
+            except ResponseError as error:
+                raise await self._refused(error, list(by_symbol)) from error
+        out: list[TradeUpdate] = []
+        for (symbol, batch), (first, previous) in zip(by_symbol.items(), results, strict=True):
+            key = TradeSymbol(symbol)
+            mark = _KEY.unpack(previous)[0] - _OFFSET if previous else None
+            for seq, (trade, frame) in enumerate(batch, start=int(first)):
+                if mark is None or trade.time > mark:
+                    mark = trade.time
+                out.append(TradeUpdate(seq, key, mark, frame))
+        return out
+
+    async def trade_heads(self, symbols: Sequence[str]) -> dict[str, int]:
+        if not symbols:
+            return {}
+        with _translated():
+            if self.cluster:
+                raws = await _gathered(
+                    [self._redis.hget(self._keys.trade_meta(s), "seq") for s in symbols]
+                )
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for symbol in symbols:
+                        pipe.hget(self._keys.trade_meta(symbol), "seq")
+                    raws = await pipe.execute()
+        return {s: int(raw or 0) for s, raw in zip(symbols, raws, strict=True)}
+
+    async def _trade_range(
+        self,
+        symbol: str,
+        *,
+        start: int | None,
+        end: int | None,
+        after: int,
+        upto: int | None,
+        limit: int,
+        latest: bool,
+    ) -> tuple[int, int, bool, list[int], FrameRun]:
+        """(head, first seq, complete, marks, frames) of a range script call."""
+        args: list[Any] = [
+            max(0, after),
+            b"" if upto is None else upto,
+            b"" if start is None else _key(start),
+            b"" if end is None else _key(end),
+            max(0, limit),
+            1 if latest else 0,
+        ]
+        with _translated():
+            head, first, complete, marks, lengths, frames = await self._trades_range(
+                keys=[self._keys.trades(symbol), self._keys.trade_meta(symbol)], args=args
+            )
+        n = len(marks) // 8
+        times = [k - _OFFSET for k in struct.unpack(f">{n}Q", marks)]
+        sizes = array("I", struct.unpack(f">{n}I", lengths))
+        return int(head), int(first), bool(complete), times, FrameRun(frames, sizes)
+
+    async def get_trades(
+        self,
+        symbol: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        limit: int,
+        latest: bool = False,
+    ) -> TradeSlice:
+        _, first, complete, marks, frames = await self._trade_range(
+            symbol, start=start, end=end, after=after, upto=upto, limit=limit, latest=latest
+        )
+        return TradeSlice(range(first, first + len(marks)), frames, complete)
+
+    async def read_trades(self, symbols: Sequence[str], after: Position) -> list[TradeUpdate]:
+        out: list[TradeUpdate] = []
+        for symbol in symbols:
+            seq = after.get(symbol, 0)
+            head, first, complete, marks, frames = await self._trade_range(
+                symbol, start=None, end=None, after=seq, upto=None, limit=1 << 30, latest=False
+            )
+            if seq > head:
+                raise DataExpired(f"{symbol} has no trade {seq}: its data was replaced")
+            if not complete:
+                raise DataExpired(f"trades of {symbol} after {seq} are no longer retained")
+            key = TradeSymbol(symbol)
+            out.extend(
+                TradeUpdate(first + i, key, mark, frame)
+                for i, (mark, frame) in enumerate(zip(marks, frames, strict=True))
+            )
+        return out
+
+    async def wait_for_trades(self, symbols: Sequence[str], after: Position, block: float) -> None:
+        """Block up to ``block`` seconds until a trade stream of ``symbols`` has
+        a trade after ``after`` (on a cluster, ``symbols`` must be one)."""
+        streams: dict[Any, Any] = {
+            self._keys.trades(s): f"{min(max(after.get(s, 0), 0), _MAX_ID)}-0" for s in symbols
+        }
+        with _translated():
+            await self._redis.xread(streams, count=1, block=max(1, round(block * 1000)))
 
 
 def _by_symbol(series: Sequence[SeriesKey]) -> dict[str, list[SeriesKey]]:

@@ -187,6 +187,66 @@ FEED_STATE_LOGIN_REQUIRED: FeedState.ValueType  # 3
 """The venue needs an operator to log in again (for Saxo: /auth/saxo/login)."""
 Global___FeedState: _TypeAlias = FeedState  # noqa: Y015
 
+class _RejectReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REJECT_REASON_UNSPECIFIED: _RejectReason.ValueType  # 0
+    REJECT_REASON_NON_POSITIVE_PRICE: _RejectReason.ValueType  # 1
+    """A price that is zero, negative, infinite or not a number."""
+    REJECT_REASON_NON_POSITIVE_SIZE: _RejectReason.ValueType  # 2
+    """A quantity or size that is zero (a trade), negative, infinite or not a number."""
+    REJECT_REASON_CROSSED_QUOTE: _RejectReason.ValueType  # 3
+    """A quote whose bid is above its ask."""
+    REJECT_REASON_FUTURE_TIME: _RejectReason.ValueType  # 4
+    """An event time further ahead of the service clock than allowed."""
+    REJECT_REASON_LATE: _RejectReason.ValueType  # 5
+    """An event time behind the symbol's watermark by more than the lateness."""
+    REJECT_REASON_OUTLIER: _RejectReason.ValueType  # 6
+    """A price further from the recent reference price than the outlier limit."""
+
+class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper):
+    """RejectReason is why the validation policy refused a feed's input."""
+
+REJECT_REASON_UNSPECIFIED: RejectReason.ValueType  # 0
+REJECT_REASON_NON_POSITIVE_PRICE: RejectReason.ValueType  # 1
+"""A price that is zero, negative, infinite or not a number."""
+REJECT_REASON_NON_POSITIVE_SIZE: RejectReason.ValueType  # 2
+"""A quantity or size that is zero (a trade), negative, infinite or not a number."""
+REJECT_REASON_CROSSED_QUOTE: RejectReason.ValueType  # 3
+"""A quote whose bid is above its ask."""
+REJECT_REASON_FUTURE_TIME: RejectReason.ValueType  # 4
+"""An event time further ahead of the service clock than allowed."""
+REJECT_REASON_LATE: RejectReason.ValueType  # 5
+"""An event time behind the symbol's watermark by more than the lateness."""
+REJECT_REASON_OUTLIER: RejectReason.ValueType  # 6
+"""A price further from the recent reference price than the outlier limit."""
+Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
+
+class _AggressorSide:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AggressorSideEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AggressorSide.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGGRESSOR_SIDE_UNSPECIFIED: _AggressorSide.ValueType  # 0
+    AGGRESSOR_SIDE_BUY: _AggressorSide.ValueType  # 1
+    """The taker bought (the seller was the maker)."""
+    AGGRESSOR_SIDE_SELL: _AggressorSide.ValueType  # 2
+    """The taker sold (the buyer was the maker)."""
+
+class AggressorSide(_AggressorSide, metaclass=_AggressorSideEnumTypeWrapper):
+    """AggressorSide is the side of the order that took liquidity."""
+
+AGGRESSOR_SIDE_UNSPECIFIED: AggressorSide.ValueType  # 0
+AGGRESSOR_SIDE_BUY: AggressorSide.ValueType  # 1
+"""The taker bought (the seller was the maker)."""
+AGGRESSOR_SIDE_SELL: AggressorSide.ValueType  # 2
+"""The taker sold (the buyer was the maker)."""
+Global___AggressorSide: _TypeAlias = AggressorSide  # noqa: Y015
+
 @_typing.final
 class Candle(_message.Message):
     """Candle is one OHLCV bar. Prices and volume are exact decimals in the
@@ -210,6 +270,8 @@ class Candle(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     QUOTE_VOLUME_FIELD_NUMBER: _builtins.int
+    BUY_VOLUME_FIELD_NUMBER: _builtins.int
+    BUY_QUOTE_VOLUME_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     interval: Global___Interval.ValueType
     open: _builtins.float
@@ -228,6 +290,12 @@ class Candle(_message.Message):
     source: Global___Source.ValueType
     quote_volume: _builtins.float
     """Quote-asset volume (sum of price * quantity)."""
+    buy_volume: _builtins.float
+    """Base-asset volume of trades whose aggressor (taker) bought. Delta is
+    2 * buy_volume - volume; VWAP is quote_volume / volume.
+    """
+    buy_quote_volume: _builtins.float
+    """Quote-asset volume of trades whose aggressor bought."""
     @_builtins.property
     def open_time(self) -> _timestamp_pb2.Timestamp:
         """Start of the interval (inclusive)."""
@@ -253,10 +321,12 @@ class Candle(_message.Message):
         revision: _builtins.int = ...,
         source: Global___Source.ValueType = ...,
         quote_volume: _builtins.float = ...,
+        buy_volume: _builtins.float = ...,
+        buy_quote_volume: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "open_time", b"open_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "close_time", b"close_time", "closed", b"closed", "high", b"high", "interval", b"interval", "low", b"low", "open", b"open", "open_time", b"open_time", "quote_volume", b"quote_volume", "revision", b"revision", "source", b"source", "symbol", b"symbol", "trade_count", b"trade_count", "volume", b"volume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buy_quote_volume", b"buy_quote_volume", "buy_volume", b"buy_volume", "close", b"close", "close_time", b"close_time", "closed", b"closed", "high", b"high", "interval", b"interval", "low", b"low", "open", b"open", "open_time", b"open_time", "quote_volume", b"quote_volume", "revision", b"revision", "source", b"source", "symbol", b"symbol", "trade_count", b"trade_count", "volume", b"volume"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -738,6 +808,7 @@ class SymbolInfo(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     BASE_ASSET_FIELD_NUMBER: _builtins.int
     QUOTE_ASSET_FIELD_NUMBER: _builtins.int
+    REJECTIONS_FIELD_NUMBER: _builtins.int
     FEED_STATE_FIELD_NUMBER: _builtins.int
     FEED_STATUS_FIELD_NUMBER: _builtins.int
     COVERAGE_FIELD_NUMBER: _builtins.int
@@ -756,6 +827,12 @@ class SymbolInfo(_message.Message):
     @_builtins.property
     def intervals(self) -> _containers.RepeatedScalarFieldContainer[Global___Interval.ValueType]: ...
     @_builtins.property
+    def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectionCount]:
+        """Input of this symbol the validation policy refused since the service
+        started, per reason (reasons with no refusal are left out).
+        """
+
+    @_builtins.property
     def coverage(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesCoverage]:
         """Per served interval, the oldest candle the service holds (hot store and
         history tier together); an interval with no candle yet is left out.
@@ -771,13 +848,14 @@ class SymbolInfo(_message.Message):
         source: Global___Source.ValueType = ...,
         base_asset: _builtins.str = ...,
         quote_asset: _builtins.str = ...,
+        rejections: _abc.Iterable[Global___RejectionCount] | None = ...,
         feed_state: Global___FeedState.ValueType = ...,
         feed_status: _builtins.str = ...,
         coverage: _abc.Iterable[Global___SeriesCoverage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_asset", b"base_asset", "coverage", b"coverage", "feed_state", b"feed_state", "feed_status", b"feed_status", "intervals", b"intervals", "price_precision", b"price_precision", "quantity_precision", b"quantity_precision", "quote_asset", b"quote_asset", "source", b"source", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_asset", b"base_asset", "coverage", b"coverage", "feed_state", b"feed_state", "feed_status", b"feed_status", "intervals", b"intervals", "price_precision", b"price_precision", "quantity_precision", b"quantity_precision", "quote_asset", b"quote_asset", "rejections", b"rejections", "source", b"source", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -831,6 +909,390 @@ class ListSymbolsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSymbolsResponse: _TypeAlias = ListSymbolsResponse  # noqa: Y015
+
+@_typing.final
+class RejectionCount(_message.Message):
+    """RejectionCount is how much input of one symbol was refused for one reason."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    LAST_TIME_FIELD_NUMBER: _builtins.int
+    reason: Global___RejectReason.ValueType
+    count: _builtins.int
+    @_builtins.property
+    def last_time(self) -> _timestamp_pb2.Timestamp:
+        """Event time of the last refused input."""
+
+    def __init__(
+        self,
+        *,
+        reason: Global___RejectReason.ValueType = ...,
+        count: _builtins.int = ...,
+        last_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_time", b"last_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "last_time", b"last_time", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectionCount: _TypeAlias = RejectionCount  # noqa: Y015
+
+@_typing.final
+class Trade(_message.Message):
+    """Trade is one trade as the upstream reported it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    RECEIVE_TIME_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    trade_id: _builtins.str
+    """The venue's id of the trade (empty when the venue has none)."""
+    price: _builtins.float
+    quantity: _builtins.float
+    side: Global___AggressorSide.ValueType
+    """Unspecified when the venue does not say."""
+    source: Global___Source.ValueType
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When the trade happened (upstream clock)."""
+
+    @_builtins.property
+    def receive_time(self) -> _timestamp_pb2.Timestamp:
+        """When this service received it (service clock)."""
+
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        trade_id: _builtins.str = ...,
+        price: _builtins.float = ...,
+        quantity: _builtins.float = ...,
+        side: Global___AggressorSide.ValueType = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
+        receive_time: _timestamp_pb2.Timestamp | None = ...,
+        source: Global___Source.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "receive_time", b"receive_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "price", b"price", "quantity", b"quantity", "receive_time", b"receive_time", "side", b"side", "source", b"source", "symbol", b"symbol", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Trade: _TypeAlias = Trade  # noqa: Y015
+
+@_typing.final
+class GetTradesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    page_size: _builtins.int
+    """Trades per page: default 500, values above 1000 are treated as 1000."""
+    page_token: _builtins.str
+    """next_page_token of a previous response with the same request fields."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Inclusive lower bound on event time. Optional."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Exclusive upper bound on event time. Optional."""
+
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTradesRequest: _TypeAlias = GetTradesRequest  # noqa: Y015
+
+@_typing.final
+class GetTradesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when there are no more trades in the range."""
+    @_builtins.property
+    def trades(self) -> _containers.RepeatedCompositeFieldContainer[Global___Trade]:
+        """In the order received. Without start_time, the latest trades before
+        end_time (or now) are returned and there is no next page.
+        """
+
+    def __init__(
+        self,
+        *,
+        trades: _abc.Iterable[Global___Trade] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "trades", b"trades"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTradesResponse: _TypeAlias = GetTradesResponse  # noqa: Y015
+
+@_typing.final
+class SubscribeTradesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOLS_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    history: _builtins.int
+    """Number of most recent trades per symbol sent before snapshot_end (0..1000)."""
+    resume_token: _builtins.str
+    """resume_token of the last response received: the stream continues exactly
+    after it. The other fields must equal those of the original request.
+    """
+    @_builtins.property
+    def symbols(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One to 100 distinct symbols."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Alternative to history: send the stored trades with event_time >= start_time."""
+
+    def __init__(
+        self,
+        *,
+        symbols: _abc.Iterable[_builtins.str] | None = ...,
+        history: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "resume_token", b"resume_token", "start_time", b"start_time", "symbols", b"symbols"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeTradesRequest: _TypeAlias = SubscribeTradesRequest  # noqa: Y015
+
+@_typing.final
+class TradesHeartbeat(_message.Message):
+    """TradesHeartbeat is sent when nothing else was sent for a heartbeat interval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def server_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        server_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["server_time", b"server_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["server_time", b"server_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TradesHeartbeat: _TypeAlias = TradesHeartbeat  # noqa: Y015
+
+@_typing.final
+class SubscribeTradesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_END_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    resume_token: _builtins.str
+    """Opaque; pass it in a new request to continue after this response."""
+    @_builtins.property
+    def trade(self) -> Global___Trade: ...
+    @_builtins.property
+    def snapshot_end(self) -> Global___SnapshotEnd: ...
+    @_builtins.property
+    def heartbeat(self) -> Global___TradesHeartbeat: ...
+    def __init__(
+        self,
+        *,
+        trade: Global___Trade | None = ...,
+        snapshot_end: Global___SnapshotEnd | None = ...,
+        heartbeat: Global___TradesHeartbeat | None = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "snapshot_end", b"snapshot_end", "trade", b"trade"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "resume_token", b"resume_token", "snapshot_end", b"snapshot_end", "trade", b"trade"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["trade", "snapshot_end", "heartbeat"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___SubscribeTradesResponse: _TypeAlias = SubscribeTradesResponse  # noqa: Y015
+
+@_typing.final
+class GetVolumeProfileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PRICE_STEP_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    price_step: _builtins.str
+    """Width of a price level, a positive decimal such as "0.5" or "10"."""
+    interval: Global___Interval.ValueType
+    """When set, the profile per candle of this interval (the footprint) as well."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Inclusive lower bound on trade event time. Required."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Exclusive upper bound on trade event time. Optional (default: now)."""
+
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        price_step: _builtins.str = ...,
+        interval: Global___Interval.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "interval", b"interval", "price_step", b"price_step", "start_time", b"start_time", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVolumeProfileRequest: _TypeAlias = GetVolumeProfileRequest  # noqa: Y015
+
+@_typing.final
+class PriceLevel(_message.Message):
+    """PriceLevel is the volume traded at prices [price, price + price_step)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICE_FIELD_NUMBER: _builtins.int
+    BUY_VOLUME_FIELD_NUMBER: _builtins.int
+    SELL_VOLUME_FIELD_NUMBER: _builtins.int
+    UNKNOWN_VOLUME_FIELD_NUMBER: _builtins.int
+    TRADE_COUNT_FIELD_NUMBER: _builtins.int
+    price: _builtins.float
+    buy_volume: _builtins.float
+    sell_volume: _builtins.float
+    unknown_volume: _builtins.float
+    """Volume of trades whose aggressor side is unknown."""
+    trade_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        price: _builtins.float = ...,
+        buy_volume: _builtins.float = ...,
+        sell_volume: _builtins.float = ...,
+        unknown_volume: _builtins.float = ...,
+        trade_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buy_volume", b"buy_volume", "price", b"price", "sell_volume", b"sell_volume", "trade_count", b"trade_count", "unknown_volume", b"unknown_volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriceLevel: _TypeAlias = PriceLevel  # noqa: Y015
+
+@_typing.final
+class FootprintCandle(_message.Message):
+    """FootprintCandle is the volume profile of one candle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_TIME_FIELD_NUMBER: _builtins.int
+    CLOSE_TIME_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def open_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def close_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriceLevel]:
+        """Ascending by price."""
+
+    def __init__(
+        self,
+        *,
+        open_time: _timestamp_pb2.Timestamp | None = ...,
+        close_time: _timestamp_pb2.Timestamp | None = ...,
+        levels: _abc.Iterable[Global___PriceLevel] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "open_time", b"open_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "levels", b"levels", "open_time", b"open_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FootprintCandle: _TypeAlias = FootprintCandle  # noqa: Y015
+
+@_typing.final
+class GetVolumeProfileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEVELS_FIELD_NUMBER: _builtins.int
+    FOOTPRINT_FIELD_NUMBER: _builtins.int
+    TRADE_COUNT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    trade_count: _builtins.int
+    """Trades the profile covers."""
+    truncated: _builtins.bool
+    """True when the range starts before the oldest trade retained: trades older
+    than those retained are missing.
+    """
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriceLevel]:
+        """Ascending by price; levels without trades are left out."""
+
+    @_builtins.property
+    def footprint(self) -> _containers.RepeatedCompositeFieldContainer[Global___FootprintCandle]:
+        """Ascending by open time, when interval was set; candles without trades are left out."""
+
+    def __init__(
+        self,
+        *,
+        levels: _abc.Iterable[Global___PriceLevel] | None = ...,
+        footprint: _abc.Iterable[Global___FootprintCandle] | None = ...,
+        trade_count: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["footprint", b"footprint", "levels", b"levels", "trade_count", b"trade_count", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVolumeProfileResponse: _TypeAlias = GetVolumeProfileResponse  # noqa: Y015
 
 @_typing.final
 class GetRecentTicksRequest(_message.Message):

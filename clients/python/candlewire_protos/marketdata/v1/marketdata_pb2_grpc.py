@@ -62,6 +62,21 @@ class MarketDataServiceStub:
                 request_serializer=marketdata_dot_v1_dot_marketdata__pb2.ListSymbolsRequest.SerializeToString,
                 response_deserializer=marketdata_dot_v1_dot_marketdata__pb2.ListSymbolsResponse.FromString,
                 _registered_method=True)
+        self.GetTrades = channel.unary_unary(
+                '/marketdata.v1.MarketDataService/GetTrades',
+                request_serializer=marketdata_dot_v1_dot_marketdata__pb2.GetTradesRequest.SerializeToString,
+                response_deserializer=marketdata_dot_v1_dot_marketdata__pb2.GetTradesResponse.FromString,
+                _registered_method=True)
+        self.SubscribeTrades = channel.unary_stream(
+                '/marketdata.v1.MarketDataService/SubscribeTrades',
+                request_serializer=marketdata_dot_v1_dot_marketdata__pb2.SubscribeTradesRequest.SerializeToString,
+                response_deserializer=marketdata_dot_v1_dot_marketdata__pb2.SubscribeTradesResponse.FromString,
+                _registered_method=True)
+        self.GetVolumeProfile = channel.unary_unary(
+                '/marketdata.v1.MarketDataService/GetVolumeProfile',
+                request_serializer=marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileRequest.SerializeToString,
+                response_deserializer=marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileResponse.FromString,
+                _registered_method=True)
         self.GetRecentTicks = channel.unary_unary(
                 '/marketdata.v1.MarketDataService/GetRecentTicks',
                 request_serializer=marketdata_dot_v1_dot_marketdata__pb2.GetRecentTicksRequest.SerializeToString,
@@ -110,6 +125,30 @@ class MarketDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrades(self, request, context):
+        """GetTrades returns stored trades of one symbol, in the order they were
+        received, paged like GetCandles.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeTrades(self, request, context):
+        """SubscribeTrades streams stored trades, then a snapshot_end marker, then
+        live trades of one or more symbols. Every response carries a resume token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVolumeProfile(self, request, context):
+        """GetVolumeProfile returns the volume at each price level of one symbol over
+        a time range, split by aggressor side, in total and per candle (footprint).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetRecentTicks(self, request, context):
         """GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first.
         """
@@ -144,6 +183,21 @@ def add_MarketDataServiceServicer_to_server(servicer, server):
                     servicer.ListSymbols,
                     request_deserializer=marketdata_dot_v1_dot_marketdata__pb2.ListSymbolsRequest.FromString,
                     response_serializer=marketdata_dot_v1_dot_marketdata__pb2.ListSymbolsResponse.SerializeToString,
+            ),
+            'GetTrades': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrades,
+                    request_deserializer=marketdata_dot_v1_dot_marketdata__pb2.GetTradesRequest.FromString,
+                    response_serializer=marketdata_dot_v1_dot_marketdata__pb2.GetTradesResponse.SerializeToString,
+            ),
+            'SubscribeTrades': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeTrades,
+                    request_deserializer=marketdata_dot_v1_dot_marketdata__pb2.SubscribeTradesRequest.FromString,
+                    response_serializer=marketdata_dot_v1_dot_marketdata__pb2.SubscribeTradesResponse.SerializeToString,
+            ),
+            'GetVolumeProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVolumeProfile,
+                    request_deserializer=marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileRequest.FromString,
+                    response_serializer=marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileResponse.SerializeToString,
             ),
             'GetRecentTicks': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRecentTicks,
@@ -288,6 +342,87 @@ class MarketDataService:
             '/marketdata.v1.MarketDataService/ListSymbols',
             marketdata_dot_v1_dot_marketdata__pb2.ListSymbolsRequest.SerializeToString,
             marketdata_dot_v1_dot_marketdata__pb2.ListSymbolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrades(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketdata.v1.MarketDataService/GetTrades',
+            marketdata_dot_v1_dot_marketdata__pb2.GetTradesRequest.SerializeToString,
+            marketdata_dot_v1_dot_marketdata__pb2.GetTradesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeTrades(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/marketdata.v1.MarketDataService/SubscribeTrades',
+            marketdata_dot_v1_dot_marketdata__pb2.SubscribeTradesRequest.SerializeToString,
+            marketdata_dot_v1_dot_marketdata__pb2.SubscribeTradesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVolumeProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketdata.v1.MarketDataService/GetVolumeProfile',
+            marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileRequest.SerializeToString,
+            marketdata_dot_v1_dot_marketdata__pb2.GetVolumeProfileResponse.FromString,
             options,
             channel_credentials,
             insecure,

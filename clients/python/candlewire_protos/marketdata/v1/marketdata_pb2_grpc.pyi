@@ -48,6 +48,18 @@ class MarketDataServiceStub:
     """
     ListSymbols: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.ListSymbolsRequest, _marketdata_pb2.ListSymbolsResponse]
     """ListSymbols returns the symbols and intervals this deployment serves."""
+    GetTrades: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.GetTradesRequest, _marketdata_pb2.GetTradesResponse]
+    """GetTrades returns stored trades of one symbol, in the order they were
+    received, paged like GetCandles.
+    """
+    SubscribeTrades: _grpc.UnaryStreamMultiCallable[_marketdata_pb2.SubscribeTradesRequest, _marketdata_pb2.SubscribeTradesResponse]
+    """SubscribeTrades streams stored trades, then a snapshot_end marker, then
+    live trades of one or more symbols. Every response carries a resume token.
+    """
+    GetVolumeProfile: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.GetVolumeProfileRequest, _marketdata_pb2.GetVolumeProfileResponse]
+    """GetVolumeProfile returns the volume at each price level of one symbol over
+    a time range, split by aggressor side, in total and per candle (footprint).
+    """
     GetRecentTicks: _grpc.UnaryUnaryMultiCallable[_marketdata_pb2.GetRecentTicksRequest, _marketdata_pb2.GetRecentTicksResponse]
     """GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first."""
 
@@ -70,6 +82,18 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     """
     ListSymbols: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.ListSymbolsRequest, _marketdata_pb2.ListSymbolsResponse]  # type: ignore[assignment]
     """ListSymbols returns the symbols and intervals this deployment serves."""
+    GetTrades: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.GetTradesRequest, _marketdata_pb2.GetTradesResponse]  # type: ignore[assignment]
+    """GetTrades returns stored trades of one symbol, in the order they were
+    received, paged like GetCandles.
+    """
+    SubscribeTrades: _aio.UnaryStreamMultiCallable[_marketdata_pb2.SubscribeTradesRequest, _marketdata_pb2.SubscribeTradesResponse]  # type: ignore[assignment]
+    """SubscribeTrades streams stored trades, then a snapshot_end marker, then
+    live trades of one or more symbols. Every response carries a resume token.
+    """
+    GetVolumeProfile: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.GetVolumeProfileRequest, _marketdata_pb2.GetVolumeProfileResponse]  # type: ignore[assignment]
+    """GetVolumeProfile returns the volume at each price level of one symbol over
+    a time range, split by aggressor side, in total and per candle (footprint).
+    """
     GetRecentTicks: _aio.UnaryUnaryMultiCallable[_marketdata_pb2.GetRecentTicksRequest, _marketdata_pb2.GetRecentTicksResponse]  # type: ignore[assignment]
     """GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first."""
 
@@ -119,6 +143,36 @@ class MarketDataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_marketdata_pb2.ListSymbolsResponse, _abc.Awaitable[_marketdata_pb2.ListSymbolsResponse]]:
         """ListSymbols returns the symbols and intervals this deployment serves."""
+
+    @_abc_1.abstractmethod
+    def GetTrades(
+        self,
+        request: _marketdata_pb2.GetTradesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_marketdata_pb2.GetTradesResponse, _abc.Awaitable[_marketdata_pb2.GetTradesResponse]]:
+        """GetTrades returns stored trades of one symbol, in the order they were
+        received, paged like GetCandles.
+        """
+
+    @_abc_1.abstractmethod
+    def SubscribeTrades(
+        self,
+        request: _marketdata_pb2.SubscribeTradesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_marketdata_pb2.SubscribeTradesResponse], _abc.AsyncIterator[_marketdata_pb2.SubscribeTradesResponse]]:
+        """SubscribeTrades streams stored trades, then a snapshot_end marker, then
+        live trades of one or more symbols. Every response carries a resume token.
+        """
+
+    @_abc_1.abstractmethod
+    def GetVolumeProfile(
+        self,
+        request: _marketdata_pb2.GetVolumeProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_marketdata_pb2.GetVolumeProfileResponse, _abc.Awaitable[_marketdata_pb2.GetVolumeProfileResponse]]:
+        """GetVolumeProfile returns the volume at each price level of one symbol over
+        a time range, split by aggressor side, in total and per candle (footprint).
+        """
 
     @_abc_1.abstractmethod
     def GetRecentTicks(

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file marketdata/v1/marketdata.proto.
  */
 export const file_marketdata_v1_marketdata: GenFile = /*@__PURE__*/
-  fileDesc("Ch5tYXJrZXRkYXRhL3YxL21hcmtldGRhdGEucHJvdG8SDW1hcmtldGRhdGEudjEi3gIKBkNhbmRsZRIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi0KCW9wZW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEb3BlbhgFIAEoARIMCgRoaWdoGAYgASgBEgsKA2xvdxgHIAEoARINCgVjbG9zZRgIIAEoARIOCgZ2b2x1bWUYCSABKAESEwoLdHJhZGVfY291bnQYCiABKAQSDgoGY2xvc2VkGAsgASgIEhAKCHJldmlzaW9uGAwgASgNEiUKBnNvdXJjZRgNIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhQKDHF1b3RlX3ZvbHVtZRgOIAEoASL4AgoFUHJpY2USDgoGc3ltYm9sGAEgASgJEgsKA2JpZBgCIAEoARILCgNhc2sYAyABKAESCwoDbWlkGAQgASgBEg4KBnNwcmVhZBgFIAEoARIMCgRsYXN0GAYgASgBEhAKCGJpZF9zaXplGAcgASgBEhAKCGFza19zaXplGAggASgBEi4KCmV2ZW50X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFc3RhbGUYCyABKAgSJQoGc291cmNlGAwgASgOMhUubWFya2V0ZGF0YS52MS5Tb3VyY2USMAoMbWFya2V0X3N0YXRlGBQgASgOMhoubWFya2V0ZGF0YS52MS5NYXJrZXRTdGF0ZRIsCgpwcmljZV90eXBlGBUgASgOMhgubWFya2V0ZGF0YS52MS5QcmljZVR5cGUiIQoPR2V0UHJpY2VSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCSI3ChBHZXRQcmljZVJlc3BvbnNlEiMKBXByaWNlGAEgASgLMhQubWFya2V0ZGF0YS52MS5QcmljZSIoChVCYXRjaEdldFByaWNlc1JlcXVlc3QSDwoHc3ltYm9scxgBIAMoCSI+ChZCYXRjaEdldFByaWNlc1Jlc3BvbnNlEiQKBnByaWNlcxgBIAMoCzIULm1hcmtldGRhdGEudjEuUHJpY2Ui7AEKEUdldENhbmRsZXNSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRIpCghpbnRlcnZhbBgCIAEoDjIXLm1hcmtldGRhdGEudjEuSW50ZXJ2YWwSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJEhcKD2luY2x1ZGVfbWlzc2luZxgeIAEoCCKHAQoSR2V0Q2FuZGxlc1Jlc3BvbnNlEiYKB2NhbmRsZXMYASADKAsyFS5tYXJrZXRkYXRhLnYxLkNhbmRsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSMAoObWlzc2luZ19yYW5nZXMYHiADKAsyGC5tYXJrZXRkYXRhLnYxLlRpbWVSYW5nZSJpCglUaW1lUmFuZ2USLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkMKBlNlcmllcxIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsIqwBChdTdWJzY3JpYmVDYW5kbGVzUmVxdWVzdBIlCgZzZXJpZXMYASADKAsyFS5tYXJrZXRkYXRhLnYxLlNlcmllcxIPCgdoaXN0b3J5GAIgASgNEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Nsb3NlZF9vbmx5GAQgASgIEhQKDHJlc3VtZV90b2tlbhgFIAEoCSINCgtTbmFwc2hvdEVuZCJtCg9TZXJpZXNXYXRlcm1hcmsSJQoGc2VyaWVzGAEgASgLMhUubWFya2V0ZGF0YS52MS5TZXJpZXMSMwoPbGFzdF9ldmVudF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJwCglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCndhdGVybWFya3MYAiADKAsyHi5tYXJrZXRkYXRhLnYxLlNlcmllc1dhdGVybWFyayLFAQoYU3Vic2NyaWJlQ2FuZGxlc1Jlc3BvbnNlEicKBmNhbmRsZRgBIAEoCzIVLm1hcmtldGRhdGEudjEuQ2FuZGxlSAASMgoMc25hcHNob3RfZW5kGAIgASgLMhoubWFya2V0ZGF0YS52MS5TbmFwc2hvdEVuZEgAEi0KCWhlYXJ0YmVhdBgDIAEoCzIYLm1hcmtldGRhdGEudjEuSGVhcnRiZWF0SAASFAoMcmVzdW1lX3Rva2VuGA8gASgJQgcKBWV2ZW50IhQKEkxpc3RTeW1ib2xzUmVxdWVzdCLBAgoKU3ltYm9sSW5mbxIOCgZzeW1ib2wYASABKAkSFwoPcHJpY2VfcHJlY2lzaW9uGAIgASgNEhoKEnF1YW50aXR5X3ByZWNpc2lvbhgDIAEoDRIqCglpbnRlcnZhbHMYBCADKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEiUKBnNvdXJjZRgFIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhIKCmJhc2VfYXNzZXQYBiABKAkSEwoLcXVvdGVfYXNzZXQYByABKAkSLAoKZmVlZF9zdGF0ZRgUIAEoDjIYLm1hcmtldGRhdGEudjEuRmVlZFN0YXRlEhMKC2ZlZWRfc3RhdHVzGBUgASgJEi8KCGNvdmVyYWdlGB4gAygLMh0ubWFya2V0ZGF0YS52MS5TZXJpZXNDb3ZlcmFnZSJzCg5TZXJpZXNDb3ZlcmFnZRIpCghpbnRlcnZhbBgBIAEoDjIXLm1hcmtldGRhdGEudjEuSW50ZXJ2YWwSNgoSZWFybGllc3Rfb3Blbl90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJBChNMaXN0U3ltYm9sc1Jlc3BvbnNlEioKB3N5bWJvbHMYASADKAsyGS5tYXJrZXRkYXRhLnYxLlN5bWJvbEluZm8iNgoVR2V0UmVjZW50VGlja3NSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRINCgVsaW1pdBgCIAEoBSI9ChZHZXRSZWNlbnRUaWNrc1Jlc3BvbnNlEiMKBXRpY2tzGAEgAygLMhQubWFya2V0ZGF0YS52MS5QcmljZSq4AgoISW50ZXJ2YWwSGAoUSU5URVJWQUxfVU5TUEVDSUZJRUQQABIPCgtJTlRFUlZBTF8xUxABEg8KC0lOVEVSVkFMXzFNEAISDwoLSU5URVJWQUxfM00QAxIPCgtJTlRFUlZBTF81TRAEEhAKDElOVEVSVkFMXzE1TRAFEhAKDElOVEVSVkFMXzMwTRAGEg8KC0lOVEVSVkFMXzFIEAcSDwoLSU5URVJWQUxfMkgQCBIPCgtJTlRFUlZBTF80SBAJEg8KC0lOVEVSVkFMXzZIEAoSDwoLSU5URVJWQUxfOEgQCxIQCgxJTlRFUlZBTF8xMkgQDBIPCgtJTlRFUlZBTF8xRBANEg8KC0lOVEVSVkFMXzNEEA4SDwoLSU5URVJWQUxfMVcQDxIQCgxJTlRFUlZBTF8xTU8QECpvCgZTb3VyY2USFgoSU09VUkNFX1VOU1BFQ0lGSUVEEAASDwoLU09VUkNFX0xJVkUQARITCg9TT1VSQ0VfQkFDS0ZJTEwQAhIUChBTT1VSQ0VfU0lNVUxBVEVEEAMSEQoNU09VUkNFX1JFUExBWRAEKswBCgtNYXJrZXRTdGF0ZRIcChhNQVJLRVRfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFNQVJLRVRfU1RBVEVfT1BFThABEhcKE01BUktFVF9TVEFURV9DTE9TRUQQAhIbChdNQVJLRVRfU1RBVEVfUFJFX01BUktFVBADEhwKGE1BUktFVF9TVEFURV9QT1NUX01BUktFVBAEEhgKFE1BUktFVF9TVEFURV9BVUNUSU9OEAUSGgoWTUFSS0VUX1NUQVRFX1NVU1BFTkRFRBAGKpQBCglQcmljZVR5cGUSGgoWUFJJQ0VfVFlQRV9VTlNQRUNJRklFRBAAEhcKE1BSSUNFX1RZUEVfVFJBREFCTEUQARIZChVQUklDRV9UWVBFX0lORElDQVRJVkUQAhIdChlQUklDRV9UWVBFX09MRF9JTkRJQ0FUSVZFEAMSGAoUUFJJQ0VfVFlQRV9OT19NQVJLRVQQBCpuCglGZWVkU3RhdGUSGgoWRkVFRF9TVEFURV9VTlNQRUNJRklFRBAAEhEKDUZFRURfU1RBVEVfT0sQARITCg9GRUVEX1NUQVRFX0RPV04QAhIdChlGRUVEX1NUQVRFX0xPR0lOX1JFUVVJUkVEEAMyrgQKEU1hcmtldERhdGFTZXJ2aWNlEksKCEdldFByaWNlEh4ubWFya2V0ZGF0YS52MS5HZXRQcmljZVJlcXVlc3QaHy5tYXJrZXRkYXRhLnYxLkdldFByaWNlUmVzcG9uc2USXQoOQmF0Y2hHZXRQcmljZXMSJC5tYXJrZXRkYXRhLnYxLkJhdGNoR2V0UHJpY2VzUmVxdWVzdBolLm1hcmtldGRhdGEudjEuQmF0Y2hHZXRQcmljZXNSZXNwb25zZRJRCgpHZXRDYW5kbGVzEiAubWFya2V0ZGF0YS52MS5HZXRDYW5kbGVzUmVxdWVzdBohLm1hcmtldGRhdGEudjEuR2V0Q2FuZGxlc1Jlc3BvbnNlEmUKEFN1YnNjcmliZUNhbmRsZXMSJi5tYXJrZXRkYXRhLnYxLlN1YnNjcmliZUNhbmRsZXNSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVDYW5kbGVzUmVzcG9uc2UwARJUCgtMaXN0U3ltYm9scxIhLm1hcmtldGRhdGEudjEuTGlzdFN5bWJvbHNSZXF1ZXN0GiIubWFya2V0ZGF0YS52MS5MaXN0U3ltYm9sc1Jlc3BvbnNlEl0KDkdldFJlY2VudFRpY2tzEiQubWFya2V0ZGF0YS52MS5HZXRSZWNlbnRUaWNrc1JlcXVlc3QaJS5tYXJrZXRkYXRhLnYxLkdldFJlY2VudFRpY2tzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5tYXJrZXRkYXRhL3YxL21hcmtldGRhdGEucHJvdG8SDW1hcmtldGRhdGEudjEijAMKBkNhbmRsZRIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi0KCW9wZW5fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEb3BlbhgFIAEoARIMCgRoaWdoGAYgASgBEgsKA2xvdxgHIAEoARINCgVjbG9zZRgIIAEoARIOCgZ2b2x1bWUYCSABKAESEwoLdHJhZGVfY291bnQYCiABKAQSDgoGY2xvc2VkGAsgASgIEhAKCHJldmlzaW9uGAwgASgNEiUKBnNvdXJjZRgNIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEhQKDHF1b3RlX3ZvbHVtZRgOIAEoARISCgpidXlfdm9sdW1lGCggASgBEhgKEGJ1eV9xdW90ZV92b2x1bWUYKSABKAEi+AIKBVByaWNlEg4KBnN5bWJvbBgBIAEoCRILCgNiaWQYAiABKAESCwoDYXNrGAMgASgBEgsKA21pZBgEIAEoARIOCgZzcHJlYWQYBSABKAESDAoEbGFzdBgGIAEoARIQCghiaWRfc2l6ZRgHIAEoARIQCghhc2tfc2l6ZRgIIAEoARIuCgpldmVudF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZWNlaXZlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXN0YWxlGAsgASgIEiUKBnNvdXJjZRgMIAEoDjIVLm1hcmtldGRhdGEudjEuU291cmNlEjAKDG1hcmtldF9zdGF0ZRgUIAEoDjIaLm1hcmtldGRhdGEudjEuTWFya2V0U3RhdGUSLAoKcHJpY2VfdHlwZRgVIAEoDjIYLm1hcmtldGRhdGEudjEuUHJpY2VUeXBlIiEKD0dldFByaWNlUmVxdWVzdBIOCgZzeW1ib2wYASABKAkiNwoQR2V0UHJpY2VSZXNwb25zZRIjCgVwcmljZRgBIAEoCzIULm1hcmtldGRhdGEudjEuUHJpY2UiKAoVQmF0Y2hHZXRQcmljZXNSZXF1ZXN0Eg8KB3N5bWJvbHMYASADKAkiPgoWQmF0Y2hHZXRQcmljZXNSZXNwb25zZRIkCgZwcmljZXMYASADKAsyFC5tYXJrZXRkYXRhLnYxLlByaWNlIuwBChFHZXRDYW5kbGVzUmVxdWVzdBIOCgZzeW1ib2wYASABKAkSKQoIaW50ZXJ2YWwYAiABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCRIXCg9pbmNsdWRlX21pc3NpbmcYHiABKAgihwEKEkdldENhbmRsZXNSZXNwb25zZRImCgdjYW5kbGVzGAEgAygLMhUubWFya2V0ZGF0YS52MS5DYW5kbGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEjAKDm1pc3NpbmdfcmFuZ2VzGB4gAygLMhgubWFya2V0ZGF0YS52MS5UaW1lUmFuZ2UiaQoJVGltZVJhbmdlEi4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJDCgZTZXJpZXMSDgoGc3ltYm9sGAEgASgJEikKCGludGVydmFsGAIgASgOMhcubWFya2V0ZGF0YS52MS5JbnRlcnZhbCKsAQoXU3Vic2NyaWJlQ2FuZGxlc1JlcXVlc3QSJQoGc2VyaWVzGAEgAygLMhUubWFya2V0ZGF0YS52MS5TZXJpZXMSDwoHaGlzdG9yeRgCIAEoDRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtjbG9zZWRfb25seRgEIAEoCBIUCgxyZXN1bWVfdG9rZW4YBSABKAkiDQoLU25hcHNob3RFbmQibQoPU2VyaWVzV2F0ZXJtYXJrEiUKBnNlcmllcxgBIAEoCzIVLm1hcmtldGRhdGEudjEuU2VyaWVzEjMKD2xhc3RfZXZlbnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicAoJSGVhcnRiZWF0Ei8KC3NlcnZlcl90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgp3YXRlcm1hcmtzGAIgAygLMh4ubWFya2V0ZGF0YS52MS5TZXJpZXNXYXRlcm1hcmsixQEKGFN1YnNjcmliZUNhbmRsZXNSZXNwb25zZRInCgZjYW5kbGUYASABKAsyFS5tYXJrZXRkYXRhLnYxLkNhbmRsZUgAEjIKDHNuYXBzaG90X2VuZBgCIAEoCzIaLm1hcmtldGRhdGEudjEuU25hcHNob3RFbmRIABItCgloZWFydGJlYXQYAyABKAsyGC5tYXJrZXRkYXRhLnYxLkhlYXJ0YmVhdEgAEhQKDHJlc3VtZV90b2tlbhgPIAEoCUIHCgVldmVudCIUChJMaXN0U3ltYm9sc1JlcXVlc3Qi9AIKClN5bWJvbEluZm8SDgoGc3ltYm9sGAEgASgJEhcKD3ByaWNlX3ByZWNpc2lvbhgCIAEoDRIaChJxdWFudGl0eV9wcmVjaXNpb24YAyABKA0SKgoJaW50ZXJ2YWxzGAQgAygOMhcubWFya2V0ZGF0YS52MS5JbnRlcnZhbBIlCgZzb3VyY2UYBSABKA4yFS5tYXJrZXRkYXRhLnYxLlNvdXJjZRISCgpiYXNlX2Fzc2V0GAYgASgJEhMKC3F1b3RlX2Fzc2V0GAcgASgJEjEKCnJlamVjdGlvbnMYKCADKAsyHS5tYXJrZXRkYXRhLnYxLlJlamVjdGlvbkNvdW50EiwKCmZlZWRfc3RhdGUYFCABKA4yGC5tYXJrZXRkYXRhLnYxLkZlZWRTdGF0ZRITCgtmZWVkX3N0YXR1cxgVIAEoCRIvCghjb3ZlcmFnZRgeIAMoCzIdLm1hcmtldGRhdGEudjEuU2VyaWVzQ292ZXJhZ2UicwoOU2VyaWVzQ292ZXJhZ2USKQoIaW50ZXJ2YWwYASABKA4yFy5tYXJrZXRkYXRhLnYxLkludGVydmFsEjYKEmVhcmxpZXN0X29wZW5fdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQQoTTGlzdFN5bWJvbHNSZXNwb25zZRIqCgdzeW1ib2xzGAEgAygLMhkubWFya2V0ZGF0YS52MS5TeW1ib2xJbmZvInsKDlJlamVjdGlvbkNvdW50EisKBnJlYXNvbhgBIAEoDjIbLm1hcmtldGRhdGEudjEuUmVqZWN0UmVhc29uEg0KBWNvdW50GAIgASgEEi0KCWxhc3RfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi/wEKBVRyYWRlEg4KBnN5bWJvbBgBIAEoCRIQCgh0cmFkZV9pZBgCIAEoCRINCgVwcmljZRgDIAEoARIQCghxdWFudGl0eRgEIAEoARIqCgRzaWRlGAUgASgOMhwubWFya2V0ZGF0YS52MS5BZ2dyZXNzb3JTaWRlEi4KCmV2ZW50X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoGc291cmNlGAggASgOMhUubWFya2V0ZGF0YS52MS5Tb3VyY2UipwEKEEdldFRyYWRlc1JlcXVlc3QSDgoGc3ltYm9sGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJSChFHZXRUcmFkZXNSZXNwb25zZRIkCgZ0cmFkZXMYASADKAsyFC5tYXJrZXRkYXRhLnYxLlRyYWRlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKAAQoWU3Vic2NyaWJlVHJhZGVzUmVxdWVzdBIPCgdzeW1ib2xzGAEgAygJEg8KB2hpc3RvcnkYAiABKA0SLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcmVzdW1lX3Rva2VuGAQgASgJIkIKD1RyYWRlc0hlYXJ0YmVhdBIvCgtzZXJ2ZXJfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiyAEKF1N1YnNjcmliZVRyYWRlc1Jlc3BvbnNlEiUKBXRyYWRlGAEgASgLMhQubWFya2V0ZGF0YS52MS5UcmFkZUgAEjIKDHNuYXBzaG90X2VuZBgCIAEoCzIaLm1hcmtldGRhdGEudjEuU25hcHNob3RFbmRIABIzCgloZWFydGJlYXQYAyABKAsyHi5tYXJrZXRkYXRhLnYxLlRyYWRlc0hlYXJ0YmVhdEgAEhQKDHJlc3VtZV90b2tlbhgPIAEoCUIHCgVldmVudCLGAQoXR2V0Vm9sdW1lUHJvZmlsZVJlcXVlc3QSDgoGc3ltYm9sGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpwcmljZV9zdGVwGAQgASgJEikKCGludGVydmFsGAUgASgOMhcubWFya2V0ZGF0YS52MS5JbnRlcnZhbCJxCgpQcmljZUxldmVsEg0KBXByaWNlGAEgASgBEhIKCmJ1eV92b2x1bWUYAiABKAESEwoLc2VsbF92b2x1bWUYAyABKAESFgoOdW5rbm93bl92b2x1bWUYBCABKAESEwoLdHJhZGVfY291bnQYBSABKAQimwEKD0Zvb3RwcmludENhbmRsZRItCglvcGVuX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNsb3NlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBmxldmVscxgDIAMoCzIZLm1hcmtldGRhdGEudjEuUHJpY2VMZXZlbCKgAQoYR2V0Vm9sdW1lUHJvZmlsZVJlc3BvbnNlEikKBmxldmVscxgBIAMoCzIZLm1hcmtldGRhdGEudjEuUHJpY2VMZXZlbBIxCglmb290cHJpbnQYAiADKAsyHi5tYXJrZXRkYXRhLnYxLkZvb3RwcmludENhbmRsZRITCgt0cmFkZV9jb3VudBgDIAEoBBIRCgl0cnVuY2F0ZWQYBCABKAgiNgoVR2V0UmVjZW50VGlja3NSZXF1ZXN0Eg4KBnN5bWJvbBgBIAEoCRINCgVsaW1pdBgCIAEoBSI9ChZHZXRSZWNlbnRUaWNrc1Jlc3BvbnNlEiMKBXRpY2tzGAEgAygLMhQubWFya2V0ZGF0YS52MS5QcmljZSq4AgoISW50ZXJ2YWwSGAoUSU5URVJWQUxfVU5TUEVDSUZJRUQQABIPCgtJTlRFUlZBTF8xUxABEg8KC0lOVEVSVkFMXzFNEAISDwoLSU5URVJWQUxfM00QAxIPCgtJTlRFUlZBTF81TRAEEhAKDElOVEVSVkFMXzE1TRAFEhAKDElOVEVSVkFMXzMwTRAGEg8KC0lOVEVSVkFMXzFIEAcSDwoLSU5URVJWQUxfMkgQCBIPCgtJTlRFUlZBTF80SBAJEg8KC0lOVEVSVkFMXzZIEAoSDwoLSU5URVJWQUxfOEgQCxIQCgxJTlRFUlZBTF8xMkgQDBIPCgtJTlRFUlZBTF8xRBANEg8KC0lOVEVSVkFMXzNEEA4SDwoLSU5URVJWQUxfMVcQDxIQCgxJTlRFUlZBTF8xTU8QECpvCgZTb3VyY2USFgoSU09VUkNFX1VOU1BFQ0lGSUVEEAASDwoLU09VUkNFX0xJVkUQARITCg9TT1VSQ0VfQkFDS0ZJTEwQAhIUChBTT1VSQ0VfU0lNVUxBVEVEEAMSEQoNU09VUkNFX1JFUExBWRAEKswBCgtNYXJrZXRTdGF0ZRIcChhNQVJLRVRfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFNQVJLRVRfU1RBVEVfT1BFThABEhcKE01BUktFVF9TVEFURV9DTE9TRUQQAhIbChdNQVJLRVRfU1RBVEVfUFJFX01BUktFVBADEhwKGE1BUktFVF9TVEFURV9QT1NUX01BUktFVBAEEhgKFE1BUktFVF9TVEFURV9BVUNUSU9OEAUSGgoWTUFSS0VUX1NUQVRFX1NVU1BFTkRFRBAGKpQBCglQcmljZVR5cGUSGgoWUFJJQ0VfVFlQRV9VTlNQRUNJRklFRBAAEhcKE1BSSUNFX1RZUEVfVFJBREFCTEUQARIZChVQUklDRV9UWVBFX0lORElDQVRJVkUQAhIdChlQUklDRV9UWVBFX09MRF9JTkRJQ0FUSVZFEAMSGAoUUFJJQ0VfVFlQRV9OT19NQVJLRVQQBCpuCglGZWVkU3RhdGUSGgoWRkVFRF9TVEFURV9VTlNQRUNJRklFRBAAEhEKDUZFRURfU1RBVEVfT0sQARITCg9GRUVEX1NUQVRFX0RPV04QAhIdChlGRUVEX1NUQVRFX0xPR0lOX1JFUVVJUkVEEAMq6wEKDFJlamVjdFJlYXNvbhIdChlSRUpFQ1RfUkVBU09OX1VOU1BFQ0lGSUVEEAASJAogUkVKRUNUX1JFQVNPTl9OT05fUE9TSVRJVkVfUFJJQ0UQARIjCh9SRUpFQ1RfUkVBU09OX05PTl9QT1NJVElWRV9TSVpFEAISHwobUkVKRUNUX1JFQVNPTl9DUk9TU0VEX1FVT1RFEAMSHQoZUkVKRUNUX1JFQVNPTl9GVVRVUkVfVElNRRAEEhYKElJFSkVDVF9SRUFTT05fTEFURRAFEhkKFVJFSkVDVF9SRUFTT05fT1VUTElFUhAGKmAKDUFnZ3Jlc3NvclNpZGUSHgoaQUdHUkVTU09SX1NJREVfVU5TUEVDSUZJRUQQABIWChJBR0dSRVNTT1JfU0lERV9CVVkQARIXChNBR0dSRVNTT1JfU0lERV9TRUxMEAIyxwYKEU1hcmtldERhdGFTZXJ2aWNlEksKCEdldFByaWNlEh4ubWFya2V0ZGF0YS52MS5HZXRQcmljZVJlcXVlc3QaHy5tYXJrZXRkYXRhLnYxLkdldFByaWNlUmVzcG9uc2USXQoOQmF0Y2hHZXRQcmljZXMSJC5tYXJrZXRkYXRhLnYxLkJhdGNoR2V0UHJpY2VzUmVxdWVzdBolLm1hcmtldGRhdGEudjEuQmF0Y2hHZXRQcmljZXNSZXNwb25zZRJRCgpHZXRDYW5kbGVzEiAubWFya2V0ZGF0YS52MS5HZXRDYW5kbGVzUmVxdWVzdBohLm1hcmtldGRhdGEudjEuR2V0Q2FuZGxlc1Jlc3BvbnNlEmUKEFN1YnNjcmliZUNhbmRsZXMSJi5tYXJrZXRkYXRhLnYxLlN1YnNjcmliZUNhbmRsZXNSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVDYW5kbGVzUmVzcG9uc2UwARJUCgtMaXN0U3ltYm9scxIhLm1hcmtldGRhdGEudjEuTGlzdFN5bWJvbHNSZXF1ZXN0GiIubWFya2V0ZGF0YS52MS5MaXN0U3ltYm9sc1Jlc3BvbnNlEk4KCUdldFRyYWRlcxIfLm1hcmtldGRhdGEudjEuR2V0VHJhZGVzUmVxdWVzdBogLm1hcmtldGRhdGEudjEuR2V0VHJhZGVzUmVzcG9uc2USYgoPU3Vic2NyaWJlVHJhZGVzEiUubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVUcmFkZXNSZXF1ZXN0GiYubWFya2V0ZGF0YS52MS5TdWJzY3JpYmVUcmFkZXNSZXNwb25zZTABEmMKEEdldFZvbHVtZVByb2ZpbGUSJi5tYXJrZXRkYXRhLnYxLkdldFZvbHVtZVByb2ZpbGVSZXF1ZXN0GicubWFya2V0ZGF0YS52MS5HZXRWb2x1bWVQcm9maWxlUmVzcG9uc2USXQoOR2V0UmVjZW50VGlja3MSJC5tYXJrZXRkYXRhLnYxLkdldFJlY2VudFRpY2tzUmVxdWVzdBolLm1hcmtldGRhdGEudjEuR2V0UmVjZW50VGlja3NSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Candle is one OHLCV bar. Prices and volume are exact decimals in the
@@ -104,6 +104,21 @@ export type Candle = Message<"marketdata.v1.Candle"> & {
    * @generated from field: double quote_volume = 14;
    */
   quoteVolume: number;
+
+  /**
+   * Base-asset volume of trades whose aggressor (taker) bought. Delta is
+   * 2 * buy_volume - volume; VWAP is quote_volume / volume.
+   *
+   * @generated from field: double buy_volume = 40;
+   */
+  buyVolume: number;
+
+  /**
+   * Quote-asset volume of trades whose aggressor bought.
+   *
+   * @generated from field: double buy_quote_volume = 41;
+   */
+  buyQuoteVolume: number;
 };
 
 /**
@@ -649,6 +664,14 @@ export type SymbolInfo = Message<"marketdata.v1.SymbolInfo"> & {
   quoteAsset: string;
 
   /**
+   * Input of this symbol the validation policy refused since the service
+   * started, per reason (reasons with no refusal are left out).
+   *
+   * @generated from field: repeated marketdata.v1.RejectionCount rejections = 40;
+   */
+  rejections: RejectionCount[];
+
+  /**
    * The state of the symbol's upstream feed, as this process knows it.
    *
    * @generated from field: marketdata.v1.FeedState feed_state = 20;
@@ -723,6 +746,431 @@ export const ListSymbolsResponseSchema: GenMessage<ListSymbolsResponse> = /*@__P
   messageDesc(file_marketdata_v1_marketdata, 18);
 
 /**
+ * RejectionCount is how much input of one symbol was refused for one reason.
+ *
+ * @generated from message marketdata.v1.RejectionCount
+ */
+export type RejectionCount = Message<"marketdata.v1.RejectionCount"> & {
+  /**
+   * @generated from field: marketdata.v1.RejectReason reason = 1;
+   */
+  reason: RejectReason;
+
+  /**
+   * @generated from field: uint64 count = 2;
+   */
+  count: bigint;
+
+  /**
+   * Event time of the last refused input.
+   *
+   * @generated from field: google.protobuf.Timestamp last_time = 3;
+   */
+  lastTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message marketdata.v1.RejectionCount.
+ * Use `create(RejectionCountSchema)` to create a new message.
+ */
+export const RejectionCountSchema: GenMessage<RejectionCount> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 19);
+
+/**
+ * Trade is one trade as the upstream reported it.
+ *
+ * @generated from message marketdata.v1.Trade
+ */
+export type Trade = Message<"marketdata.v1.Trade"> & {
+  /**
+   * @generated from field: string symbol = 1;
+   */
+  symbol: string;
+
+  /**
+   * The venue's id of the trade (empty when the venue has none).
+   *
+   * @generated from field: string trade_id = 2;
+   */
+  tradeId: string;
+
+  /**
+   * @generated from field: double price = 3;
+   */
+  price: number;
+
+  /**
+   * @generated from field: double quantity = 4;
+   */
+  quantity: number;
+
+  /**
+   * Unspecified when the venue does not say.
+   *
+   * @generated from field: marketdata.v1.AggressorSide side = 5;
+   */
+  side: AggressorSide;
+
+  /**
+   * When the trade happened (upstream clock).
+   *
+   * @generated from field: google.protobuf.Timestamp event_time = 6;
+   */
+  eventTime?: Timestamp | undefined;
+
+  /**
+   * When this service received it (service clock).
+   *
+   * @generated from field: google.protobuf.Timestamp receive_time = 7;
+   */
+  receiveTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: marketdata.v1.Source source = 8;
+   */
+  source: Source;
+};
+
+/**
+ * Describes the message marketdata.v1.Trade.
+ * Use `create(TradeSchema)` to create a new message.
+ */
+export const TradeSchema: GenMessage<Trade> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 20);
+
+/**
+ * @generated from message marketdata.v1.GetTradesRequest
+ */
+export type GetTradesRequest = Message<"marketdata.v1.GetTradesRequest"> & {
+  /**
+   * @generated from field: string symbol = 1;
+   */
+  symbol: string;
+
+  /**
+   * Inclusive lower bound on event time. Optional.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Exclusive upper bound on event time. Optional.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Trades per page: default 500, values above 1000 are treated as 1000.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of a previous response with the same request fields.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message marketdata.v1.GetTradesRequest.
+ * Use `create(GetTradesRequestSchema)` to create a new message.
+ */
+export const GetTradesRequestSchema: GenMessage<GetTradesRequest> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 21);
+
+/**
+ * @generated from message marketdata.v1.GetTradesResponse
+ */
+export type GetTradesResponse = Message<"marketdata.v1.GetTradesResponse"> & {
+  /**
+   * In the order received. Without start_time, the latest trades before
+   * end_time (or now) are returned and there is no next page.
+   *
+   * @generated from field: repeated marketdata.v1.Trade trades = 1;
+   */
+  trades: Trade[];
+
+  /**
+   * Empty when there are no more trades in the range.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message marketdata.v1.GetTradesResponse.
+ * Use `create(GetTradesResponseSchema)` to create a new message.
+ */
+export const GetTradesResponseSchema: GenMessage<GetTradesResponse> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 22);
+
+/**
+ * @generated from message marketdata.v1.SubscribeTradesRequest
+ */
+export type SubscribeTradesRequest = Message<"marketdata.v1.SubscribeTradesRequest"> & {
+  /**
+   * One to 100 distinct symbols.
+   *
+   * @generated from field: repeated string symbols = 1;
+   */
+  symbols: string[];
+
+  /**
+   * Number of most recent trades per symbol sent before snapshot_end (0..1000).
+   *
+   * @generated from field: uint32 history = 2;
+   */
+  history: number;
+
+  /**
+   * Alternative to history: send the stored trades with event_time >= start_time.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * resume_token of the last response received: the stream continues exactly
+   * after it. The other fields must equal those of the original request.
+   *
+   * @generated from field: string resume_token = 4;
+   */
+  resumeToken: string;
+};
+
+/**
+ * Describes the message marketdata.v1.SubscribeTradesRequest.
+ * Use `create(SubscribeTradesRequestSchema)` to create a new message.
+ */
+export const SubscribeTradesRequestSchema: GenMessage<SubscribeTradesRequest> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 23);
+
+/**
+ * TradesHeartbeat is sent when nothing else was sent for a heartbeat interval.
+ *
+ * @generated from message marketdata.v1.TradesHeartbeat
+ */
+export type TradesHeartbeat = Message<"marketdata.v1.TradesHeartbeat"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp server_time = 1;
+   */
+  serverTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message marketdata.v1.TradesHeartbeat.
+ * Use `create(TradesHeartbeatSchema)` to create a new message.
+ */
+export const TradesHeartbeatSchema: GenMessage<TradesHeartbeat> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 24);
+
+/**
+ * @generated from message marketdata.v1.SubscribeTradesResponse
+ */
+export type SubscribeTradesResponse = Message<"marketdata.v1.SubscribeTradesResponse"> & {
+  /**
+   * @generated from oneof marketdata.v1.SubscribeTradesResponse.event
+   */
+  event: {
+    /**
+     * @generated from field: marketdata.v1.Trade trade = 1;
+     */
+    value: Trade;
+    case: "trade";
+  } | {
+    /**
+     * @generated from field: marketdata.v1.SnapshotEnd snapshot_end = 2;
+     */
+    value: SnapshotEnd;
+    case: "snapshotEnd";
+  } | {
+    /**
+     * @generated from field: marketdata.v1.TradesHeartbeat heartbeat = 3;
+     */
+    value: TradesHeartbeat;
+    case: "heartbeat";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Opaque; pass it in a new request to continue after this response.
+   *
+   * @generated from field: string resume_token = 15;
+   */
+  resumeToken: string;
+};
+
+/**
+ * Describes the message marketdata.v1.SubscribeTradesResponse.
+ * Use `create(SubscribeTradesResponseSchema)` to create a new message.
+ */
+export const SubscribeTradesResponseSchema: GenMessage<SubscribeTradesResponse> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 25);
+
+/**
+ * @generated from message marketdata.v1.GetVolumeProfileRequest
+ */
+export type GetVolumeProfileRequest = Message<"marketdata.v1.GetVolumeProfileRequest"> & {
+  /**
+   * @generated from field: string symbol = 1;
+   */
+  symbol: string;
+
+  /**
+   * Inclusive lower bound on trade event time. Required.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Exclusive upper bound on trade event time. Optional (default: now).
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Width of a price level, a positive decimal such as "0.5" or "10".
+   *
+   * @generated from field: string price_step = 4;
+   */
+  priceStep: string;
+
+  /**
+   * When set, the profile per candle of this interval (the footprint) as well.
+   *
+   * @generated from field: marketdata.v1.Interval interval = 5;
+   */
+  interval: Interval;
+};
+
+/**
+ * Describes the message marketdata.v1.GetVolumeProfileRequest.
+ * Use `create(GetVolumeProfileRequestSchema)` to create a new message.
+ */
+export const GetVolumeProfileRequestSchema: GenMessage<GetVolumeProfileRequest> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 26);
+
+/**
+ * PriceLevel is the volume traded at prices [price, price + price_step).
+ *
+ * @generated from message marketdata.v1.PriceLevel
+ */
+export type PriceLevel = Message<"marketdata.v1.PriceLevel"> & {
+  /**
+   * @generated from field: double price = 1;
+   */
+  price: number;
+
+  /**
+   * @generated from field: double buy_volume = 2;
+   */
+  buyVolume: number;
+
+  /**
+   * @generated from field: double sell_volume = 3;
+   */
+  sellVolume: number;
+
+  /**
+   * Volume of trades whose aggressor side is unknown.
+   *
+   * @generated from field: double unknown_volume = 4;
+   */
+  unknownVolume: number;
+
+  /**
+   * @generated from field: uint64 trade_count = 5;
+   */
+  tradeCount: bigint;
+};
+
+/**
+ * Describes the message marketdata.v1.PriceLevel.
+ * Use `create(PriceLevelSchema)` to create a new message.
+ */
+export const PriceLevelSchema: GenMessage<PriceLevel> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 27);
+
+/**
+ * FootprintCandle is the volume profile of one candle.
+ *
+ * @generated from message marketdata.v1.FootprintCandle
+ */
+export type FootprintCandle = Message<"marketdata.v1.FootprintCandle"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp open_time = 1;
+   */
+  openTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp close_time = 2;
+   */
+  closeTime?: Timestamp | undefined;
+
+  /**
+   * Ascending by price.
+   *
+   * @generated from field: repeated marketdata.v1.PriceLevel levels = 3;
+   */
+  levels: PriceLevel[];
+};
+
+/**
+ * Describes the message marketdata.v1.FootprintCandle.
+ * Use `create(FootprintCandleSchema)` to create a new message.
+ */
+export const FootprintCandleSchema: GenMessage<FootprintCandle> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 28);
+
+/**
+ * @generated from message marketdata.v1.GetVolumeProfileResponse
+ */
+export type GetVolumeProfileResponse = Message<"marketdata.v1.GetVolumeProfileResponse"> & {
+  /**
+   * Ascending by price; levels without trades are left out.
+   *
+   * @generated from field: repeated marketdata.v1.PriceLevel levels = 1;
+   */
+  levels: PriceLevel[];
+
+  /**
+   * Ascending by open time, when interval was set; candles without trades are left out.
+   *
+   * @generated from field: repeated marketdata.v1.FootprintCandle footprint = 2;
+   */
+  footprint: FootprintCandle[];
+
+  /**
+   * Trades the profile covers.
+   *
+   * @generated from field: uint64 trade_count = 3;
+   */
+  tradeCount: bigint;
+
+  /**
+   * True when the range starts before the oldest trade retained: trades older
+   * than those retained are missing.
+   *
+   * @generated from field: bool truncated = 4;
+   */
+  truncated: boolean;
+};
+
+/**
+ * Describes the message marketdata.v1.GetVolumeProfileResponse.
+ * Use `create(GetVolumeProfileResponseSchema)` to create a new message.
+ */
+export const GetVolumeProfileResponseSchema: GenMessage<GetVolumeProfileResponse> = /*@__PURE__*/
+  messageDesc(file_marketdata_v1_marketdata, 29);
+
+/**
  * @generated from message marketdata.v1.GetRecentTicksRequest
  */
 export type GetRecentTicksRequest = Message<"marketdata.v1.GetRecentTicksRequest"> & {
@@ -747,7 +1195,7 @@ export type GetRecentTicksRequest = Message<"marketdata.v1.GetRecentTicksRequest
  * Use `create(GetRecentTicksRequestSchema)` to create a new message.
  */
 export const GetRecentTicksRequestSchema: GenMessage<GetRecentTicksRequest> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 19);
+  messageDesc(file_marketdata_v1_marketdata, 30);
 
 /**
  * @generated from message marketdata.v1.GetRecentTicksResponse
@@ -766,7 +1214,7 @@ export type GetRecentTicksResponse = Message<"marketdata.v1.GetRecentTicksRespon
  * Use `create(GetRecentTicksResponseSchema)` to create a new message.
  */
 export const GetRecentTicksResponseSchema: GenMessage<GetRecentTicksResponse> = /*@__PURE__*/
-  messageDesc(file_marketdata_v1_marketdata, 20);
+  messageDesc(file_marketdata_v1_marketdata, 31);
 
 /**
  * Interval is a candle length. Boundaries are in UTC; weeks start on Monday
@@ -1053,6 +1501,98 @@ export const FeedStateSchema: GenEnum<FeedState> = /*@__PURE__*/
   enumDesc(file_marketdata_v1_marketdata, 4);
 
 /**
+ * RejectReason is why the validation policy refused a feed's input.
+ *
+ * @generated from enum marketdata.v1.RejectReason
+ */
+export enum RejectReason {
+  /**
+   * @generated from enum value: REJECT_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A price that is zero, negative, infinite or not a number.
+   *
+   * @generated from enum value: REJECT_REASON_NON_POSITIVE_PRICE = 1;
+   */
+  NON_POSITIVE_PRICE = 1,
+
+  /**
+   * A quantity or size that is zero (a trade), negative, infinite or not a number.
+   *
+   * @generated from enum value: REJECT_REASON_NON_POSITIVE_SIZE = 2;
+   */
+  NON_POSITIVE_SIZE = 2,
+
+  /**
+   * A quote whose bid is above its ask.
+   *
+   * @generated from enum value: REJECT_REASON_CROSSED_QUOTE = 3;
+   */
+  CROSSED_QUOTE = 3,
+
+  /**
+   * An event time further ahead of the service clock than allowed.
+   *
+   * @generated from enum value: REJECT_REASON_FUTURE_TIME = 4;
+   */
+  FUTURE_TIME = 4,
+
+  /**
+   * An event time behind the symbol's watermark by more than the lateness.
+   *
+   * @generated from enum value: REJECT_REASON_LATE = 5;
+   */
+  LATE = 5,
+
+  /**
+   * A price further from the recent reference price than the outlier limit.
+   *
+   * @generated from enum value: REJECT_REASON_OUTLIER = 6;
+   */
+  OUTLIER = 6,
+}
+
+/**
+ * Describes the enum marketdata.v1.RejectReason.
+ */
+export const RejectReasonSchema: GenEnum<RejectReason> = /*@__PURE__*/
+  enumDesc(file_marketdata_v1_marketdata, 5);
+
+/**
+ * AggressorSide is the side of the order that took liquidity.
+ *
+ * @generated from enum marketdata.v1.AggressorSide
+ */
+export enum AggressorSide {
+  /**
+   * @generated from enum value: AGGRESSOR_SIDE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The taker bought (the seller was the maker).
+   *
+   * @generated from enum value: AGGRESSOR_SIDE_BUY = 1;
+   */
+  BUY = 1,
+
+  /**
+   * The taker sold (the buyer was the maker).
+   *
+   * @generated from enum value: AGGRESSOR_SIDE_SELL = 2;
+   */
+  SELL = 2,
+}
+
+/**
+ * Describes the enum marketdata.v1.AggressorSide.
+ */
+export const AggressorSideSchema: GenEnum<AggressorSide> = /*@__PURE__*/
+  enumDesc(file_marketdata_v1_marketdata, 6);
+
+/**
  * MarketDataService serves prices and OHLCV candles of the symbols a deployment
  * ingests, as unary reads and as a resumable server stream.
  *
@@ -1109,6 +1649,39 @@ export const MarketDataService: GenService<{
     methodKind: "unary";
     input: typeof ListSymbolsRequestSchema;
     output: typeof ListSymbolsResponseSchema;
+  },
+  /**
+   * GetTrades returns stored trades of one symbol, in the order they were
+   * received, paged like GetCandles.
+   *
+   * @generated from rpc marketdata.v1.MarketDataService.GetTrades
+   */
+  getTrades: {
+    methodKind: "unary";
+    input: typeof GetTradesRequestSchema;
+    output: typeof GetTradesResponseSchema;
+  },
+  /**
+   * SubscribeTrades streams stored trades, then a snapshot_end marker, then
+   * live trades of one or more symbols. Every response carries a resume token.
+   *
+   * @generated from rpc marketdata.v1.MarketDataService.SubscribeTrades
+   */
+  subscribeTrades: {
+    methodKind: "server_streaming";
+    input: typeof SubscribeTradesRequestSchema;
+    output: typeof SubscribeTradesResponseSchema;
+  },
+  /**
+   * GetVolumeProfile returns the volume at each price level of one symbol over
+   * a time range, split by aggressor side, in total and per candle (footprint).
+   *
+   * @generated from rpc marketdata.v1.MarketDataService.GetVolumeProfile
+   */
+  getVolumeProfile: {
+    methodKind: "unary";
+    input: typeof GetVolumeProfileRequestSchema;
+    output: typeof GetVolumeProfileResponseSchema;
   },
   /**
    * GetRecentTicks returns the latest quotes (ticks) of one symbol, oldest first.
