@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from candlewire.aggregate import AggregatorConfig, SymbolAggregator, _nests
-from candlewire.codec import candle_frame, frame_to_candle, kline_frame
+from candlewire.codec import candle_frame, frame_to_candle, kline_framer
 from candlewire.domain import NANOS_PER_MILLI, Candle, Interval, SeriesKey, Source, Trade
 from candlewire.errors import (
     CandlewireError,
@@ -45,7 +45,7 @@ from candlewire.errors import (
     DependencyUnavailable,
     HistoryUnavailable,
 )
-from candlewire.feeds.replay import ReplayFile, _events, _open_text, _unit
+from candlewire.feeds.replay import _MICROS_FROM, ReplayFile, _events, _open_text
 from candlewire.history.blocks import Block, block_length, block_of, encode_blocks
 from candlewire.history.postgres import HistoryRow, HistoryStore, group_rows
 from candlewire.intervals import bucket_end, bucket_start, buckets, fixed_length
@@ -181,6 +181,8 @@ def _kline_frames(file: ReplayFile, source: Source) -> Iterator[tuple[int, bytes
         raise _failed(file, None, str(error)) from None
     line = 0
     isfinite = math.isfinite
+    frame = kline_framer(symbol, code, kind)
+    micros_from = _MICROS_FROM
     try:
         for line, row in enumerate(_split_rows(data), start=1):
             if not row:
@@ -188,11 +190,12 @@ def _kline_frames(file: ReplayFile, source: Source) -> Iterator[tuple[int, bytes
             if line == 1 and not row[0].strip().isdigit():
                 continue  # a header (futures files)
             raw = int(row[0])
-            unit = _unit(raw)  # milliseconds, or microseconds in spot files from 2025 on
+            # milliseconds, or microseconds in spot files from 2025 on (as _unit)
+            unit = 1_000 if raw > micros_from else NANOS_PER_MILLI
             open_time = raw * unit
             close_time = (int(row[6]) + 1) * unit
-            prices = (float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5]))
-            if not isfinite(sum(prices)):
+            o, h, lo, c, v = map(float, row[1:6])
+            if not isfinite(o + h + lo + c + v):
                 raise ValueError("not a finite number")
             aligned = (
                 open_time % length == offset
@@ -201,10 +204,10 @@ def _kline_frames(file: ReplayFile, source: Source) -> Iterator[tuple[int, bytes
             )
             if close_time <= open_time or not aligned:
                 raise ValueError(f"open time {raw} is not the start of a {interval.label} candle")
-            frame = kline_frame(
-                symbol, code, open_time, close_time, prices, float(row[7]), int(row[8]), kind
+            yield (
+                open_time,
+                frame(open_time, close_time, o, h, lo, c, v, float(row[7]), int(row[8])),
             )
-            yield open_time, frame
     except (IndexError, ValueError) as error:
         reason = "missing columns" if isinstance(error, IndexError) else str(error)
         raise _failed(file, line, reason) from None
