@@ -161,6 +161,7 @@ kline_candles = st.builds(
 @example([_closed(_typical(open_time=2**28 * 10**9, close_time=(2**35 - 1) * 10**9))])
 @example([_closed(_typical(close_time=2**35 * 10**9, trade_count=0, quote_volume=Decimal(0)))])
 @example([_closed(_typical(symbol="X" * 200))])
+@example([_closed(_typical(open_time=2**28 * 10**9, close_time=0))])
 @example([_closed(_typical(open_time=t, close_time=t + 60 * 10**9)) for t in range(
     1_700_000_040 * 10**9, 1_700_000_040 * 10**9 + 600 * 10**9, 60 * 10**9)])  # fmt: skip
 def test_kline_framer_is_byte_for_byte_upb(candles: list[Candle]) -> None:

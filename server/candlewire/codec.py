@@ -323,7 +323,7 @@ def kline_framer(
         if (
             open_n
             or close_n
-            or not (first <= open_s and close_s < stop)
+            or not (first <= open_s < stop and first <= close_s < stop)
             or not (o and h and lo and c and v and quote_volume)
             or not 0 < trade_count < 16384
         ):
@@ -331,18 +331,20 @@ def kline_framer(
                 symbol, interval, open_time, close_time, (o, h, lo, c, v), quote_volume,
                 trade_count, source,
             )  # fmt: skip
+        open_high = highs.get(open_s >> 14) or high21(open_s >> 14)
+        close_high = highs.get(close_s >> 14) or high21(close_s >> 14)
         if trade_count < 128:
             return one(
                 0x0A, one_size, prefix,
-                t_open, low14[open_s & 0x3FFF], high21(open_s >> 14),
-                t_close, low14[close_s & 0x3FFF], high21(close_s >> 14),
+                t_open, low14[open_s & 0x3FFF], open_high,
+                t_close, low14[close_s & 0x3FFF], close_high,
                 _TAG_OPEN, o, _TAG_HIGH, h, _TAG_LOW, lo, _TAG_CLOSE, c, _TAG_VOLUME, v,
                 0x50, trade_count, tail, quote_volume,
             )  # fmt: skip
         return two(
             0x0A, two_size, prefix,
-            t_open, low14[open_s & 0x3FFF], high21(open_s >> 14),
-            t_close, low14[close_s & 0x3FFF], high21(close_s >> 14),
+            t_open, low14[open_s & 0x3FFF], open_high,
+            t_close, low14[close_s & 0x3FFF], close_high,
             _TAG_OPEN, o, _TAG_HIGH, h, _TAG_LOW, lo, _TAG_CLOSE, c, _TAG_VOLUME, v,
             0x50, trade_count & 0x7F | 0x80, trade_count >> 7, tail, quote_volume,
         )  # fmt: skip
