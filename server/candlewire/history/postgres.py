@@ -135,8 +135,9 @@ _READ_TIMES = (
     " AND block_start >= $3 AND block_start < $4 ORDER BY block_start"
 )
 _EARLIEST = (
-    "SELECT times FROM candles WHERE symbol = $1 AND interval = $2::int2 AND count > 0"
-    " ORDER BY block_start LIMIT 1"
+    "SELECT u.i, c.times FROM unnest($1::text[], $2::int2[]) WITH ORDINALITY AS u(s, v, i)"
+    ' CROSS JOIN LATERAL (SELECT times FROM candles WHERE symbol = u.s COLLATE "C"'
+    " AND interval = u.v AND count > 0 ORDER BY block_start LIMIT 1) AS c"
 )
 # Writes (psycopg: %s parameters)
 _TIMES = (
@@ -651,16 +652,13 @@ class HistoryStore:
 
     async def earliest(self, series: Sequence[SeriesKey]) -> dict[SeriesKey, int]:
         """The oldest stored open time of each series that has any."""
-        found: dict[SeriesKey, int] = {}
-        try:
-            async with self._read_pool().acquire(timeout=self._timeout) as conn:
-                for key in series:
-                    raw = await conn.fetchval(_EARLIEST, key.symbol, int(key.interval))
-                    if raw is not None:
-                        found[key] = unpack(raw, "q")[0]
-        except _READ_ERRORS as e:
-            raise HistoryUnavailable(self._describe(e)) from None
-        return found
+        if not series:
+            return {}
+        keys = list(series)
+        rows = await self._rows(
+            _EARLIEST, ([k.symbol for k in keys], [int(k.interval) for k in keys])
+        )
+        return {keys[int(i) - 1]: unpack(times, "q")[0] for i, times in rows}
 
     async def missing(self, series: SeriesKey, start: int, end: int) -> list[tuple[int, int]]:
         """Ranges ``[lo, hi)`` of candle open times in ``[start, end)`` (``start``
