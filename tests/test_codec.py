@@ -1,15 +1,16 @@
-"""Codec: the hand-written candle encoder is byte for byte upb's, and FrameRun
+"""Codec: the hand-written candle encoders are byte for byte upb's, and FrameRun
 behaves as the list of its frames."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from candlewire.codec import FrameRun, candle_frame, candle_to_pb, field_bytes
+from candlewire.codec import FrameRun, candle_frame, candle_to_pb, field_bytes, kline_framer
 from candlewire.domain import Candle, Interval, Source
 
 _EDGE_DECIMALS = [
@@ -120,6 +121,62 @@ def test_candle_frame_is_byte_for_byte_upb(candle: Candle) -> None:
         return
     assert candle_frame(candle) == expected
     assert candle_frame(candle) == expected  # again, now from the encoder's caches
+
+
+def _closed(candle: Candle) -> Candle:
+    return replace(candle, closed=True, revision=0)
+
+
+def _kline_args(candle: Candle) -> tuple[int, int, float, float, float, float, float, float, int]:
+    c = candle
+    return (
+        c.open_time, c.close_time, float(c.open), float(c.high), float(c.low), float(c.close),
+        float(c.volume), float(c.quote_volume), c.trade_count,
+    )  # fmt: skip
+
+
+kline_times = st.one_of(times, st.integers(2**28, 2**35).map(lambda s: s * 10**9))
+kline_candles = st.builds(
+    Candle,
+    symbol=symbols,
+    interval=st.sampled_from(Interval),
+    open_time=kline_times,
+    close_time=kline_times,
+    open=decimals,
+    high=decimals,
+    low=decimals,
+    close=decimals,
+    volume=decimals,
+    quote_volume=decimals,
+    trade_count=st.one_of(counts, st.integers(0, 20_000)),
+    closed=st.just(True),
+    revision=st.just(0),
+    source=st.sampled_from(Source),
+)
+
+
+@given(st.lists(kline_candles, min_size=1, max_size=20))
+@example([_closed(_typical())])
+@example([_closed(_typical(trade_count=128)), _closed(_typical(trade_count=16_384))])
+@example([_closed(_typical(open_time=2**28 * 10**9, close_time=(2**35 - 1) * 10**9))])
+@example([_closed(_typical(close_time=2**35 * 10**9, trade_count=0, quote_volume=Decimal(0)))])
+@example([_closed(_typical(symbol="X" * 200))])
+@example([_closed(_typical(open_time=2**28 * 10**9, close_time=0))])
+@example([_closed(_typical(open_time=t, close_time=t + 60 * 10**9)) for t in range(
+    1_700_000_040 * 10**9, 1_700_000_040 * 10**9 + 600 * 10**9, 60 * 10**9)])  # fmt: skip
+def test_kline_framer_is_byte_for_byte_upb(candles: list[Candle]) -> None:
+    """One framer per series, as an import uses it: each frame that of the same
+    closed revision-0 candle, whatever the candles before it."""
+    framers = {}
+    for candle in candles:
+        key = (candle.symbol, int(candle.interval), int(candle.source))
+        frame = framers.setdefault(key, kline_framer(*key))
+        try:
+            args = _kline_args(candle)
+            expected = _upb(candle)
+        except (ValueError, TypeError, OverflowError):
+            continue  # not a kline a file can hold (float() or the message refuses it)
+        assert frame(*args) == expected
 
 
 frame_lists = st.lists(st.binary(max_size=300), max_size=40)

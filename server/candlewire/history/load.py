@@ -29,7 +29,8 @@ import multiprocessing
 import os
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from candlewire.aggregate import AggregatorConfig, SymbolAggregator, _nests
-from candlewire.codec import candle_frame, frame_to_candle, kline_frame
+from candlewire.codec import candle_frame, frame_to_candle, kline_framer
 from candlewire.domain import NANOS_PER_MILLI, Candle, Interval, SeriesKey, Source, Trade
 from candlewire.errors import (
     CandlewireError,
@@ -45,7 +46,7 @@ from candlewire.errors import (
     DependencyUnavailable,
     HistoryUnavailable,
 )
-from candlewire.feeds.replay import ReplayFile, _events, _open_text, _unit
+from candlewire.feeds.replay import _MICROS_FROM, ReplayFile, _events, _open_text
 from candlewire.history.blocks import Block, block_length, block_of, encode_blocks
 from candlewire.history.postgres import HistoryRow, HistoryStore, group_rows
 from candlewire.intervals import bucket_end, bucket_start, buckets, fixed_length
@@ -167,8 +168,9 @@ def _split_rows(data: str) -> Iterable[list[str]]:
         yield line.split(",") if line else []
 
 
-def _kline_frames(file: ReplayFile, source: Source) -> Iterator[tuple[int, bytes]]:
-    """(open time, frame) of every row of a klines file (raises ImportFailed naming the line)."""
+def _kline_columns(file: ReplayFile, source: Source) -> tuple[array[int], list[bytes], bool]:
+    """Open times and frames of every row of a klines file, and whether the
+    open times ascend strictly (raises ImportFailed naming the line)."""
     assert file.interval is not None
     symbol, interval = file.symbol, file.interval
     code, kind = int(interval), int(source)
@@ -179,8 +181,15 @@ def _kline_frames(file: ReplayFile, source: Source) -> Iterator[tuple[int, bytes
             data = text.read()
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise _failed(file, None, str(error)) from None
+    times: array[int] = array("q")
+    frames: list[bytes] = []
+    add_time, add_frame = times.append, frames.append
+    ascending = True
+    last = -(2**63)
     line = 0
     isfinite = math.isfinite
+    frame = kline_framer(symbol, code, kind)
+    micros_from = _MICROS_FROM
     try:
         for line, row in enumerate(_split_rows(data), start=1):
             if not row:
@@ -188,11 +197,12 @@ def _kline_frames(file: ReplayFile, source: Source) -> Iterator[tuple[int, bytes
             if line == 1 and not row[0].strip().isdigit():
                 continue  # a header (futures files)
             raw = int(row[0])
-            unit = _unit(raw)  # milliseconds, or microseconds in spot files from 2025 on
+            # milliseconds, or microseconds in spot files from 2025 on (as _unit)
+            unit = 1_000 if raw > micros_from else NANOS_PER_MILLI
             open_time = raw * unit
             close_time = (int(row[6]) + 1) * unit
-            prices = (float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5]))
-            if not isfinite(sum(prices)):
+            o, h, lo, c, v = map(float, row[1:6])
+            if not isfinite(o + h + lo + c + v):
                 raise ValueError("not a finite number")
             aligned = (
                 open_time % length == offset
@@ -201,53 +211,50 @@ def _kline_frames(file: ReplayFile, source: Source) -> Iterator[tuple[int, bytes
             )
             if close_time <= open_time or not aligned:
                 raise ValueError(f"open time {raw} is not the start of a {interval.label} candle")
-            frame = kline_frame(
-                symbol, code, open_time, close_time, prices, float(row[7]), int(row[8]), kind
-            )
-            yield open_time, frame
-    except (IndexError, ValueError) as error:
+            add_frame(frame(open_time, close_time, o, h, lo, c, v, float(row[7]), int(row[8])))
+            add_time(open_time)
+            if open_time <= last:
+                ascending = False
+            last = open_time
+    except (IndexError, ValueError, OverflowError) as error:
         reason = "missing columns" if isinstance(error, IndexError) else str(error)
         raise _failed(file, line, reason) from None
+    return times, frames, ascending
 
 
 def kline_file_rows(file: ReplayFile, source: Source = Source.BACKFILL) -> list[HistoryRow]:
     """Every row of a klines file as a history row (raises ImportFailed naming the line)."""
     assert file.interval is not None
     symbol, interval = file.symbol, file.interval
-    return [HistoryRow(symbol, interval, t, 0, f) for t, f in _kline_frames(file, source)]
+    times, frames, _ = _kline_columns(file, source)
+    return [HistoryRow(symbol, interval, t, 0, f) for t, f in zip(times, frames, strict=True)]
 
 
 def _sorted_blocks(
-    symbol: str, interval: Interval, frames: Iterable[tuple[int, bytes]]
-) -> list[tuple[str, int, int, Block]] | None:
+    symbol: str, interval: Interval, times: array[int], frames: Sequence[bytes]
+) -> list[tuple[str, int, int, Block]]:
     """Blocks of candles given in strictly ascending open time (a file as
-    Binance writes it), built as they come; None when they are not ascending."""
+    Binance writes it), cut at block boundaries."""
     code = int(interval)
     length = block_length(interval)
     out: list[tuple[str, int, int, Block]] = []
-    current: int | None = None
-    times: array[int] = array("q")
-    lengths: array[int] = array("i")
-    parts: list[bytes] = []
-
-    def flush() -> None:
-        if current is not None:
-            zeros = array("q", bytes(8 * len(times)))
-            out.append((symbol, code, current, Block(times, zeros, lengths, b"".join(parts))))
-
-    last = None
-    for t, frame in frames:
-        if last is not None and t <= last:
-            return None
-        last = t
-        start = t - t % length if length is not None else block_of(interval, t)
-        if start != current:
-            flush()
-            current, times, lengths, parts = start, array("q"), array("i"), []
-        times.append(t)
-        lengths.append(len(frame))
-        parts.append(frame)
-    flush()
+    count = len(times)
+    i = 0
+    while i < count:
+        t = times[i]
+        if length is not None:
+            start = t - t % length
+            j = bisect_left(times, start + length, i)
+        else:
+            start, j = block_of(interval, t), i + 1
+            while j < count and block_of(interval, times[j]) == start:
+                j += 1
+        cut = frames[i:j]
+        block = Block(
+            times[i:j], array("q", bytes(8 * (j - i))), array("i", map(len, cut)), b"".join(cut)
+        )
+        out.append((symbol, code, start, block))
+        i = j
     return out
 
 
@@ -330,11 +337,14 @@ def parse_file(path: str, intervals: tuple[int, ...]) -> ParsedFile:
         raise _failed(where, None, str(error).split(": ", 1)[-1]) from None
     if file.kind == "klines":
         assert file.interval is not None
-        frames = list(_kline_frames(file, Source.BACKFILL))
-        built = _sorted_blocks(file.symbol, file.interval, frames)
-        if built is not None:
-            return ParsedFile(path, encode_blocks(built), len(frames))
-        rows = [HistoryRow(file.symbol, file.interval, t, 0, f) for t, f in frames]
+        times, frames, ascending = _kline_columns(file, Source.BACKFILL)
+        if ascending:
+            blocks = _sorted_blocks(file.symbol, file.interval, times, frames)
+            return ParsedFile(path, encode_blocks(blocks), len(frames))
+        rows = [
+            HistoryRow(file.symbol, file.interval, t, 0, f)
+            for t, f in zip(times, frames, strict=True)
+        ]
     else:
         rows = trade_file_rows(file, [Interval(i) for i in intervals])
     groups = group_rows(rows)
