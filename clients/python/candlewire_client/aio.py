@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, Unpack, cast, overload
+from typing import Any, Generic, Literal, Self, TypeVar, Unpack, cast, overload
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -784,8 +784,19 @@ class _ResumingStream(AsyncIterator[E], Generic[N, E]):
         self._busy = False
         self._events: AsyncGenerator[E, None] = self._run()
 
-    def __aiter__(self) -> _ResumingStream[N, E]:
+    def __aiter__(self) -> Self:
         return self
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     async def __anext__(self) -> E:
         self._busy = True
@@ -968,20 +979,6 @@ class CandleStream(_ResumingStream[N, Event[N]]):
             idle_timeout=idle_timeout,
         )
 
-    def __aiter__(self) -> CandleStream[N]:
-        return self
-
-    async def __aenter__(self) -> CandleStream[N]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     def _open(
         self, stub: marketdata_pb2_grpc.MarketDataServiceAsyncStub, request: Any
     ) -> grpc.aio.UnaryStreamCall[Any, Any]:
@@ -1075,20 +1072,6 @@ class TradeStream(_ResumingStream[N, TradeStreamEvent[N]]):
             retry=retry,
             idle_timeout=idle_timeout,
         )
-
-    def __aiter__(self) -> TradeStream[N]:
-        return self
-
-    async def __aenter__(self) -> TradeStream[N]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _open(
         self, stub: marketdata_pb2_grpc.MarketDataServiceAsyncStub, request: Any
