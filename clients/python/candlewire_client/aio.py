@@ -24,7 +24,7 @@ import asyncio
 import inspect
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -836,20 +836,33 @@ class _ResumingStream(AsyncIterator[E], Generic[N, E]):
         """Replace the refused request by a fresh one; the event announcing it."""
         raise NotImplementedError
 
-    def _fresh(self) -> Any:
-        """A copy of the original request without its resume token."""
-        request = type(self._original)()
-        request.CopyFrom(self._original)
+    def _start_from(self, newest: Mapping[Any, datetime], wanted: int) -> datetime | None:
+        """Replace the refused request by a fresh one (the original without its
+        resume token) that starts at the oldest of the ``newest`` times
+        delivered per key, or at the original start where fewer than
+        ``wanted`` keys delivered anything and that start is older; return
+        where the fresh request starts (None: where the original did)."""
+        original = self._original
+        request = type(original)()
+        request.CopyFrom(original)
         request.ClearField("resume_token")
-        return request
-
-    def _restarted(self, request: Any) -> None:
+        since: datetime | None = None
+        if newest:
+            times = list(newest.values())
+            if original.HasField("start_time") and len(newest) < wanted:
+                times.append(from_timestamp(original.start_time))
+            since = min(times)
+            request.history = 0
+            request.start_time.CopyFrom(to_timestamp(since))
+        elif original.HasField("start_time"):
+            since = from_timestamp(original.start_time)
         self._request = request
         self.resume_token = None
         self._token_issued = False
         self._snapshot_done = False
         self.state = "connecting"
         self.continuity_losses += 1
+        return since
 
     async def _run(self) -> AsyncGenerator[E, None]:
         client = self._client
@@ -1018,19 +1031,7 @@ class CandleStream(_ResumingStream[N, Event[N]]):
 
     def _start_again(self, error: CandlewireError) -> ContinuityLost:
         """Replace the refused request by a fresh one; the event announcing it."""
-        original = self._original
-        since: datetime | None = None
-        request = self._fresh()
-        if self._newest:
-            times = list(self._newest.values())
-            if original.HasField("start_time") and len(self._newest) < len(self.series):
-                times.append(from_timestamp(original.start_time))
-            since = min(times)
-            request.history = 0
-            request.start_time.CopyFrom(to_timestamp(since))
-        elif original.HasField("start_time"):
-            since = from_timestamp(original.start_time)
-        self._restarted(request)
+        since = self._start_from(self._newest, len(self.series))
         self._lost = True
         self._floor = dict(self._newest)
         return ContinuityLost(self.series, since, error.details)
@@ -1106,19 +1107,7 @@ class TradeStream(_ResumingStream[N, TradeStreamEvent[N]]):
         return event
 
     def _start_again(self, error: CandlewireError) -> TradesContinuityLost:
-        original = self._original
-        since: datetime | None = None
-        request = self._fresh()
-        if self._newest:
-            times = list(self._newest.values())
-            if original.HasField("start_time") and len(self._newest) < len(self.symbols):
-                times.append(from_timestamp(original.start_time))
-            since = min(times)
-            request.history = 0
-            request.start_time.CopyFrom(to_timestamp(since))
-        elif original.HasField("start_time"):
-            since = from_timestamp(original.start_time)
-        self._restarted(request)
+        since = self._start_from(self._newest, len(self.symbols))
         self._lost = True
         self._floor = dict(self._newest)
         return TradesContinuityLost(self.symbols, since, error.details)
