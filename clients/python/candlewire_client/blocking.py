@@ -23,9 +23,15 @@ import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, Unpack, cast, overload
+from typing import Any, Generic, Literal, Self, TypeVar, Unpack, cast, overload
 
-from candlewire_client.aio import CandleStream, CandlewireClient, ReconnectCallback, TradeStream
+from candlewire_client.aio import (
+    CandleStream,
+    CandlewireClient,
+    ReconnectCallback,
+    TradeStream,
+    _ResumingStream,
+)
 from candlewire_client.errors import CandlewireError
 from candlewire_client.models import (
     Candle,
@@ -406,28 +412,28 @@ class Client(Generic[N]):
         return self._runner.run(self._async.wait_until_ready(timeout))
 
 
-class BlockingCandleStream(Iterator[Event[N]], Generic[N]):
-    """A resumable candle subscription for plain ``for`` loops.
+E = TypeVar("E")
+S = TypeVar("S", bound="_ResumingStream[Any, Any]")
 
-    ``with client.subscribe_candles(...) as stream: for event in stream: ...``.
-    Ctrl-C while waiting for an event ends the stream (and raises
-    KeyboardInterrupt); :meth:`close` ends it from the iterating thread.
-    """
 
-    def __init__(self, runner: _LoopThread, stream: CandleStream[N]) -> None:
+class _BlockingStream(Iterator[E], Generic[E, S]):
+    """What the blocking candle and trade streams share: iteration on the
+    client's loop thread, ``with``, :meth:`close` and the stream's state."""
+
+    def __init__(self, runner: _LoopThread, stream: S) -> None:
         self._runner = runner
-        self._stream: CandleStream[N] = stream
+        self._stream: S = stream
 
-    def __iter__(self) -> BlockingCandleStream[N]:
+    def __iter__(self) -> Self:
         return self
 
-    def __next__(self) -> Event[N]:
+    def __next__(self) -> E:
         ok, event = _next(self._runner, self._stream)
         if not ok:
             raise StopIteration
-        return cast(Event[N], event)
+        return cast(E, event)
 
-    def __enter__(self) -> BlockingCandleStream[N]:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -442,11 +448,6 @@ class BlockingCandleStream(Iterator[Event[N]], Generic[N]):
         """End the stream and cancel its call."""
         if self._runner.alive:
             self._runner.run(self._stream.aclose(), timeout=5.0)
-
-    @property
-    def series(self) -> tuple[Series, ...]:
-        """The subscribed series, in request order."""
-        return self._stream.series
 
     @property
     def state(self) -> str:
@@ -474,60 +475,25 @@ class BlockingCandleStream(Iterator[Event[N]], Generic[N]):
         return self._stream.resume_token
 
 
-class BlockingTradeStream(Iterator[TradeStreamEvent[N]], Generic[N]):
+class BlockingCandleStream(_BlockingStream[Event[N], CandleStream[N]], Generic[N]):
+    """A resumable candle subscription for plain ``for`` loops.
+
+    ``with client.subscribe_candles(...) as stream: for event in stream: ...``.
+    Ctrl-C while waiting for an event ends the stream (and raises
+    KeyboardInterrupt); :meth:`close` ends it from the iterating thread.
+    """
+
+    @property
+    def series(self) -> tuple[Series, ...]:
+        """The subscribed series, in request order."""
+        return self._stream.series
+
+
+class BlockingTradeStream(_BlockingStream[TradeStreamEvent[N], TradeStream[N]], Generic[N]):
     """A resumable trade subscription for plain ``for`` loops (as
     :class:`BlockingCandleStream`)."""
-
-    def __init__(self, runner: _LoopThread, stream: TradeStream[N]) -> None:
-        self._runner = runner
-        self._stream: TradeStream[N] = stream
-
-    def __iter__(self) -> BlockingTradeStream[N]:
-        return self
-
-    def __next__(self) -> TradeStreamEvent[N]:
-        ok, event = _next(self._runner, self._stream)
-        if not ok:
-            raise StopIteration
-        return cast(TradeStreamEvent[N], event)
-
-    def __enter__(self) -> BlockingTradeStream[N]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """End the stream and cancel its call."""
-        if self._runner.alive:
-            self._runner.run(self._stream.aclose(), timeout=5.0)
 
     @property
     def symbols(self) -> tuple[str, ...]:
         """The subscribed symbols, in request order."""
         return self._stream.symbols
-
-    @property
-    def state(self) -> str:
-        """See :attr:`CandleStream.state`."""
-        return self._stream.state
-
-    @property
-    def reconnects(self) -> int:
-        """How many times the stream reconnected."""
-        return self._stream.reconnects
-
-    @property
-    def continuity_losses(self) -> int:
-        """How many times the stream started again after a refused resume token."""
-        return self._stream.continuity_losses
-
-    @property
-    def resume_token(self) -> str | None:
-        """Token of the last event yielded (pass it as ``resume_token`` to continue later)."""
-        return self._stream.resume_token
