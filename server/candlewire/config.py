@@ -309,7 +309,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="log format: text or json")
     access_log: bool = Field(False, description="log one line per RPC (candlewire.access)")
 
-    @field_validator("anonymous_scopes", "trusted_proxies", mode="before")
+    @field_validator("anonymous_scopes", "trusted_proxies", "saxo_login_allow", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -326,11 +326,9 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown scope {unknown[0]!r} (known: {', '.join(sorted(SCOPES))})")
         return value
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "saxo_login_allow")
     @classmethod
     def _check_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        import ipaddress
-
         for network in value:
             try:
                 ipaddress.ip_network(network, strict=False)
@@ -519,23 +517,6 @@ class Settings(BaseSettings):
         if value and not value.startswith(schemes):
             raise ValueError(f"{value!r} must start with {' or '.join(schemes)}")
         return value.rstrip("/") if info.field_name != "saxo_redirect_url" else value
-
-    @field_validator("saxo_login_allow", mode="before")
-    @classmethod
-    def _split_networks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("saxo_login_allow")
-    @classmethod
-    def _check_login_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for network in value:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise ValueError(f"{network!r} is not an address or network") from None
-        return value
 
     @field_validator("replay_path")
     @classmethod
