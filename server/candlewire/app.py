@@ -31,12 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -75,16 +72,6 @@ if TYPE_CHECKING:
 __all__ = ["App"]
 
 log = logging.getLogger(__name__)
-
-
-def _local_target(grpc_listen: str, port: int) -> str:
-    """How the gateway in this process reaches the gRPC server."""
-    host, _ = parse_listen(grpc_listen)
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _shared(store: Store) -> SharedStore | None:
@@ -157,7 +144,6 @@ class App:
         self.limiter: Limiter | None = None
         self.tls: CertificateFiles | None = None
         self.tracing: Tracing | None = None
-        self._socket_dir: str | None = None
         self._metrics_server: Any = None
         self.started_callback: Callable[[], None] | None = None
         """Called once the service serves (the CLI tells start-up failures apart by it)."""
@@ -228,7 +214,7 @@ class App:
             raise
         await api.start()
         try:
-            await self._start_gateway(api.port)
+            await self._start_gateway(api)
             self._start_metrics_port()
             if self.started_callback is not None:
                 self.started_callback()
@@ -268,9 +254,6 @@ class App:
             await self.limiter.close()
         if self.tracing is not None:
             await self.tracing.close()
-        if self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
-            self._socket_dir = None
 
     async def _shut_down(
         self,
@@ -324,12 +307,6 @@ class App:
         self.gatekeeper = self._new_gatekeeper()
         if s.tls_cert_file:
             self.tls = CertificateFiles(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
-        local_socket = None
-        if self.tls is not None and s.http_listen and serving:
-            # The gateway of this process reaches the TLS port's server over a
-            # private Unix socket (its directory is this user's only).
-            self._socket_dir = tempfile.mkdtemp(prefix="candlewire-")
-            local_socket = str(Path(self._socket_dir) / "grpc.sock")
         if s.otlp_endpoint:
             from candlewire.tracing import Tracing
 
@@ -339,7 +316,6 @@ class App:
             s.grpc_listen,
             gatekeeper=self.gatekeeper,
             tls=self.tls,
-            local_socket=local_socket,
             tracing=self.tracing.interceptor if self.tracing is not None else None,
         )
         return self.api
@@ -488,16 +464,13 @@ class App:
             return self.history.api_store(hot)
         return hot
 
-    async def _start_gateway(self, grpc_port: int) -> None:
+    async def _start_gateway(self, api: ApiServer) -> None:
         s = self.settings
         if not s.http_listen or not self._serving:
             return
-        target = _local_target(s.grpc_listen, grpc_port)
-        if self._socket_dir is not None:
-            target = f"unix:{Path(self._socket_dir) / 'grpc.sock'}"
         metrics = self.metrics
         self.gateway = Gateway(
-            target,
+            dispatcher=await api.local_dispatcher(),
             allowed_origins=s.http_allowed_origins,
             max_request_bytes=s.http_max_request_bytes,
             idle_timeout=s.http_idle_timeout,

@@ -22,6 +22,7 @@ from candlewire.api.reflection import enable_reflection
 from candlewire.api.servicer import Catalog, MarketDataServicer
 from candlewire.api.tls import CertificateFiles
 from candlewire.errors import ConfigError
+from candlewire.gateway._dispatch import LocalDispatcher, collect_handlers
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["SERVICE_NAME", "ApiServer", "Catalog", "server_options"]
@@ -129,27 +130,30 @@ class ApiServer:
         *,
         gatekeeper: Gatekeeper | None = None,
         tls: CertificateFiles | None = None,
-        local_socket: str | None = None,
         tracing: grpc.aio.ServerInterceptor | None = None,
     ) -> None:
         """Without a servicer (an ingest-only process) it serves health and reflection.
 
         ``gatekeeper`` checks every call (authentication, limits, metrics);
-        ``tls`` serves the port over TLS; ``local_socket`` (a Unix socket
-        path) is a second, plaintext listener for the gateway in this
-        process when the port is TLS.
+        ``tls`` serves the port over TLS. :meth:`local_dispatcher` gives the
+        HTTP faces of this process the same handlers behind the same policy.
         """
         self.health = HealthServicer()
         # The gatekeeper guards decoding itself (one wrapper per method, not two).
-        interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (
-            (gatekeeper,) if gatekeeper is not None else (DecodeGuard(),)
+        self._policy: grpc.aio.ServerInterceptor = (
+            gatekeeper if gatekeeper is not None else DecodeGuard()
         )
+        interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (self._policy,)
         if tracing is not None:  # outermost: refused calls are traced too
             interceptors = (tracing, *interceptors)
         self._server = grpc.aio.server(options=server_options(), interceptors=interceptors)
+        self._handlers: list[grpc.GenericRpcHandler] = []
         if servicer is not None:
-            self._server.add_generic_rpc_handlers((_handlers(servicer),))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+            self._handlers.append(_handlers(servicer))
+        self._handlers += collect_handlers(
+            lambda server: health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        )
+        self._server.add_generic_rpc_handlers(self._handlers)
         enable_reflection(
             self._server,
             (
@@ -170,10 +174,14 @@ class ApiServer:
                 f"grpc_listen (CANDLEWIRE_GRPC_LISTEN): cannot listen on {address} "
                 "(address in use, or not an address of this host)"
             )
-        if local_socket is not None:
-            self._server.add_insecure_port(f"unix:{local_socket}")
         self._address = address
         self.tls = tls is not None
+
+    async def local_dispatcher(self) -> LocalDispatcher:
+        """The handlers of this server, behind its call policy, for in-process faces."""
+        dispatcher = LocalDispatcher(self._handlers, self._policy)
+        await dispatcher.prepare()
+        return dispatcher
 
     async def start(self) -> None:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -26,9 +26,11 @@ from typing import Any
 import grpc
 
 from candlewire.gateway._cors import EXPOSED_HEADERS, CorsPolicy, Verdict
-from candlewire.gateway._methods import Kind, Method, MethodTable
+from candlewire.gateway._dispatch import Call, CallError, Dispatcher, Reply, peer_of
+from candlewire.gateway._methods import Kind, Method
 from candlewire.gateway._static import CONTENT_SECURITY_POLICY, StaticFiles
 from candlewire.gateway._wire import (
+    FrameCache,
     Metadata,
     ProtocolError,
     WireFormat,
@@ -109,13 +111,13 @@ class _Response:
 
     def __init__(self, send: Send, wire: WireFormat, verdict: Verdict) -> None:
         self._send = send
-        self._wire = wire
+        self.wire = wire
         self._verdict = verdict
         self.started = False
         self.finished = False
 
     def _headers(self, pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-        headers = [(b"content-type", self._wire.content_type), (b"vary", b"origin"), *_COMMON]
+        headers = [(b"content-type", self.wire.content_type), (b"vary", b"origin"), *_COMMON]
         if self._verdict.headers:
             exposed = dict.fromkeys([*EXPOSED_HEADERS, *(name for name, _ in pairs)])
             headers += self._verdict.headers
@@ -128,9 +130,25 @@ class _Response:
         self.started = True
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
 
-    async def message(self, payload: bytes) -> None:
-        frame = self._wire.encode(encode_message(payload))
+    async def body(self, frame: bytes) -> None:
+        """A data frame, already encoded for this wire format."""
         await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+
+    async def reply(self, reply: Reply) -> None:
+        """A unary call's response: headers, then the message and the status in one write."""
+        self.started = self.finished = True
+        wire = self.wire
+        body = wire.encode(encode_message(reply.message)) + wire.encode(
+            encode_trailers(grpc.StatusCode.OK, "", reply.trailing)
+        )
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": self._headers(metadata_headers(reply.initial)),
+            }
+        )
+        await self._send({"type": "http.response.body", "body": body})
 
     async def finish(
         self, code: grpc.StatusCode, message: str, trailing: Metadata, initial: Metadata = ()
@@ -140,7 +158,7 @@ class _Response:
             return
         self.finished = True
         if self.started:
-            frame = self._wire.encode(encode_trailers(code, message, trailing))
+            frame = self.wire.encode(encode_trailers(code, message, trailing))
             await self._send({"type": "http.response.body", "body": frame, "more_body": False})
             return
         pairs = metadata_headers(initial) + status_headers(code, message, trailing)
@@ -164,38 +182,13 @@ def _unimplemented(path: str, method: Method | None) -> str:
 METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-_Pairs = list[tuple[str, str | bytes]]
-
-
-def _forwarded(scope: Scope, metadata: _Pairs) -> _Pairs:
-    """``metadata`` with ``x-forwarded-for`` extended by this connection's peer.
-
-    The gRPC server takes the client's address from it only because the
-    gateway is a trusted proxy; what a browser wrote there stays to the left
-    of the peer address, so it cannot choose its own address.
-    """
-    forwarded = [str(v) for k, v in metadata if k == "x-forwarded-for"]
-    client = scope.get("client")
-    if client:
-        forwarded.append(str(client[0]))
-    kept = [(k, v) for k, v in metadata if k != "x-forwarded-for"]
-    if forwarded:
-        kept.append(("x-forwarded-for", ", ".join(forwarded)))
-    return kept
-
-
-def _metadata(value: Any) -> Metadata:
-    return list(value) if value is not None else []
-
-
 class GrpcWebApp:
     """Serves grpc-web over ``channel`` and the page in ``static`` (if any)."""
 
     def __init__(
         self,
-        channel: grpc.aio.Channel,
+        dispatcher: Dispatcher,
         *,
-        methods: MethodTable,
         cors: CorsPolicy,
         static: StaticFiles | None,
         max_request_bytes: int,
@@ -203,21 +196,13 @@ class GrpcWebApp:
         routes: Mapping[str, AsgiApp] | None = None,
     ) -> None:
         self._routes = dict(routes or {})
-        self._methods = methods
         self._metrics = metrics
         self._cors = cors
         self._static = static
         self._max_request_bytes = max_request_bytes
-        self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {
-            path: channel.unary_unary(path, request_serializer=None, response_deserializer=None)
-            for path, method in methods.items()
-            if method.kind is Kind.UNARY
-        }
-        self._streaming: dict[str, grpc.aio.UnaryStreamMultiCallable[bytes, bytes]] = {
-            path: channel.unary_stream(path, request_serializer=None, response_deserializer=None)
-            for path, method in methods.items()
-            if method.kind is Kind.SERVER_STREAMING
-        }
+        self._dispatcher = dispatcher
+        self._methods = dispatcher.methods
+        self._frames = FrameCache()
         self.closing = False
         self.started = asyncio.Event()
         self._ending = asyncio.Event()
@@ -426,17 +411,40 @@ class GrpcWebApp:
             return
         try:
             request = decode_request(body, wire)
-            metadata = _forwarded(scope, metadata_from_headers(scope["headers"]))
             timeout_header = _header(scope, b"grpc-timeout")
-            timeout = parse_timeout(timeout_header) if timeout_header is not None else None
+            call = Call(
+                path,
+                metadata_from_headers(scope["headers"]),
+                peer_of(scope.get("client")),
+                parse_timeout(timeout_header) if timeout_header is not None else None,
+            )
         except ProtocolError as error:
             await response.finish(error.code, error.message, ())
             return
         if method.kind is Kind.UNARY:
-            pump = self._pump_unary(path, request, metadata, timeout, response)
+            await self._unary(call, request, response)
         else:
-            pump = self._pump_stream(path, request, metadata, timeout, response)
-        await self._supervise(pump, receive, response)
+            await self._supervise(self._pump_stream(call, request, response), receive, response)
+
+    async def _unary(self, call: Call, request: bytes, response: _Response) -> None:
+        """A unary call: short, so it is awaited here (no watcher of the client)."""
+        self._active += 1
+        self._idle.clear()
+        try:
+            try:
+                reply = await self._dispatcher.unary(call, request)
+            except CallError as error:
+                await response.finish(error.code, error.message, error.trailing, error.initial)
+                return
+            except Exception as error:
+                log.error("grpc-web call failed", exc_info=error)
+                await response.finish(grpc.StatusCode.INTERNAL, "the call failed", ())
+                return
+            await response.reply(reply)
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
 
     async def _supervise(
         self, pump: Awaitable[None], receive: Receive, response: _Response
@@ -465,71 +473,23 @@ class GrpcWebApp:
             code, message = (
                 (grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down")
                 if ending.done() and not ending.cancelled()
-                else (grpc.StatusCode.INTERNAL, "the gateway failed to forward the call")
+                else (grpc.StatusCode.INTERNAL, "the call failed")
             )
             with contextlib.suppress(Exception):
                 await response.finish(code, message, ())
 
-    async def _pump_unary(
-        self,
-        path: str,
-        request: bytes,
-        metadata: Metadata,
-        deadline: float | None,
-        response: _Response,
-    ) -> None:
-        call = self._unary[path](request, metadata=metadata, timeout=deadline)
+    async def _pump_stream(self, call: Call, request: bytes, response: _Response) -> None:
+        responses = self._dispatcher.stream(call, request)
+        frame = self._frames.frame
+        wire = response.wire
         try:
-            try:
-                reply: bytes = await call
-            except grpc.aio.AioRpcError as error:
-                await response.finish(
-                    error.code(),
-                    error.details() or "",
-                    _metadata(error.trailing_metadata()),
-                    _metadata(error.initial_metadata()),
-                )
-                return
-            await response.start(_metadata(await call.initial_metadata()))
-            await response.message(reply)
-            await response.finish(
-                await call.code(),
-                await call.details() or "",
-                _metadata(await call.trailing_metadata()),
-            )
+            async for message in responses:
+                if not response.started:
+                    await response.start(responses.initial)
+                await response.body(frame(message, wire))
+        except CallError as error:
+            await response.finish(error.code, error.message, error.trailing, error.initial)
+            return
         finally:
-            call.cancel()
-
-    async def _pump_stream(
-        self,
-        path: str,
-        request: bytes,
-        metadata: Metadata,
-        deadline: float | None,
-        response: _Response,
-    ) -> None:
-        call = self._streaming[path](request, metadata=metadata, timeout=deadline)
-        try:
-            try:
-                message = await call.read()
-                if isinstance(message, bytes):
-                    await response.start(_metadata(await call.initial_metadata()))
-                while isinstance(message, bytes):
-                    await response.message(message)
-                    message = await call.read()
-            except grpc.aio.AioRpcError as error:
-                await response.finish(
-                    error.code(),
-                    error.details() or "",
-                    _metadata(error.trailing_metadata()),
-                    _metadata(error.initial_metadata()),
-                )
-                return
-            await response.finish(
-                await call.code(),
-                await call.details() or "",
-                _metadata(await call.trailing_metadata()),
-                _metadata(await call.initial_metadata()),
-            )
-        finally:
-            call.cancel()
+            await responses.aclose()
+        await response.finish(grpc.StatusCode.OK, "", responses.trailing, responses.initial)

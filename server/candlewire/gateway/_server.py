@@ -25,7 +25,7 @@ from hypercorn.typing import ASGIFramework
 from candlewire.gateway import _h2fix
 from candlewire.gateway._asgi import AsgiApp, GrpcWebApp
 from candlewire.gateway._cors import CorsPolicy
-from candlewire.gateway._methods import MethodTable
+from candlewire.gateway._dispatch import ChannelDispatcher, Dispatcher
 from candlewire.gateway._static import StaticFiles
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "DEFAULT_STATIC_DIR", "Gateway", "channel_options"]
@@ -112,8 +112,9 @@ class Gateway:
 
     def __init__(
         self,
-        grpc_target: str,
+        grpc_target: str | None = None,
         *,
+        dispatcher: Dispatcher | None = None,
         static_dir: Path | str | None = DEFAULT_STATIC_DIR,
         allowed_origins: Iterable[str] = (),
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
@@ -124,6 +125,8 @@ class Gateway:
         metrics: Callable[[], bytes] | None = None,
         routes: Mapping[str, AsgiApp] | None = None,
     ) -> None:
+        if (grpc_target is None) == (dispatcher is None):
+            raise ValueError("give either grpc_target or dispatcher")
         if idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
         if max_request_bytes < 1:
@@ -131,6 +134,7 @@ class Gateway:
         if shutdown_grace < 0:
             raise ValueError("shutdown_grace must not be negative")
         self.grpc_target = grpc_target
+        self.dispatcher = dispatcher
         self.static = StaticFiles(Path(static_dir)) if static_dir is not None else None
         self.cors = CorsPolicy(allowed_origins)  # raises ValueError for a malformed origin
         self.max_request_bytes = max_request_bytes
@@ -170,15 +174,20 @@ class Gateway:
         _h2fix.install()
         sock = _listen(host, port)
         self._port = sock.getsockname()[1]
-        if self.grpc_credentials is not None:
-            self._channel = grpc.aio.secure_channel(
-                self.grpc_target, self.grpc_credentials, options=channel_options()
-            )
-        else:
-            self._channel = grpc.aio.insecure_channel(self.grpc_target, options=channel_options())
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            assert self.grpc_target is not None
+            if self.grpc_credentials is not None:
+                self._channel = grpc.aio.secure_channel(
+                    self.grpc_target, self.grpc_credentials, options=channel_options()
+                )
+            else:
+                self._channel = grpc.aio.insecure_channel(
+                    self.grpc_target, options=channel_options()
+                )
+            dispatcher = ChannelDispatcher(self._channel)
         self._app = GrpcWebApp(
-            self._channel,
-            methods=MethodTable(),
+            dispatcher,
             cors=self.cors,
             static=self.static,
             max_request_bytes=self.max_request_bytes,
@@ -207,11 +216,18 @@ class Gateway:
         await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
         started.cancel()
         if serving.done():
-            await self._channel.close()
+            if self._channel is not None:
+                await self._channel.close()
             serving.result()  # raises what stopped Hypercorn
             raise RuntimeError("the HTTP server stopped at start-up")
         scheme = "https" if self.ssl_context is not None else "http"
-        log.info("grpc-web gateway on %s://%s:%d -> %s", scheme, host, self._port, self.grpc_target)
+        log.info(
+            "HTTP on %s://%s:%d (grpc-web%s)",
+            scheme,
+            host,
+            self._port,
+            f" -> {self.grpc_target}" if self.grpc_target is not None else ", in-process",
+        )
 
     def close(self) -> None:
         """Stop accepting: refuse new calls now and close the listener."""
@@ -240,4 +256,5 @@ class Gateway:
         await self.wait_closed()
 
     def __repr__(self) -> str:
-        return f"Gateway({self.grpc_target!r}, port={self._port})"
+        target = self.grpc_target or "in-process"
+        return f"Gateway({target!r}, port={self._port})"

@@ -31,6 +31,7 @@ import grpc
 
 __all__ = [
     "MAX_TIMEOUT_SECONDS",
+    "FrameCache",
     "Metadata",
     "ProtocolError",
     "WireFormat",
@@ -213,6 +214,35 @@ def decode_request(body: bytes, wire: WireFormat) -> bytes:
 def encode_message(payload: bytes) -> bytes:
     """A data frame."""
     return _HEADER.pack(_DATA, len(payload)) + payload
+
+
+class FrameCache:
+    """Data frames encoded once per message object and wire format.
+
+    A live update reaching many streams is one ``bytes`` object (the
+    handlers share it: see ``candlewire.api.servicer``), so its frame is made
+    for the first stream and the same bytes are written to the others. The
+    cache holds the message itself, so an identity match is never a reused
+    ``id``; it is small and simply restarted when full.
+    """
+
+    __slots__ = ("_entries", "_size")
+
+    def __init__(self, size: int = 1024) -> None:
+        self._entries: dict[tuple[int, bool], tuple[bytes, bytes]] = {}
+        self._size = size
+
+    def frame(self, payload: bytes, wire: WireFormat) -> bytes:
+        """``wire.encode(encode_message(payload))``, shared between streams."""
+        key = (id(payload), wire.text_response)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is payload:
+            return entry[1]
+        frame = wire.encode(_HEADER.pack(_DATA, len(payload)) + payload)
+        if len(self._entries) >= self._size:
+            self._entries.clear()
+        self._entries[key] = (payload, frame)
+        return frame
 
 
 def percent_encode(message: str) -> str:
