@@ -87,6 +87,9 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="trades/s per injected symbol")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--history", type=int, default=1440, help="sim history minutes")
+    parser.add_argument(
+        "--http-port", type=int, default=-1, help="serve the HTTP port too (0: any free port)"
+    )
     parser.add_argument("--loop", choices=LOOPS, default="asyncio", help="event loop")
     parser.add_argument("--keys-file", default="", help="API keys file: authentication on")
     parser.add_argument("--ip-rate", type=float, default=0.0, help="requests/s per address")
@@ -100,7 +103,8 @@ async def main() -> None:
     symbols = SYMBOLS[: args.symbols]
     settings = load(
         grpc_listen=f"127.0.0.1:{args.port}",
-        http_listen="",  # gRPC only (and no fixed port shared by servers of one run)
+        # gRPC only unless asked (and no fixed port shared by servers of one run)
+        http_listen="" if args.http_port < 0 else f"127.0.0.1:{args.http_port}",
         symbols=symbols,
         sim_history=args.history,
         log_level="WARNING",
@@ -140,6 +144,8 @@ async def main() -> None:
 
     async with app:
         print(f"PORT {app.port}", flush=True)
+        if app.gateway is not None:
+            print(f"HTTP {app.gateway.port}", flush=True)
         threading.Thread(target=watch_stdin, daemon=True).start()
         await stop.wait()
 
