@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from candlewire.readiness import Observed, evaluate
+from candlewire.readiness import Observed, dependencies, evaluate
 
 # A process with a store of its own whose feed is loaded and fresh.
 FRESH = Observed(now=100.0, backfilled=True, last_receive=99.0, stale_after=10.0)
@@ -48,3 +48,33 @@ REPLICA = replace(FRESH, follows=True, following=True, leased=True, holding=True
 )
 def test_verdicts_and_reasons(seen: Observed, verdict: tuple[bool, str]) -> None:
     assert evaluate(seen) == verdict
+
+
+@pytest.mark.parametrize(
+    ("seen", "found"),
+    [
+        (FRESH, {"store": True, "feed": True}),
+        (replace(FRESH, last_receive=89.9), {"store": True, "feed": False}),
+        (replace(FRESH, feed_error="symbols not known"), {"store": True, "feed": False}),
+        (replace(FRESH, feed_status=(False, "down")), {"store": True, "feed": False}),
+        (replace(FRESH, store_error="refused"), {"store": False, "feed": True}),
+        # With a history tier, PostgreSQL is named whether or not the process is ready.
+        (replace(FRESH, history=True), {"store": True, "feed": True, "history": True}),
+        (
+            replace(FRESH, history=True, history_error="refused"),
+            {"store": True, "feed": True, "history": False},
+        ),
+        # No feed where the process does not ingest now: an API replica, a standby.
+        (replace(REPLICA, ingests=False, leased=False), {"store": True}),
+        (replace(REPLICA, holding=False), {"store": True}),
+        (REPLICA, {"store": True, "feed": True}),
+    ],
+)
+def test_dependencies_name_what_is_missing(seen: Observed, found: dict[str, bool]) -> None:
+    assert dependencies(seen) == found
+
+
+def test_a_missing_history_store_leaves_the_process_ready_and_says_so() -> None:
+    seen = replace(FRESH, history=True, history_error="refused")
+    assert evaluate(seen)[0] is True
+    assert dependencies(seen)["history"] is False

@@ -447,6 +447,7 @@ class App:
             "feed": self.feed,
             "candle_cache": self.candle_cache if self.reader is not None else None,
             "quote_cache": self.quote_cache if self.reader is not None else None,
+            "dependencies": self.readiness.dependencies,
         }
 
     def read_store(self, shared: SharedStore | None) -> Store:
@@ -666,11 +667,12 @@ class App:
             last_receive=None if ingestor is None else ingestor.last_receive,
             stale_after=self.settings.feed_stale_after,
             history_error=None if self.history is None else self.history.problem,
+            history=self.history is not None,
         )
 
-    async def _publish_ready(self, ready: bool) -> None:
+    async def _publish_ready(self, ready: bool, dependencies: dict[str, bool]) -> None:
         if self.api is not None and not self._stopping.is_set():
-            await self.api.set_ready(ready)
+            await self.api.set_ready(ready, dependencies)
 
     async def _store_answered(self) -> None:
         """The store answered: write what the ingestor buffered while it was

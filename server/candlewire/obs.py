@@ -220,6 +220,16 @@ class ServiceCollector(Collector):
                     "upstream request weight used in the current minute",
                     value=used,
                 )
+        found = parts.get("dependencies")
+        if found:
+            up = GaugeMetricFamily(
+                "candlewire_dependency_up",
+                "1 while a dependency this process uses now is usable (store, feed, history)",
+                labels=["dependency"],
+            )
+            for name, usable in sorted(found.items()):
+                up.add_metric([name], 1.0 if usable else 0.0)
+            yield up
         caches = CounterMetricFamily(
             "candlewire_cache_requests",
             "reads a process-local cache answered (hit) or passed on (miss)",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from candlewire.errors import CandlewireError
 from candlewire.store.base import Store
 
-__all__ = ["Observed", "ReadinessWatch", "evaluate"]
+__all__ = ["DEPENDENCY_SERVICES", "Observed", "ReadinessWatch", "dependencies", "evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,45 @@ class Observed:
     """Seconds without data after which the feed counts as stale."""
     history_error: str | None = None
     """Why the history tier (PostgreSQL) cannot be used now (None: it can, or there is none)."""
+    history: bool = False
+    """The process has a history tier (PostgreSQL)."""
+
+
+DEPENDENCY_SERVICES = {
+    "store": "candlewire.store",
+    "feed": "candlewire.feed",
+    "history": "candlewire.history",
+}
+"""The health-service name under which each dependency's state is published.
+
+Readiness (``marketdata.v1.MarketDataService``) says whether to send this
+process traffic; these say which dependency is missing, to a probe, an
+operator (``grpc-health-probe -service candlewire.history``) or an alert,
+including the ones that leave the process ready but degraded.
+"""
+
+
+def dependencies(seen: Observed) -> dict[str, bool]:
+    """Whether each dependency this process uses is usable now.
+
+    ``store``: the hot store answers (always, in memory). ``feed``: the
+    upstream feed's symbols are known, it reports itself healthy and it
+    delivered data within ``stale_after``; only where this process ingests
+    now (not an API replica, not an ingestor standing by). ``history``:
+    PostgreSQL answers; only with a history tier.
+    """
+    found = {"store": seen.store_error is None}
+    if seen.ingests and (not seen.leased or seen.holding):
+        last = seen.last_receive
+        found["feed"] = (
+            seen.feed_error is None
+            and (seen.feed_status is None or seen.feed_status[0])
+            and last is not None
+            and seen.now - last <= seen.stale_after
+        )
+    if seen.history:
+        found["history"] = seen.history_error is None
+    return found
 
 
 def evaluate(seen: Observed) -> tuple[bool, str]:
@@ -96,7 +135,9 @@ class ReadinessWatch:
     """Publishes readiness while the process runs.
 
     ``observe(store_error)`` returns what the process knows now;
-    ``publish(ready)`` sets the health status; ``store_answered()`` runs
+    ``publish(ready, dependencies)`` sets the health statuses (readiness,
+    and each dependency's: see :func:`dependencies`, absent ones are not
+    used by the process now); ``store_answered()`` runs
     after each ping the store answered (the ingestor flushes what it
     buffered while the store was away).
     """
@@ -105,7 +146,7 @@ class ReadinessWatch:
         self,
         store: Store,
         observe: Callable[[str | None], Observed],
-        publish: Callable[[bool], Awaitable[None]],
+        publish: Callable[[bool, dict[str, bool]], Awaitable[None]],
         *,
         store_answered: Callable[[], Awaitable[None]] | None = None,
         interval: float = 0.2,
@@ -119,6 +160,7 @@ class ReadinessWatch:
         self._stopping = False
         self.ready = False
         self.reason = ""
+        self.dependencies: dict[str, bool] = {}
 
     def recheck(self) -> None:
         """Evaluate again now rather than at the next interval."""
@@ -140,16 +182,18 @@ class ReadinessWatch:
                 if self._store_answered is not None:
                     with contextlib.suppress(CandlewireError):
                         await self._store_answered()
-            ready, why = evaluate(self._observe(store_error))
-            if ready != self.ready or why != self.reason:
+            seen = self._observe(store_error)
+            ready, why = evaluate(seen)
+            found = dependencies(seen)
+            if ready != self.ready or why != self.reason or found != self.dependencies:
                 log.log(
                     logging.INFO if ready else logging.WARNING,
                     "readiness %s: %s",
                     "SERVING" if ready else "NOT_SERVING",
                     why,
                 )
-                self.ready, self.reason = ready, why
-                await self._publish(ready)
+                self.ready, self.reason, self.dependencies = ready, why, found
+                await self._publish(ready, found)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval):
                     await self._recheck.wait()

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from candlewire.app import App
 from candlewire.codec import timestamp, timestamp_ns
+from candlewire.obs import render
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 from tests.binance.test_replay import DAY_2024, kline_rows, write
@@ -137,6 +139,12 @@ async def test_postgres_away_fails_only_what_needs_it() -> None:
                     app.readiness.recheck()
                     await asyncio.sleep(0.05)  # polling the verdict, with a deadline
             assert app.ready  # degraded, still serving what the hot store holds
+            assert await _health(app, "candlewire.history") == NOT_SERVING
+            assert await _health(app, "marketdata.v1.MarketDataService") == SERVING
+            assert await _health(app, "candlewire.store") == SERVING
+            assert (
+                'candlewire_dependency_up{dependency="history"} 0.0' in render(app.metrics).decode()
+            )
             await _load(feed, MINUTES, 60)  # written while PostgreSQL is away: queued
             own.start()
             await until_writable(app.history.store)
@@ -150,6 +158,22 @@ async def test_postgres_away_fails_only_what_needs_it() -> None:
                 while "PostgreSQL" in app.readiness.reason:
                     app.readiness.recheck()
                     await asyncio.sleep(0.05)
+            assert await _health(app, "candlewire.history") == SERVING
+            assert (
+                'candlewire_dependency_up{dependency="history"} 1.0' in render(app.metrics).decode()
+            )
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _health(app: App, service: str) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service)
+        )
+        return int(reply.status)
 
 
 def _candlewire(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -23,6 +23,7 @@ from candlewire.api.servicer import Catalog, MarketDataServicer
 from candlewire.api.tls import CertificateFiles
 from candlewire.errors import ConfigError
 from candlewire.gateway._dispatch import LocalDispatcher, collect_handlers
+from candlewire.readiness import DEPENDENCY_SERVICES
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["SERVICE_NAME", "ApiServer", "Catalog", "server_options"]
@@ -193,13 +194,20 @@ class ApiServer:
             "TLS" if self.tls else "plaintext",
         )
 
-    async def set_ready(self, ready: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if ready
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        await self.health.set(SERVICE_NAME, status)
+    async def set_ready(self, ready: bool, dependencies: Mapping[str, bool] | None = None) -> None:
+        """Readiness, and each dependency's state under its own health name
+        (``DEPENDENCY_SERVICES``; one not in ``dependencies`` is unknown)."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        for name, service in DEPENDENCY_SERVICES.items():
+            up = None if dependencies is None else dependencies.get(name)
+            await self.health.set(
+                service,
+                health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+                if up is None
+                else (serving if up else not_serving),
+            )
+        await self.health.set(SERVICE_NAME, serving if ready else not_serving)
 
     async def enter_shutdown(self) -> None:
         """Health NOT_SERVING for every service; no further changes."""
