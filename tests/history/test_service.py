@@ -116,7 +116,7 @@ async def test_coverage_fields(
     assert list(plain.missing_ranges) == []  # only when asked
 
 
-async def test_postgres_away_fails_only_what_needs_it() -> None:
+async def test_postgres_away_fails_only_what_needs_it(caplog: pytest.LogCaptureFixture) -> None:
     feed = ScriptedFeed()
     with postgres() as own:
         async with (

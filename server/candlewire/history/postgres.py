@@ -69,6 +69,35 @@ __all__ = ["HistoryRow", "HistoryStore", "gaps", "group_rows", "redact_url", "ro
 
 log = logging.getLogger(__name__)
 
+
+class _OneLinePerOutage(logging.Filter):
+    """asyncpg's pool logs a WARNING with a traceback each time it fails to
+    restore its connection floor (every retry, while PostgreSQL is away).
+    The outage is reported already (readiness, ``candlewire.history`` health,
+    our own WARNING); this keeps the first line of each such record, without
+    the traceback, at most once a minute."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        super().__init__()
+        self._every = every
+        self._last = float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is None:
+            return True
+        now = time.monotonic()
+        if now - self._last < self._every:
+            return False
+        self._last = now
+        error = record.exc_info[1]
+        record.msg = f"{record.getMessage()}: {str(error) or type(error).__name__}"
+        record.args = None
+        record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_OneLinePerOutage())
+
 _NO_START = -(2**63)
 _NO_END = 2**63 - 1
 
