@@ -400,7 +400,9 @@ class GrpcWebApp:
             await _plain(
                 send,
                 415,
-                "expected application/grpc-web(+proto) or application/grpc-web-text(+proto)\n",
+                "expected application/grpc-web(+proto) or application/grpc-web-text(+proto),"
+                " or for Connect application/json, application/proto,"
+                " application/connect+json or application/connect+proto\n",
                 verdict.headers,
             )
             return

@@ -447,6 +447,11 @@ def _message_class(descriptor: Descriptor) -> type[ProtoMessage]:
 
 def _from_json(schema: _Schema, text: bytes) -> bytes:
     message = schema.input()
+    if text.strip() and not text.lstrip().startswith(b"{"):
+        name = message.DESCRIPTOR.full_name
+        raise ProtocolError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"invalid JSON for {name}: not a JSON object"
+        )
     try:
         json_format.Parse(text.decode("utf-8") if text.strip() else "{}", message)
     except (json_format.ParseError, UnicodeDecodeError) as error:
@@ -612,9 +617,15 @@ class _GetRequest:
 
 
 def _get_request(query: bytes) -> _GetRequest:
-    """The message, codec and compression of a GET's query string."""
+    """The message, codec and compression of a GET's query string.
+
+    Without ``base64=1`` the message is the percent-decoded bytes themselves
+    (JSON text, or even raw protobuf), so the query is decoded byte for byte.
+    """
     params: dict[str, str] = {}
-    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+    for name, value in parse_qsl(
+        query.decode("latin-1"), keep_blank_values=True, encoding="latin-1"
+    ):
         params.setdefault(name, value)
     version = params.get("connect")
     if version is not None and version != "v1":
@@ -629,15 +640,7 @@ def _get_request(query: bytes) -> _GetRequest:
         )
     compression = _compression(params.get("compression"))
     message = params.get("message", "")
-    if params.get("base64") == "1":
-        body = _decode_base64(message)
-    elif compression is not None or encoding == "proto":
-        raise ProtocolError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "a binary or compressed message needs base64=1 in the query string",
-        )
-    else:
-        body = message.encode("utf-8", "surrogateescape")
+    body = _decode_base64(message) if params.get("base64") == "1" else message.encode("latin-1")
     return _GetRequest(encoding == "json", body, compression)
 
 
