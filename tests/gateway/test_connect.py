@@ -17,12 +17,16 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import grpc
 import httpx
 import pytest
 from google.rpc import error_details_pb2
 
 from candlewire.app import App
+from candlewire.gateway._connect import _JsonFrames, _schemas, code_name, http_status
+from candlewire.gateway._methods import MethodTable
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.gateway.test_gateway import eventually
 from tests.scripted import ScriptedFeed, running, sec
@@ -178,6 +182,7 @@ async def test_unknown_symbol_is_not_found_with_details(http: httpx.AsyncClient)
         ('{"symbol": ', "invalid JSON"),  # not JSON
         ('{"symbol":"BTCUSDT","colour":"red"}', "colour"),  # unknown field
         ('{"symbol": 7}', "invalid JSON"),  # wrong type
+        ("[]", "not a JSON object"),
     ],
 )
 async def test_bad_requests_are_invalid_argument(
@@ -242,6 +247,11 @@ async def test_get_base64_proto_and_gzip(http: httpx.AsyncClient) -> None:
         assert response.headers["content-type"] == "application/proto"
         prices = pb.BatchGetPricesResponse.FromString(response.content).prices
         assert [p.symbol for p in prices] == ["BTCUSDT"]
+    # Without base64=1 the message is the raw bytes, percent-encoded.
+    query = "encoding=proto&message=" + quote(message, safe="")
+    response = await http.get(f"{SERVICE}/BatchGetPrices?{query}")
+    assert response.status_code == 200, response.text
+    assert pb.BatchGetPricesResponse.FromString(response.content).prices[0].symbol == "BTCUSDT"
 
 
 async def test_get_with_credentials_is_private(http: httpx.AsyncClient) -> None:
@@ -532,3 +542,38 @@ async def test_buf_curl_stream(data: App, feed: ScriptedFeed) -> None:
     finally:
         process.terminate()
         await process.wait()
+
+
+# -- pure pieces -------------------------------------------------------------------------
+
+
+def test_shared_messages_are_encoded_once() -> None:
+    schema = _schemas([pb.DESCRIPTOR], MethodTable(), set())[f"{SERVICE}/SubscribeCandles"]
+    frames = _JsonFrames()
+    update = pb.SubscribeCandlesResponse(candle=pb.Candle(symbol="BTCUSDT")).SerializeToString()
+    first = frames.frame(update, schema)
+    assert frames.frame(update, schema) is first  # the same object: encoded once
+    assert json.loads(first[5:]) == {"candle": {"symbol": "BTCUSDT"}}
+    copy = bytes(bytearray(update))
+    assert frames.frame(copy, schema) == first and frames.frame(copy, schema) is not first
+
+
+def test_http_status_of_every_code() -> None:
+    assert {code_name(code): http_status(code) for code in grpc.StatusCode if code.value[0]} == {
+        "canceled": 499,
+        "unknown": 500,
+        "invalid_argument": 400,
+        "deadline_exceeded": 504,
+        "not_found": 404,
+        "already_exists": 409,
+        "permission_denied": 403,
+        "resource_exhausted": 429,
+        "failed_precondition": 400,
+        "aborted": 409,
+        "out_of_range": 400,
+        "unimplemented": 501,
+        "internal": 500,
+        "unavailable": 503,
+        "data_loss": 500,
+        "unauthenticated": 401,
+    }
