@@ -1,7 +1,11 @@
-"""The ASGI application: grpc-web calls proxied as raw bytes, CORS, the page.
+"""The ASGI application: grpc-web and Connect calls, CORS, the page.
 
-Routing is by method: ``POST`` is a gRPC call (``/package.Service/Method``),
-``OPTIONS`` a CORS preflight, ``GET``/``HEAD`` a file of the built page.
+Routing is by method: ``POST`` is a call (``/package.Service/Method``): a
+Connect one when its content type is Connect's (``application/json``,
+``application/proto``, ``application/connect+json``/``+proto``: see
+:mod:`candlewire.gateway._connect`), grpc-web otherwise. ``OPTIONS`` is a
+CORS preflight; ``GET`` of a method's path is a Connect GET call, any other
+``GET``/``HEAD`` a file of the built page (or ``/metrics``).
 
 A call is forwarded over one shared ``grpc.aio`` channel without decoding the
 messages. Its request headers become metadata and ``grpc-timeout`` the
@@ -20,11 +24,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import grpc
 
+from candlewire.gateway._connect import (
+    BodyTooLarge,
+    ClientGone,
+    ConnectFace,
+    Finisher,
+    is_connect_request,
+)
 from candlewire.gateway._cors import EXPOSED_HEADERS, CorsPolicy, Verdict
 from candlewire.gateway._dispatch import Call, CallError, Dispatcher, Reply, peer_of
 from candlewire.gateway._methods import Kind, Method
@@ -65,14 +76,6 @@ _PAGE_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 )
-
-
-class _Disconnected(Exception):
-    """The client went away."""
-
-
-class _TooLarge(Exception):
-    """The request body exceeds the limit."""
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -203,12 +206,18 @@ class GrpcWebApp:
         self._dispatcher = dispatcher
         self._methods = dispatcher.methods
         self._frames = FrameCache()
+        self._connect = ConnectFace(dispatcher, self)
         self.closing = False
         self.started = asyncio.Event()
         self._ending = asyncio.Event()
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest request message accepted, in bytes."""
+        return self._max_request_bytes
 
     @property
     def active_calls(self) -> int:
@@ -252,9 +261,14 @@ class GrpcWebApp:
             return
         method = scope["method"]
         if method == "POST":
-            await self._call(scope, receive, send)
+            if is_connect_request(_header(scope, b"content-type") or ""):
+                await self._connect_call(scope, receive, send)
+            else:
+                await self._call(scope, receive, send)
         elif method == "OPTIONS":
             await self._preflight(scope, send)
+        elif method == "GET" and self._connect.is_method(scope["path"]):
+            await self._connect_call(scope, receive, send)
         elif method in ("GET", "HEAD"):
             await self._file(scope, send, head=method == "HEAD")
         else:
@@ -279,7 +293,7 @@ class GrpcWebApp:
             return
         verdict = self._verdict(scope)
         vary = (b"vary", b"origin, access-control-request-method, access-control-request-headers")
-        if not verdict.allowed or requested.strip().upper() != "POST":
+        if not verdict.allowed or requested.strip().upper() not in ("POST", "GET"):
             await _plain(send, 403, "cross-origin request refused\n", (vary,))
             return
         if not verdict.headers:  # a same-origin preflight: still answer it
@@ -328,7 +342,7 @@ class GrpcWebApp:
         framed = self._max_request_bytes + _FRAME_OVERHEAD
         return (framed + 2) // 3 * 4 + 64 if wire.text_request else framed
 
-    async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
+    async def read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
         """The request body, up to ``limit`` bytes.
 
         An oversized body is read to its end and dropped (up to ``_DRAIN_BYTES``
@@ -338,14 +352,14 @@ class GrpcWebApp:
         declared = _header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             await self._drain_body(receive, int(declared))
-            raise _TooLarge
+            raise BodyTooLarge
         chunks: list[bytes] = []
         size = 0
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _Disconnected
+                raise ClientGone
             if message["type"] != "http.request":
                 continue
             chunk = bytes(message.get("body", b""))
@@ -354,9 +368,13 @@ class GrpcWebApp:
             if size > limit:
                 if more:
                     await self._drain_body(receive, size)
-                raise _TooLarge
+                raise BodyTooLarge
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def drain_body(self, receive: Receive) -> None:
+        """Read and drop the rest of a request that is answered without it."""
+        await self._drain_body(receive, 0)
 
     @staticmethod
     async def _drain_body(receive: Receive, size: int) -> None:
@@ -382,7 +400,9 @@ class GrpcWebApp:
             await _plain(
                 send,
                 415,
-                "expected application/grpc-web(+proto) or application/grpc-web-text(+proto)\n",
+                "expected application/grpc-web(+proto) or application/grpc-web-text(+proto),"
+                " or for Connect application/json, application/proto,"
+                " application/connect+json or application/connect+proto\n",
                 verdict.headers,
             )
             return
@@ -396,10 +416,10 @@ class GrpcWebApp:
             await self._drain_body(receive, 0)
             return
         try:
-            body = await self._read_body(scope, receive, self._body_limit(wire))
-        except _Disconnected:
+            body = await self.read_body(scope, receive, self._body_limit(wire))
+        except ClientGone:
             return
-        except _TooLarge:
+        except BodyTooLarge:
             await response.finish(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"request message larger than {self._max_request_bytes} bytes",
@@ -424,13 +444,30 @@ class GrpcWebApp:
         if method.kind is Kind.UNARY:
             await self._unary(call, request, response)
         else:
-            await self._supervise(self._pump_stream(call, request, response), receive, response)
+            await self.supervise(self._pump_stream(call, request, response), receive, response)
 
-    async def _unary(self, call: Call, request: bytes, response: _Response) -> None:
-        """A unary call: short, so it is awaited here (no watcher of the client)."""
+    async def _connect_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        verdict = self._verdict(scope)
+        if not verdict.allowed:
+            await _plain(send, 403, "cross-origin request refused\n", ((b"vary", b"origin"),))
+            return
+        await self._connect(scope, receive, send, verdict)
+
+    @contextlib.contextmanager
+    def tracked(self) -> Iterator[None]:
+        """Counts a call as in flight while the block runs (for :meth:`drain`)."""
         self._active += 1
         self._idle.clear()
         try:
+            yield
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+
+    async def _unary(self, call: Call, request: bytes, response: _Response) -> None:
+        """A unary call: short, so it is awaited here (no watcher of the client)."""
+        with self.tracked():
             try:
                 reply = await self._dispatcher.unary(call, request)
             except CallError as error:
@@ -441,14 +478,8 @@ class GrpcWebApp:
                 await response.finish(grpc.StatusCode.INTERNAL, "the call failed", ())
                 return
             await response.reply(reply)
-        finally:
-            self._active -= 1
-            if not self._active:
-                self._idle.set()
 
-    async def _supervise(
-        self, pump: Awaitable[None], receive: Receive, response: _Response
-    ) -> None:
+    async def supervise(self, pump: Awaitable[None], receive: Receive, response: Finisher) -> None:
         """Run the call until it ends, the client goes away or the gateway ends it."""
         self._active += 1
         self._idle.clear()
@@ -468,7 +499,7 @@ class GrpcWebApp:
             return  # nobody to answer
         error = None if call.cancelled() else call.exception()
         if error is not None:
-            log.error("grpc-web call failed", exc_info=error)
+            log.error("streaming call failed", exc_info=error)
         if not response.finished:
             code, message = (
                 (grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 __all__ = ["ALLOWED_METHODS", "EXPOSED_HEADERS", "CorsPolicy", "Verdict", "normalize_origin"]
 
-ALLOWED_METHODS = "POST, OPTIONS"
+ALLOWED_METHODS = "GET, POST, OPTIONS"
 EXPOSED_HEADERS = ("grpc-status", "grpc-message", "grpc-status-details-bin")
 _ORIGIN = re.compile(r"^(https?)://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$")
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
@@ -76,7 +76,7 @@ class CorsPolicy:
 
     @staticmethod
     def preflight_headers(verdict: Verdict, requested_headers: str) -> list[tuple[bytes, bytes]]:
-        """Headers answering an allowed preflight: POST, and the headers it asked for."""
+        """Headers answering an allowed preflight: GET, POST, and the headers asked for."""
         headers = [
             *verdict.headers,
             (b"access-control-allow-methods", ALLOWED_METHODS.encode()),
