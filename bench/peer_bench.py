@@ -302,6 +302,8 @@ def run(*, quick: bool = False, client_loop: str = "asyncio") -> dict[str, Any]:
             n: measure_fanout(peer, n, fanout_s, warmup=warmup, client_loop=client_loop)
             for n in (100, 1000)
         }
+    for r in fanout.values():  # less what the tickers cost with no one connected
+        r["net_cpu_us_per_msg"] = (r["server_cpu"] - idle) / r["msgs_per_s"] * 1e6
     return {"idle_server_cpu": idle, "rest": rest, "fanout": fanout}
 
 
@@ -406,13 +408,15 @@ def _print(report: dict[str, Any]) -> None:
         f"server CPU {rest['server_cpu']:.0%}  machine {rest['machine_cores']:.2f} cores"
     )
     print(
-        f"{'subscribers':>11} {'msg/s':>9} {'expected':>9} {'CPU us/msg':>10} {'srv CPU':>7} "
+        f"{'subscribers':>11} {'msg/s':>9} {'expected':>9} {'CPU us/msg':>10} {'net':>5} "
+        f"{'srv CPU':>7} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'cli CPU':>7} {'machine':>7}"
     )
     for n, r in report["fanout"].items():
         print(
             f"{n:>11} {r['msgs_per_s']:>9,.0f} {r['expected_msgs_per_s']:>9,.0f} "
-            f"{r['cpu_us_per_msg']:>10.1f} {r['server_cpu']:>7.0%} {r['p50_ms']:>7.2f} "
+            f"{r['cpu_us_per_msg']:>10.1f} {r['net_cpu_us_per_msg']:>5.1f} "
+            f"{r['server_cpu']:>7.0%} {r['p50_ms']:>7.2f} "
             f"{r['p99_ms']:>7.2f} {r['max_ms']:>7.2f} {r['client_cpu']:>7.0%} "
             f"{r['machine_cores']:>7.2f}"
         )
