@@ -476,7 +476,7 @@ class App:
             max_request_bytes=s.http_max_request_bytes,
             idle_timeout=s.http_idle_timeout,
             shutdown_grace=s.shutdown_grace,
-            ssl_context=self.tls.ssl_context() if self.tls is not None else None,
+            tls=self.tls,
             metrics=(lambda: render(metrics)) if s.http_metrics else None,
             routes=(
                 self.feed.operator_routes() if isinstance(self.feed, HasOperatorRoutes) else None

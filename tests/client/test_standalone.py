@@ -30,7 +30,7 @@ from tests.scripted import ScriptedFeed, sec
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "python"
 DIRECT = {"grpcio", "grpcio-health-checking", "protobuf", "googleapis-common-protos"}
-SERVER_ONLY = {"candlewire", "redis", "hypercorn", "pydantic", "websockets", "httpx", "pandas"}
+SERVER_ONLY = {"candlewire", "redis", "granian", "pydantic", "websockets", "httpx", "pandas"}
 INSTALL_TIMEOUT = 300.0
 
 # What a program sees of the candlewire packages it imported.

@@ -14,7 +14,8 @@ SUBSCRIBE = "/marketdata.v1.MarketDataService/SubscribeCandles"
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-LABELS = {"method", "code", "reason", "symbol", "cache", "result", "le", "store", "operation", "dependency"}
+LABELS = {"method", "code", "reason", "symbol", "cache", "result", "le", "store", "operation"}
+LABELS |= {"dependency"}
 
 
 def _samples(text: str) -> Samples:

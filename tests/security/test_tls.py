@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -115,6 +116,10 @@ async def test_certificates_rotate_under_a_connected_client(tmp_path: Path) -> N
             assert (await call(connected, LIST))[0] == grpc.StatusCode.OK
             async with _channel(app, old_ca) as stale:
                 assert (await call(stale, LIST))[0] == grpc.StatusCode.UNAVAILABLE
+            assert app.gateway is not None
+            # The HTTP port respawns its worker on a rotation.
+            await asyncio.wait_for(app.gateway.rotated.wait(), 20)
+            assert app.gateway.certificate_reloads == 1
             async with _http(new_ca) as http:
                 assert "grpc-status:0" in (await _grpc_web(http, app)).replace(" ", "")
             async with _http(old_ca) as http:

@@ -8,9 +8,9 @@ time and inode, so an atomic rename is seen too):
 
 - gRPC through ``grpc.dynamic_ssl_server_credentials``, whose fetcher gRPC
   calls before each handshake;
-- the gateway through its ``ssl.SSLContext``: the SNI callback (called on
-  each handshake that names a server) reloads the context in place and
-  re-applies it to the connection being set up.
+- the HTTP port (Granian reads the files when its worker starts) through
+  the gateway, which watches :attr:`CertificateFiles.reloads` and respawns
+  its worker on a change.
 
 A file that cannot be read at start is a :class:`ConfigError` naming its
 setting; one that cannot be read later (half-written by a rotation) keeps the
@@ -24,7 +24,6 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import grpc
 
@@ -64,7 +63,6 @@ class CertificateFiles:
         self._identities = self._stat()
         self.cert, self.key, self.client_ca = self._read(initial=True)
         self._check_pair(self.cert, self.key)
-        self._contexts: list[ssl.SSLContext] = []
 
     @property
     def mutual(self) -> bool:
@@ -132,8 +130,6 @@ class CertificateFiles:
                 return False
             self.cert, self.key, self.client_ca = cert, key, client_ca
             self.reloads += 1
-            for context in self._contexts:
-                self._load(context)
             log.info("TLS certificate reloaded from %s", self.cert_file)
             return True
 
@@ -159,27 +155,3 @@ class CertificateFiles:
             fetch,  # type: ignore[arg-type]  # None: keep the current configuration
             require_client_authentication=self.mutual,
         )
-
-    # --- the gateway ----------------------------------------------------------------------
-
-    def _load(self, context: ssl.SSLContext) -> None:
-        context.load_cert_chain(self.cert_file, self.key_file)
-        if self.client_ca_file is not None:
-            context.load_verify_locations(self.client_ca_file)
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """A server context for the gateway (HTTP/2 and HTTP/1.1), reloaded on change."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.set_alpn_protocols(["h2", "http/1.1"])
-        self._load(context)
-        if self.client_ca_file is not None:
-            context.verify_mode = ssl.CERT_REQUIRED
-
-        def on_hello(connection: Any, server_name: str | None, ctx: ssl.SSLContext) -> None:
-            if self.refresh():
-                connection.context = ctx  # the reloaded certificate for this handshake too
-
-        context.sni_callback = on_hello
-        self._contexts.append(context)
-        return context

@@ -1,10 +1,17 @@
-"""The gateway's lifecycle: a Hypercorn server and one gRPC channel.
+"""The HTTP port's lifecycle: an embedded Granian server, and the dispatcher.
 
-Hypercorn serves HTTP/1.1 and HTTP/2 (cleartext with prior knowledge, or
-over TLS when a reverse proxy does not terminate it), awaits the transport
-on every ``send`` (backpressure), reports a vanished client as
-``http.disconnect``, and shuts down on a trigger without touching signal
-handlers, so :class:`Gateway` can be embedded in the service's event loop.
+Granian (its HTTP/1.1 and HTTP/2 in Rust, hyper underneath) serves the ASGI
+application in this process's event loop: cleartext HTTP/2 with prior
+knowledge, or either protocol over TLS by ALPN. Chosen on this workload
+against Hypercorn, Uvicorn and Granian's own RSGI (``bench/http_servers.py``):
+4-6 times Hypercorn's requests/s on each protocol. Its ASGI ``send`` waits
+while the client does not read (backpressure), ``receive`` reports a
+vanished client as ``http.disconnect``, it takes over no signal handler, and
+its logging is routed into the process's.
+
+In ``candlewire serve`` the faces call the gRPC server's handlers in-process
+(a :class:`~candlewire.gateway._dispatch.LocalDispatcher`); standing alone
+(``python -m candlewire.gateway``) the gateway forwards over one channel.
 """
 
 from __future__ import annotations
@@ -12,17 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import ssl
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 import grpc
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
-from hypercorn.typing import ASGIFramework
+from granian.constants import HTTPModes, Interfaces, SSLProtocols
+from granian.http import HTTP1Settings, HTTP2Settings
+from granian.log import LogLevels
+from granian.server.embed import Server
 
-from candlewire.gateway import _h2fix
+from candlewire.api.tls import CertificateFiles
 from candlewire.gateway._asgi import AsgiApp, GrpcWebApp
 from candlewire.gateway._cors import CorsPolicy
 from candlewire.gateway._dispatch import ChannelDispatcher, Dispatcher
@@ -60,34 +67,42 @@ def channel_options() -> list[tuple[str, int]]:
     ]
 
 
-class _Config(Config):
-    """Hypercorn's settings, with an SSL context made (and reloaded) by its owner."""
+def _reserve(host: str, port: int) -> socket.socket:
+    """A bound, not listening socket on ``host:port`` (``port`` 0: a free one).
 
-    ssl_context: ssl.SSLContext | None = None
-
-    @property
-    def ssl_enabled(self) -> bool:
-        return self.ssl_context is not None
-
-    def create_ssl_context(self) -> ssl.SSLContext | None:
-        return self.ssl_context
-
-
-def _listen(host: str, port: int) -> socket.socket:
+    The port is checked free first (a plain bind fails when anything listens
+    there), then held with ``SO_REUSEPORT`` until the HTTP server, which
+    binds its own listener with the same option, listens on it: so port 0
+    works and the bound port is known.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port != 0:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if family == socket.AF_INET6 and host in ("::", ""):
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+# Granian configures logging when a server is made: incrementally, so that
+# nothing of the process's logging is replaced; its records go to ours.
+_LOGGING: dict[str, Any] = {
+    "version": 1,
+    "incremental": True,
+    "formatters": {},
+    "handlers": {},
+    "loggers": {
+        "_granian": {"propagate": True},
+        "granian.access": {"propagate": False},
+    },
+}
 
 
 class Gateway:
@@ -121,7 +136,7 @@ class Gateway:
         shutdown_grace: float = 5.0,
         idle_timeout: float = 20.0,
         grpc_credentials: grpc.ChannelCredentials | None = None,
-        ssl_context: ssl.SSLContext | None = None,
+        tls: CertificateFiles | None = None,
         metrics: Callable[[], bytes] | None = None,
         routes: Mapping[str, AsgiApp] | None = None,
     ) -> None:
@@ -141,16 +156,20 @@ class Gateway:
         self.shutdown_grace = shutdown_grace
         self.idle_timeout = idle_timeout
         self.grpc_credentials = grpc_credentials
-        self.ssl_context = ssl_context
+        self.tls = tls
         self.metrics = metrics
         self.routes = dict(routes or {})
         """Operator routes: exact path -> ASGI handler, served before the page and the API."""
         self._port: int | None = None
         self._channel: grpc.aio.Channel | None = None
         self._app: GrpcWebApp | None = None
-        self._config: Config | None = None
-        self._shutdown = asyncio.Event()
+        self._server: Server | None = None
         self._serving: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
+        self.certificate_reloads = 0
+        """Rotations of the certificate files the HTTP port serves since start."""
+        self.rotated = asyncio.Event()
+        """Set once the HTTP port serves rotated certificate files."""
         self._closed = False
 
     @property
@@ -171,69 +190,121 @@ class Gateway:
             raise RuntimeError("the gateway is already started")
         if self.static is not None and not self.static.exists():
             log.warning("no web page in %s (cd clients/web && npm run build)", self.static.root)
-        _h2fix.install()
-        sock = _listen(host, port)
-        self._port = sock.getsockname()[1]
-        dispatcher = self.dispatcher
-        if dispatcher is None:
-            assert self.grpc_target is not None
-            if self.grpc_credentials is not None:
-                self._channel = grpc.aio.secure_channel(
-                    self.grpc_target, self.grpc_credentials, options=channel_options()
-                )
-            else:
-                self._channel = grpc.aio.insecure_channel(
-                    self.grpc_target, options=channel_options()
-                )
-            dispatcher = ChannelDispatcher(self._channel)
-        self._app = GrpcWebApp(
-            dispatcher,
-            cors=self.cors,
-            static=self.static,
-            max_request_bytes=self.max_request_bytes,
-            metrics=self.metrics,
-            routes=self.routes,
-        )
-        config = _Config()
-        config.ssl_context = self.ssl_context
-        config.bind = [f"fd://{sock.detach()}"]
-        config.accesslog = None
-        config.errorlog = logging.getLogger("candlewire.gateway.http")
-        config.graceful_timeout = self.shutdown_grace + 2.0
-        # Hypercorn's idle timer runs from a connection's start until a
-        # request's headers are complete, and again between requests: it
-        # closes both idle keep-alive connections and ones that trickle their
-        # headers. (Its read_timeout would also end a streaming response whose
-        # client sends nothing, so it stays off.)
-        config.keep_alive_timeout = self.idle_timeout
-        config.include_server_header = False
-        self._config = config
-        self._serving = serving = asyncio.create_task(
-            serve(cast(ASGIFramework, self._app), config, shutdown_trigger=self._shutdown.wait),
-            name="gateway-http",
-        )
-        started = asyncio.ensure_future(self._app.started.wait())
-        await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
-        started.cancel()
+        reserved = _reserve(host, port)
+        try:
+            self._port = reserved.getsockname()[1]
+            dispatcher = self.dispatcher
+            if dispatcher is None:
+                assert self.grpc_target is not None
+                if self.grpc_credentials is not None:
+                    self._channel = grpc.aio.secure_channel(
+                        self.grpc_target, self.grpc_credentials, options=channel_options()
+                    )
+                else:
+                    self._channel = grpc.aio.insecure_channel(
+                        self.grpc_target, options=channel_options()
+                    )
+                dispatcher = ChannelDispatcher(self._channel)
+            self._app = GrpcWebApp(
+                dispatcher,
+                cors=self.cors,
+                static=self.static,
+                max_request_bytes=self.max_request_bytes,
+                metrics=self.metrics,
+                routes=self.routes,
+            )
+            self._server = server = self._granian(host, self._port)
+            self._serving = serving = asyncio.create_task(server.serve(), name="gateway-http")
+            # serve() binds and listens before it first waits.
+            for _ in range(3):
+                await asyncio.sleep(0)
+        finally:
+            reserved.close()
         if serving.done():
             if self._channel is not None:
                 await self._channel.close()
-            serving.result()  # raises what stopped Hypercorn
+            serving.result()  # raises what stopped the server
             raise RuntimeError("the HTTP server stopped at start-up")
-        scheme = "https" if self.ssl_context is not None else "http"
+        if self.tls is not None:
+            self._watching = asyncio.create_task(self._watch_certificates(), name="gateway-tls")
+        scheme = "https" if self.tls is not None else "http"
         log.info(
-            "HTTP on %s://%s:%d (grpc-web%s)",
+            "HTTP on %s://%s:%d (grpc-web, Connect%s)",
             scheme,
             host,
             self._port,
-            f" -> {self.grpc_target}" if self.grpc_target is not None else ", in-process",
+            f" -> {self.grpc_target}" if self.grpc_target is not None else "; in-process",
         )
+
+    def _granian(self, host: str, port: int) -> Server:
+        """Granian, embedded in this event loop: HTTP/1.1 and HTTP/2 (h2c with
+        prior knowledge, or ALPN over TLS), served by its Rust runtime."""
+        tls = self.tls
+        idle_ms = max(1, int(self.idle_timeout * 1000))
+        server = Server(
+            self._app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGINL,
+            http=HTTPModes.auto,
+            websockets=False,
+            runtime_threads=1,
+            backlog=1024,
+            # A connection's request line and headers must arrive within the
+            # idle timeout: idle keep-alive connections and ones that trickle
+            # their headers are closed.
+            http1_settings=HTTP1Settings(header_read_timeout=idle_ms, keep_alive=True),
+            http2_settings=HTTP2Settings(
+                keep_alive_interval=30_000, keep_alive_timeout=10, max_concurrent_streams=1000
+            ),
+            log_level=LogLevels.error,
+            log_dictconfig=_LOGGING,
+            ssl_cert=tls.cert_file if tls is not None else None,
+            ssl_key=tls.key_file if tls is not None else None,
+            ssl_ca=tls.client_ca_file if tls is not None else None,
+            ssl_client_verify=tls is not None and tls.mutual,
+            ssl_protocol_min=SSLProtocols.tls12,
+        )
+        # On a certificate rotation the new worker starts before the old
+        # one stops accepting; in-flight calls end when the old one is gone.
+        server.respawn_interval = 0.5
+        server.workers_kill_timeout = int(self.shutdown_grace + 3)
+        return server
+
+    async def _watch_certificates(self) -> None:
+        """Serve rotated certificate files: Granian reads them when its
+        worker starts, so a change respawns the worker (new connections get
+        the new certificate; open ones end, and clients reconnect)."""
+        tls, server = self.tls, self._server
+        assert tls is not None and server is not None
+        seen = tls.reloads
+        while True:
+            await asyncio.sleep(max(tls.check_interval, 0.05))
+            await asyncio.to_thread(tls.refresh)
+            if tls.reloads == seen:
+                continue
+            seen = tls.reloads
+            old = list(server.wrks)
+            server.reload()  # type: ignore[no-untyped-call]
+            async with asyncio.timeout(self.shutdown_grace + 10):
+                # Granian respawns on its own schedule and signals nothing: look.
+                while any(  # noqa: ASYNC110
+                    worker in server.wrks or worker.is_alive()  # type: ignore[no-untyped-call]
+                    for worker in old
+                ):
+                    await asyncio.sleep(0.05)
+            self.certificate_reloads += 1
+            self.rotated.set()
+            log.info("HTTP port: serving the rotated certificate")
 
     def close(self) -> None:
         """Stop accepting: refuse new calls now and close the listener."""
         if self._app is not None:
             self._app.closing = True
-        self._shutdown.set()
+        if self._watching is not None:
+            self._watching.cancel()
+        if self._server is not None and not self._server.interrupt_signal:
+            self._server.stop()  # type: ignore[no-untyped-call]
 
     async def wait_closed(self) -> None:
         """Wait for calls in flight (ending the rest after the grace), then release everything."""
