@@ -113,7 +113,7 @@ class _Response:
     """The response of one call: headers once, data frames, then the status."""
 
     def __init__(self, send: Send, wire: WireFormat, verdict: Verdict) -> None:
-        self._send = send
+        self._send = self.send = send
         self.wire = wire
         self._verdict = verdict
         self.started = False
@@ -513,11 +513,15 @@ class GrpcWebApp:
         responses = self._dispatcher.stream(call, request)
         frame = self._frames.frame
         wire = response.wire
+        send = response.send
         try:
             async for message in responses:
                 if not response.started:
                     await response.start(responses.initial)
-                await response.body(frame(message, wire))
+                # (response.body, inlined: this is each live update's path)
+                await send(
+                    {"type": "http.response.body", "body": frame(message, wire), "more_body": True}
+                )
         except CallError as error:
             await response.finish(error.code, error.message, error.trailing, error.initial)
             return
