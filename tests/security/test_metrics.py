@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -47,9 +49,16 @@ async def test_metrics_move_with_calls_and_never_name_keys_or_addresses(keys: Ke
                 assert (await call(channel, GET_PRICE, ok))[0] == grpc.StatusCode.OK
             assert (await call(channel, GET_PRICE))[0] == grpc.StatusCode.UNAUTHENTICATED
             assert (await call(channel, SUBSCRIBE, ok))[0] == grpc.StatusCode.OK
-            response = await http.get(url)
+            # The stream's messages are counted when it ends on the server
+            # (after the client's cancel arrives): look until they are.
+            async with asyncio.timeout(10):
+                while True:
+                    response = await http.get(url)
+                    after = _samples(response.text)
+                    key = ("candlewire_stream_messages_sent_total", (("method", SUBSCRIBE),))
+                    if after.get(key, 0.0) > before.get(key, 0.0):
+                        break
             assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-            after = _samples(response.text)
             own_port = _samples(
                 (await http.get(f"http://127.0.0.1:{app.metrics_port}/metrics")).text
             )
