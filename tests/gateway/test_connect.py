@@ -25,8 +25,15 @@ import pytest
 from google.rpc import error_details_pb2
 
 from candlewire.app import App
-from candlewire.gateway._connect import _JsonFrames, _schemas, code_name, http_status
-from candlewire.gateway._methods import MethodTable
+from candlewire.gateway._connect import (
+    _JsonCodec,
+    _JsonFrames,
+    _schemas,
+    code_name,
+    http_status,
+)
+from candlewire.gateway._methods import DEFAULT_FILES, MethodTable
+from candlewire.gateway._wire import ProtocolError
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.gateway.test_gateway import eventually
 from tests.scripted import ScriptedFeed, running, sec
@@ -577,3 +584,25 @@ def test_http_status_of_every_code() -> None:
         "data_loss": 500,
         "unauthenticated": 401,
     }
+
+
+PRICE_PATH = "/marketdata.v1.MarketDataService/GetPrice"
+
+
+def test_json_conversions_are_remembered_only_while_they_repeat() -> None:
+    methods = MethodTable()
+    schema = _schemas(DEFAULT_FILES, methods, frozenset())[PRICE_PATH]
+    codec = _JsonCodec(size=2)
+    first = codec.request(PRICE_PATH, schema, b'{"symbol":"BTCUSDT"}')
+    assert pb.GetPriceRequest.FromString(first).symbol == "BTCUSDT"
+    assert codec.request(PRICE_PATH, schema, b'{"symbol":"BTCUSDT"}') is first
+    with pytest.raises(ProtocolError):
+        codec.request(PRICE_PATH, schema, b'{"symbol":"BTCUSDT","nope":1}')
+    big = b'{"symbol":"' + b"X" * 600 + b'"}'  # not remembered: the table stays small
+    assert codec.request(PRICE_PATH, schema, big) is not codec.request(PRICE_PATH, schema, big)
+    reply = pb.GetPriceResponse(price=pb.Price(symbol="ETHUSDT")).SerializeToString()
+    text = codec.response(schema, reply)
+    assert json.loads(text) == {"price": {"symbol": "ETHUSDT"}}
+    assert codec.response(schema, reply) is text
+    equal = bytes(bytearray(reply))  # equal bytes, another object: converted again
+    assert codec.response(schema, equal) == text and codec.response(schema, equal) is not text

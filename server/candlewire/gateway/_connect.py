@@ -467,6 +467,52 @@ def _to_json(schema: _Schema, payload: bytes) -> bytes:
     return _dumps(json_format.MessageToDict(message))
 
 
+_REMEMBERED_REQUEST = 512
+"""Request bodies up to this size are remembered (the table stays small)."""
+
+
+class _JsonCodec:
+    """JSON of the unary path, each conversion done once while it repeats.
+
+    A request body (a watchlist's poll, sent again and again) maps to the
+    same protobuf bytes every time, and a response message shared between
+    calls (one quote's ``GetPriceResponse``, encoded once by the handler)
+    to the same JSON: ``json_format`` is the dearest step of a JSON call,
+    so both are remembered in small tables that restart when full. A
+    response is matched by identity (the table holds it, so an ``id`` is
+    never reused while it is there).
+    """
+
+    __slots__ = ("_requests", "_responses", "_size")
+
+    def __init__(self, size: int = 4096) -> None:
+        self._requests: dict[tuple[str, bytes], bytes] = {}
+        self._responses: dict[int, tuple[bytes, bytes]] = {}
+        self._size = size
+
+    def request(self, path: str, schema: _Schema, text: bytes) -> bytes:
+        if len(text) > _REMEMBERED_REQUEST:
+            return _from_json(schema, text)
+        key = (path, text)
+        found = self._requests.get(key)
+        if found is None:
+            found = _from_json(schema, text)  # raises for bad JSON: not remembered
+            if len(self._requests) >= self._size:
+                self._requests.clear()
+            self._requests[key] = found
+        return found
+
+    def response(self, schema: _Schema, payload: bytes) -> bytes:
+        entry = self._responses.get(id(payload))
+        if entry is not None and entry[0] is payload:
+            return entry[1]
+        text = _to_json(schema, payload)
+        if len(self._responses) >= self._size:
+            self._responses.clear()
+        self._responses[id(payload)] = (payload, text)
+        return text
+
+
 class _JsonFrames:
     """JSON envelopes encoded once per message object (see ``FrameCache``)."""
 
@@ -666,6 +712,7 @@ class ConnectFace:
         self._schemas = _schemas(files, self._methods, get_methods)
         self._proto_frames = FrameCache()
         self._json_frames = _JsonFrames()
+        self._json = _JsonCodec()
         self._clock = clock
 
     def is_method(self, path: str) -> bool:
@@ -797,7 +844,7 @@ class ConnectFace:
             )
             return
         try:
-            request = _from_json(schema, body) if json_codec else body
+            request = self._json.request(scope["path"], schema, body) if json_codec else body
             call = Call(
                 scope["path"],
                 _call_metadata(scope),
@@ -820,7 +867,7 @@ class ConnectFace:
                 await _unary_error(send, verdict, grpc.StatusCode.INTERNAL, "the call failed")
                 return
         content_type = b"application/json" if json_codec else b"application/proto"
-        payload = _to_json(schema, reply.message) if json_codec else reply.message
+        payload = self._json.response(schema, reply.message) if json_codec else reply.message
         extra: list[tuple[bytes, bytes]] = []
         if get:
             request_message = schema.input.FromString(request)
