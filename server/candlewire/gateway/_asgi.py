@@ -205,7 +205,7 @@ class GrpcWebApp:
         self._max_request_bytes = max_request_bytes
         self._dispatcher = dispatcher
         self._methods = dispatcher.methods
-        self._frames = FrameCache()
+        self.frames = self._frames = FrameCache()
         self._connect = ConnectFace(dispatcher, self)
         self.closing = False
         self.started = asyncio.Event()

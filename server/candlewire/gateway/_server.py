@@ -180,6 +180,11 @@ class Gateway:
         return self._port
 
     @property
+    def frames_encoded(self) -> int:
+        """grpc-web data frames made (a message shared by streams is framed once)."""
+        return self._app.frames.encoded if self._app is not None else 0
+
+    @property
     def active_calls(self) -> int:
         """grpc-web calls in flight."""
         return self._app.active_calls if self._app is not None else 0

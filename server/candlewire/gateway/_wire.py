@@ -226,11 +226,13 @@ class FrameCache:
     ``id``; it is small and simply restarted when full.
     """
 
-    __slots__ = ("_entries", "_size")
+    __slots__ = ("_entries", "_size", "encoded")
 
     def __init__(self, size: int = 1024) -> None:
         self._entries: dict[tuple[int, bool], tuple[bytes, bytes]] = {}
         self._size = size
+        self.encoded = 0
+        """Frames made (the rest were shared)."""
 
     def frame(self, payload: bytes, wire: WireFormat) -> bytes:
         """``wire.encode(encode_message(payload))``, shared between streams."""
@@ -238,6 +240,7 @@ class FrameCache:
         entry = self._entries.get(key)
         if entry is not None and entry[0] is payload:
             return entry[1]
+        self.encoded += 1
         frame = wire.encode(_HEADER.pack(_DATA, len(payload)) + payload)
         if len(self._entries) >= self._size:
             self._entries.clear()
