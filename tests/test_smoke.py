@@ -28,7 +28,7 @@ from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 
 LISTENING = re.compile(r"gRPC listening on (\S+) \(port (\d+)\)")
-GATEWAY = re.compile(r"grpc-web gateway on http://127\.0\.0\.1:(\d+)")
+GATEWAY = re.compile(r"HTTP on http://127\.0\.0\.1:(\d+)")
 READINESS = "marketdata.v1.MarketDataService"
 START_TIMEOUT = 30.0  # the default start-up backfills a day of simulated trades
 
