@@ -98,6 +98,10 @@ class QueueArchiver:
     def pending(self) -> int:
         return len(self._queue) + len(self._trades)
 
+    @property
+    def trades_pending(self) -> int:
+        return len(self._trades)
+
     def offer_trades(self, updates: Sequence[TradeUpdate], epoch: bytes) -> None:
         """Queue stored trades (of the hot store's ``epoch``); never waits."""
         if not updates:
