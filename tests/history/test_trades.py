@@ -203,6 +203,10 @@ async def test_a_restarted_memory_store_pages_on_into_the_previous_ones(pg_url: 
             async with stub_for(app) as stub:
                 got, _ = await _pages(stub, _request(T0, 30))
                 assert got == _rows(first if batch is first else first + second)
+                if batch is second:  # from within either process's trades
+                    for i in (50, 99, 100, 150):
+                        got, _ = await _pages(stub, _request(_time(i), 13))
+                        assert got == _rows(first + second)[i // 2 * 2 :], i
                 tokens = []
                 request = _request(T0, 30)
                 while True:

@@ -182,6 +182,14 @@ _TRADES_FORWARD = (
     f" AND pos < coalesce(({_EPOCH_ID} << {SEQ_BITS}) + $4::int8, {_MAX})"
     " AND mark >= $5 AND mark < $6 ORDER BY pos LIMIT $7"
 )
+# The first read from `start` also seeks each epoch's first trade with a mark
+# at or after it (trades_epoch_mark): the scan by position starts there.
+_TRADES_FIRST = _TRADES_FORWARD.replace(
+    " ORDER BY pos LIMIT $7",
+    f" AND pos >= coalesce((SELECT min(f.pos) FROM trade_epochs e CROSS JOIN LATERAL"
+    f" (SELECT pos FROM trades WHERE symbol = $1 AND (pos >> {SEQ_BITS}) = e.id"
+    f" AND mark >= $5 ORDER BY mark, pos LIMIT 1) AS f), {_MAX}) ORDER BY pos LIMIT $7",
+)
 _TRADES_BACKWARD = (
     f"SELECT pos, frame, {_EPOCH_ID} FROM trades WHERE symbol = $1"
     f" AND pos < coalesce(({_EPOCH_ID} << {SEQ_BITS}) + $3::int8, {_MAX})"
@@ -776,8 +784,9 @@ class HistoryStore:
         """
         if limit <= 0:
             return TradeRun([], [])
+        first = after == BEGIN and start is not None
         rows = await self._rows(
-            _TRADES_FORWARD,
+            _TRADES_FIRST if first else _TRADES_FORWARD,
             (
                 symbol, epoch, after, before,
                 _NO_START if start is None else start, _NO_END if end is None else end, limit,

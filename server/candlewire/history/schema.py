@@ -21,7 +21,9 @@ orders a symbol's trades as they were received: ``epoch id << 40 | trade
 sequence number``, where ``trade_epochs`` numbers the hot store's epochs in
 the order their first trade was archived, so a trade archived twice is one
 row. It is partitioned by ``mark`` (the time the hot stores select trades
-by) in days, registered in ``trade_partitions``; retention drops whole days
+by) in days, registered in ``trade_partitions``; a second index finds
+each epoch's first trade at or after a time (marks never decrease within an
+epoch), so a read from a ``start`` seeks instead of scanning its day; retention drops whole days
 and remembers them (``dropped``), so reads can tell a range it cut.
 ``trade_checkpoints`` is the trade archiver's own checkpoint per symbol.
 """
@@ -100,6 +102,7 @@ MIGRATIONS: tuple[str, ...] = (
         frame bytea NOT NULL,
         PRIMARY KEY (symbol, pos, mark)
     ) PARTITION BY RANGE (mark);
+    CREATE INDEX trades_epoch_mark ON trades (symbol, (pos >> 40), mark, pos);
     CREATE TABLE trade_partitions (
         name text PRIMARY KEY,
         lower_bound bigint NOT NULL,
