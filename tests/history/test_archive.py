@@ -16,6 +16,7 @@ from candlewire.errors import HistoryUnavailable
 from candlewire.history import HistoryStore
 from candlewire.history.archive import ArchivingStore, LogArchiver, QueueArchiver
 from candlewire.history.postgres import BEGIN
+from candlewire.history.tiered import TieredStore
 from candlewire.store.base import Store
 from candlewire.store.memory import MemoryStore
 from candlewire.store.redis import RedisStore
@@ -281,3 +282,40 @@ async def test_queue_archiver_writes_trades_behind_and_counts_drops(
             assert all(hot_trades[c] == f for c, f in archived)
     finally:
         await cancel_and_wait(writer)
+
+
+async def test_trades_read_across_a_redis_trade_log_and_postgres(
+    redis_here: RedisServer, own_history: HistoryStore
+) -> None:
+    redis = RedisStore(redis_here.url, trade_retention=30)
+    await redis.connect()
+    try:
+        archiver = LogArchiver(redis, own_history, SERIES[:1])
+        frames: list[bytes] = []
+        for first in range(0, 100, 10):
+            frames += [u.frame for u in await redis.write_trades(_trades(first, 10, ("BTCUSDT",)))]
+            await archiver.archive_once()
+        hot = await redis.get_trades("BTCUSDT", limit=1000)
+        assert list(hot.seqs) == list(range(71, 101))
+        tiered = TieredStore(redis, own_history)
+        for start in (T0, T0 + 55 * 10**9, T0 + 80 * 10**9):
+            got: list[bytes] = []
+            cursors: list[int] = []
+            after: int | None = None
+            while True:
+                page = await tiered.page_trades(
+                    "BTCUSDT", start=start, end=None, after=after, upto=None, limit=7
+                )
+                got += page.frames
+                cursors += page.seqs
+                if len(page) < 7:
+                    break
+                after = page.seqs[-1]
+            skip = (start - T0) // 10**9
+            assert got == frames[skip:] and cursors == list(range(skip + 1, 101)), skip
+        latest = await tiered.latest_trades("BTCUSDT", end=None, limit=45)
+        assert list(latest.frames) == frames[-45:] and list(latest.seqs) == list(range(56, 101))
+        older = await tiered.latest_trades("BTCUSDT", end=T0 + 40 * 10**9, limit=15)
+        assert list(older.frames) == frames[25:40]
+    finally:
+        await redis.close()
