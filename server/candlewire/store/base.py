@@ -374,8 +374,9 @@ class SharedStore(Store, UpdateLog, TradeFeed, LeaseStore, Connects, Protocol):
 
 
 class HotTrades:
-    """Trade methods of a store in front of a hot store (``self.hot``): a
-    history tier keeps candles only, so trades are the hot store's."""
+    """Trade methods of a store in front of a hot store (``self.hot``): trades
+    are written to, streamed from and paged in the hot store's log (a history
+    tier reads older trades through :class:`TradeHistory` instead)."""
 
     hot: Store
 
