@@ -233,6 +233,7 @@ _ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTi
 # or out of connections, no connection free in time.
 _READ_ERRORS = (
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
@@ -829,6 +830,13 @@ class HistoryStore:
                 async with pool.acquire(timeout=self._timeout) as conn:
                     try:
                         return await conn.fetch(query, *params)
+                    except asyncpg.InternalClientError:
+                        # A connection left mid-operation (its server went
+                        # away while it worked): not reusable; the pool
+                        # replaces it and the read is tried once more.
+                        conn.terminate()
+                        if attempt == 2:
+                            raise
                     except _READ_ERRORS:
                         # A connection broken since its last use (a server
                         # restart) is replaced by the pool; the read is tried
