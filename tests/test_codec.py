@@ -127,11 +127,14 @@ def _closed(candle: Candle) -> Candle:
     return replace(candle, closed=True, revision=0)
 
 
-def _kline_args(candle: Candle) -> tuple[int, int, float, float, float, float, float, float, int]:
+def _kline_args(
+    candle: Candle,
+) -> tuple[int, int, float, float, float, float, float, float, int, float, float]:
     c = candle
     return (
         c.open_time, c.close_time, float(c.open), float(c.high), float(c.low), float(c.close),
-        float(c.volume), float(c.quote_volume), c.trade_count,
+        float(c.volume), float(c.quote_volume), c.trade_count, float(c.buy_volume),
+        float(c.buy_quote_volume),
     )  # fmt: skip
 
 
@@ -152,6 +155,8 @@ kline_candles = st.builds(
     closed=st.just(True),
     revision=st.just(0),
     source=st.sampled_from(Source),
+    buy_volume=st.one_of(st.just(Decimal(0)), decimals),
+    buy_quote_volume=st.one_of(st.just(Decimal(0)), decimals),
 )
 
 
@@ -161,6 +166,9 @@ kline_candles = st.builds(
 @example([_closed(_typical(open_time=2**28 * 10**9, close_time=(2**35 - 1) * 10**9))])
 @example([_closed(_typical(close_time=2**35 * 10**9, trade_count=0, quote_volume=Decimal(0)))])
 @example([_closed(_typical(symbol="X" * 200))])
+@example([_closed(_typical(buy_volume=Decimal("0.617"), buy_quote_volume=Decimal("40105.25")))])
+@example([_closed(_typical(buy_volume=Decimal("0.617"), trade_count=300))])
+@example([_closed(_typical(buy_volume=Decimal("-0"), buy_quote_volume=Decimal("-0")))])
 @example([_closed(_typical(open_time=2**28 * 10**9, close_time=0))])
 @example([_closed(_typical(open_time=t, close_time=t + 60 * 10**9)) for t in range(
     1_700_000_040 * 10**9, 1_700_000_040 * 10**9 + 600 * 10**9, 60 * 10**9)])  # fmt: skip

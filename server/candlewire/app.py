@@ -105,13 +105,14 @@ class App:
         self.history: HistoryTier | None = None
         """The PostgreSQL history tier, with ``settings.postgres_url``."""
         if settings.postgres_url:
-            from candlewire.history.options import parse_retention
+            from candlewire.history.options import parse_retention, parse_trade_retention
             from candlewire.history.tier import HistoryTier
 
             self.history = HistoryTier(
                 settings.postgres_url,
                 read_url=settings.postgres_read_url,
                 retention=parse_retention(settings.history_retention),
+                trade_retention=parse_trade_retention(settings.history_retention),
                 queue_size=settings.history_queue,
                 hot_retention=settings.retention,
             )

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from itertools import accumulate
-from typing import overload
+from typing import Protocol, overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -24,6 +24,7 @@ from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = [
     "FrameRun",
+    "KlineFramer",
     "candle_frame",
     "candle_to_pb",
     "field_bytes",
@@ -245,11 +246,13 @@ def kline_frame(
     quote_volume: float,
     trade_count: int,
     source: int,
+    buy_volume: float = 0.0,
+    buy_quote_volume: float = 0.0,
 ) -> bytes:
     """The frame of a closed revision-0 candle given as doubles (open, high,
-    low, close, volume): byte for byte :func:`candle_frame` of the same candle
-    with decimals whose doubles these are. Bulk loads use it to skip building
-    a :class:`~candlewire.domain.Candle` per row."""
+    low, close, volume; the taker-buy volumes): byte for byte :func:`candle_frame`
+    of the same candle with decimals whose doubles these are. Bulk loads use it
+    to skip building a :class:`~candlewire.domain.Candle` per row."""
     o, h, lo, c, v = prices
     if o and h and lo and c and v:
         body = _OHLCV.pack(_TAG_OPEN, o, _TAG_HIGH, h, _TAG_LOW, lo, _TAG_CLOSE, c, _TAG_VOLUME, v)
@@ -273,6 +276,8 @@ def kline_frame(
             b"X\x01",
             b"h" + _uvarint(source) if source else b"",
             b"q" + _DOUBLE.pack(quote_volume) if quote_volume else _double(0x71, quote_volume),
+            _double2(_TAG_BUY, buy_volume),
+            _double2(_TAG_BUY_QUOTE, buy_quote_volume),
         )
     )
     size = len(payload)
@@ -282,34 +287,56 @@ def kline_frame(
 _LOW14 = [bytes((v & 0x7F | 0x80, v >> 7 | 0x80)) for v in range(16384)]
 
 
-def kline_framer(
-    symbol: str, interval: int, source: int
-) -> Callable[[int, int, float, float, float, float, float, float, int], bytes]:
+class KlineFramer(Protocol):
+    """What :func:`kline_framer` returns."""
+
+    def __call__(
+        self,
+        open_time: int,
+        close_time: int,
+        o: float,
+        h: float,
+        lo: float,
+        c: float,
+        v: float,
+        quote_volume: float,
+        trade_count: int,
+        buy_volume: float = 0.0,
+        buy_quote_volume: float = 0.0,
+    ) -> bytes: ...
+
+
+def kline_framer(symbol: str, interval: int, source: int) -> KlineFramer:
     """:func:`kline_frame` for many candles of one series: ``frame(open_time,
-    close_time, open, high, low, close, volume, quote_volume, trade_count)``,
-    byte for byte the same. What every frame shares is encoded once, and the
-    usual candle (whole seconds since 1978, non-zero values, fewer than 16,384
-    trades) is packed by one ``struct`` call; anything else takes
+    close_time, open, high, low, close, volume, quote_volume, trade_count,
+    buy_volume=0.0, buy_quote_volume=0.0)``, byte for byte the same. What every
+    frame shares is encoded once, and the usual candle (whole seconds since
+    1978, non-zero values, fewer than 16,384 trades, both taker-buy volumes
+    given or both +0.0) is packed by one ``struct`` call; anything else takes
     :func:`kline_frame`."""
     prefix = _prefix(symbol, interval)
     tail = b"X\x01" + (b"h" + _uvarint(source) if source else b"") + b"q"
     # field 1's tag and length, prefix, open and close times (a five-byte
     # varint of seconds, as its low 14 bits and the rest), fields 5-9, the
-    # trade count (one or two bytes), closed, source, quote volume.
+    # trade count (one or two bytes), closed, source, quote volume, and with
+    # taker-buy volumes fields 40 and 41 (two-byte tags).
     layout = f"<BB{len(prefix)}s3s2s3s3s2s3sBdBdBdBdBdB{{}}{len(tail)}sd"
     packs = []
-    for count_bytes in (1, 2):
-        packer = struct.Struct(layout.format("B" * count_bytes))
-        size = packer.size - 2
-        if size >= 128:  # a symbol too long for the one-byte length: the general path
-            return _kline_general(symbol, interval, source)
-        packs.append((packer.pack, size))
-    (one, one_size), (two, two_size) = packs
+    for buys in ("", "2sd2sd"):
+        for count_bytes in (1, 2):
+            packer = struct.Struct(layout.format("B" * count_bytes) + buys)
+            size = packer.size - 2
+            if size >= 128:  # a symbol too long for the one-byte length: the general path
+                return _kline_general(symbol, interval, source)
+            packs.append((packer.pack, size))
+    (one, one_size), (two, two_size), (one_b, one_b_size), (two_b, two_b_size) = packs
+    tag_buy, tag_buy_quote = _TAG_BUY, _TAG_BUY_QUOTE
     low14 = _LOW14
     highs: dict[int, bytes] = {}
     billion = NANOS_PER_SECOND
     first, stop = 1 << 28, 1 << 35
     t_open, t_close = b"\x1a\x06\x08", b'"\x06\x08'
+    copysign = math.copysign
 
     def high21(value: int) -> bytes:
         found = highs.get(value)
@@ -331,11 +358,25 @@ def kline_framer(
         v: float,
         quote_volume: float,
         trade_count: int,
+        buy_volume: float = 0.0,
+        buy_quote_volume: float = 0.0,
     ) -> bytes:
         open_s, open_n = divmod(open_time, billion)
         close_s, close_n = divmod(close_time, billion)
+        if buy_volume and buy_quote_volume:
+            buys = True
+        elif buy_volume or buy_quote_volume:
+            buys = None  # one of them only: the general path
+        else:
+            # both zero: left out unless negative (as candle_frame does)
+            buys = (
+                None
+                if copysign(1.0, buy_volume) < 0 or copysign(1.0, buy_quote_volume) < 0
+                else False
+            )
         if (
-            open_n
+            buys is None
+            or open_n
             or close_n
             or not (first <= open_s < stop and first <= close_s < stop)
             or not (o and h and lo and c and v and quote_volume)
@@ -343,10 +384,28 @@ def kline_framer(
         ):
             return kline_frame(
                 symbol, interval, open_time, close_time, (o, h, lo, c, v), quote_volume,
-                trade_count, source,
+                trade_count, source, buy_volume, buy_quote_volume,
             )  # fmt: skip
         open_high = highs.get(open_s >> 14) or high21(open_s >> 14)
         close_high = highs.get(close_s >> 14) or high21(close_s >> 14)
+        if buys:
+            if trade_count < 128:
+                return one_b(
+                    0x0A, one_b_size, prefix,
+                    t_open, low14[open_s & 0x3FFF], open_high,
+                    t_close, low14[close_s & 0x3FFF], close_high,
+                    _TAG_OPEN, o, _TAG_HIGH, h, _TAG_LOW, lo, _TAG_CLOSE, c, _TAG_VOLUME, v,
+                    0x50, trade_count, tail, quote_volume,
+                    tag_buy, buy_volume, tag_buy_quote, buy_quote_volume,
+                )  # fmt: skip
+            return two_b(
+                0x0A, two_b_size, prefix,
+                t_open, low14[open_s & 0x3FFF], open_high,
+                t_close, low14[close_s & 0x3FFF], close_high,
+                _TAG_OPEN, o, _TAG_HIGH, h, _TAG_LOW, lo, _TAG_CLOSE, c, _TAG_VOLUME, v,
+                0x50, trade_count & 0x7F | 0x80, trade_count >> 7, tail, quote_volume,
+                tag_buy, buy_volume, tag_buy_quote, buy_quote_volume,
+            )  # fmt: skip
         if trade_count < 128:
             return one(
                 0x0A, one_size, prefix,
@@ -366,9 +425,7 @@ def kline_framer(
     return frame
 
 
-def _kline_general(
-    symbol: str, interval: int, source: int
-) -> Callable[[int, int, float, float, float, float, float, float, int], bytes]:
+def _kline_general(symbol: str, interval: int, source: int) -> KlineFramer:
     def frame(
         open_time: int,
         close_time: int,
@@ -379,10 +436,12 @@ def _kline_general(
         v: float,
         quote_volume: float,
         trade_count: int,
+        buy_volume: float = 0.0,
+        buy_quote_volume: float = 0.0,
     ) -> bytes:
         return kline_frame(
             symbol, interval, open_time, close_time, (o, h, lo, c, v), quote_volume,
-            trade_count, source,
+            trade_count, source, buy_volume, buy_quote_volume,
         )  # fmt: skip
 
     return frame

@@ -114,9 +114,10 @@ class Settings(BaseSettings):
         description="PostgreSQL URL for history reads (a read replica; empty: postgres_url)",
     )
     history_retention: str = Field(
-        "1s=7d",
+        "1s=7d,trades=30d",
         description="history kept per interval, comma-separated interval=span (7d, 12h, 52w "
-        "or forever); intervals not named are kept forever",
+        "or forever); intervals not named are kept forever; trades=span is the trades' "
+        "(30 days when not named)",
     )
     history_queue: int = Field(
         100_000,

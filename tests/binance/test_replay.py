@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from candlewire.domain import NANOS_PER_MILLI, Interval
 from candlewire.errors import ConfigError
 from candlewire.feeds.replay import ReplayFeed
 from candlewire.intervals import bucket_end, bucket_start
+from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from tests.binance.exchange import StreamKey, collecting, serving
-from tests.scripted import running
+from tests.scripted import running, stub_for
 
 DAY_2024 = 1_704_067_200_000  # 2024-01-01T00:00:00Z, ms
 DAY_2025 = 1_735_689_600_000  # 2025-01-01T00:00:00Z, ms
@@ -246,3 +248,34 @@ async def test_unusable_replay_paths_stop_the_start(
             feed="replay", replay_path=str(tmp_path), symbols=symbols, intervals="1m"
         ):
             pass
+
+
+@pytest.mark.parametrize("columns", [12, 9])
+async def test_klines_carry_their_taker_buy_volumes(tmp_path: Path, columns: int) -> None:
+    """Columns 9 and 10 (taker buy base and quote volume) become the candles'
+    buy volumes, exactly; a file cut before them leaves them unset."""
+    rows = [r[:columns] for r in kline_rows(DAY_2024 + 3_600_000, 30, 1, seed=5)]
+    path = write(tmp_path / "BTCUSDT-1m-2024-01-01.csv", rows)
+    feed = ReplayFeed(path, ["BTCUSDT"], [Interval.M1], speed=0)
+    truth = {("BTCUSDT", int(Interval.M1)): kline_truth(rows, 1)}
+    async with (
+        running(feed, symbols="BTCUSDT", intervals="1m") as app,
+        stub_for(app) as stub,
+    ):
+        async with collecting(app, [("BTCUSDT", Interval.M1)]) as collector:
+            await collector.until_equal(truth)
+        response = await stub.GetCandles(
+            pb.GetCandlesRequest(
+                symbol="BTCUSDT",
+                interval=pb.INTERVAL_1M,
+                start_time=Timestamp(seconds=0),
+                page_size=1000,
+            )
+        )
+    got = [(c.buy_volume, c.buy_quote_volume) for c in response.candles]
+    if columns == 12:
+        assert got == [(float(Decimal(r[9])), float(Decimal(r[10]))) for r in rows]
+        assert all(b > 0 for b, _ in got)
+    else:
+        assert got == [(0.0, 0.0)] * len(rows)
+    assert [c.volume for c in response.candles] == [float(r[5]) for r in rows]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from candlewire.codec import candle_frame
+from candlewire.codec import candle_frame, frame_to_candle
 from candlewire.domain import NANOS_PER_MILLI, Candle, Interval, SeriesKey, Source
 from candlewire.feeds.replay import _kline
 from candlewire.history import HistoryStore
@@ -171,3 +171,25 @@ async def test_unordered_and_empty_klines(tmp_path: Path, history: HistoryStore)
     report = await import_files(history, [tmp_path])
     assert report.candles == 300
     assert await _frames(history, SeriesKey("BTCUSDT", Interval.M1)) == _reference("BTCUSDT", rows)
+
+
+async def test_kline_files_carry_taker_buy_volumes(tmp_path: Path, history: HistoryStore) -> None:
+    """Columns 9 and 10 become buy_volume and buy_quote_volume, exactly; a file
+    without them imports as before, with the buy volumes unset."""
+    full = kline_rows(DAY_2024, 1440, 1, seed=7)
+    short = [r[:9] for r in kline_rows(DAY_2024, 1440, 1, seed=8)]
+    write(tmp_path / "BTCUSDT-1m-2024-01-01.csv", full)
+    write(tmp_path / "ETHUSDT-1m-2024-01-01.zip", short)
+    await import_files(history, [tmp_path])
+    btc = await _frames(history, SeriesKey("BTCUSDT", Interval.M1))
+    eth = await _frames(history, SeriesKey("ETHUSDT", Interval.M1))
+    assert btc == _reference("BTCUSDT", full)
+    assert eth == _reference("ETHUSDT", short)
+    got = [frame_to_candle(f) for f in btc]
+    assert [(c.buy_volume, c.buy_quote_volume) for c in got] == [
+        (float(Decimal(r[9])), float(Decimal(r[10]))) for r in full
+    ]
+    assert all(c.buy_volume > 0 and c.buy_quote_volume > 0 for c in got)
+    assert [(c.buy_volume, c.buy_quote_volume) for c in map(frame_to_candle, eth)] == [
+        (0.0, 0.0)
+    ] * len(short)

@@ -11,7 +11,12 @@ from candlewire.config import describe_settings, load
 from candlewire.domain import NANOS_PER_SECOND, Interval, SeriesKey
 from candlewire.errors import ConfigError
 from candlewire.history.load import Progress
-from candlewire.history.options import format_retention, parse_retention, redact_url
+from candlewire.history.options import (
+    format_retention,
+    parse_retention,
+    parse_trade_retention,
+    redact_url,
+)
 from candlewire.history.postgres import HistoryStore, rows_from_candles
 from candlewire.history.tier import HistoryTier
 from candlewire.readiness import Observed, evaluate
@@ -34,6 +39,17 @@ def test_retention_setting() -> None:
             parse_retention(bad)
     with pytest.raises(ConfigError, match="history_retention"):
         load(history_retention="1s=soon")
+    with pytest.raises(ConfigError, match="history_retention"):
+        load(history_retention="1s=7d,trades=often")
+
+
+def test_trade_retention_setting() -> None:
+    assert parse_trade_retention(load().history_retention) == 30 * DAY_S  # the default
+    assert parse_retention(load().history_retention) == {Interval.S1: 7 * DAY_S}
+    assert parse_trade_retention("1s=7d") == 30 * DAY_S  # not named: 30 days
+    assert parse_trade_retention("trades=12h,1m=2d") == 12 * 3600 * NANOS_PER_SECOND
+    assert parse_retention("trades=12h,1m=2d") == {Interval.M1: 2 * DAY_S}
+    assert parse_trade_retention("trades=forever") is None
 
 
 def test_postgres_settings_never_show_the_password() -> None:

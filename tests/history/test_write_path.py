@@ -1,7 +1,8 @@
 """The write path under faults, with real processes: a Redis ingestor that is
 SIGKILLed and replaced, and PostgreSQL stopped for a while and started again.
 Afterwards PostgreSQL holds every closed candle exactly once, in its newest
-revision: exactly the closed candles Redis holds."""
+revision: exactly the closed candles Redis holds; and every trade exactly
+once, in the order of the trade logs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from candlewire.codec import frame_to_candle
 from candlewire.domain import Interval, SeriesKey
 from candlewire.history import HistoryStore
 from candlewire.history.archive import LogArchiver
+from candlewire.history.postgres import BEGIN
 from candlewire.store.redis import RedisStore
 from tests.history.conftest import until_writable
 from tests.history.pg import postgres
@@ -116,6 +118,17 @@ async def test_sigkill_and_postgres_outage_lose_and_duplicate_nothing(tmp_path: 
                 assert len(kept) == len(archived)  # no open time twice
                 assert archived == closed, key
                 assert len(closed) > (100 if key.interval is Interval.S1 else 1)
+            for symbol in SYMBOLS:
+                head = (await redis.trade_heads([symbol]))[symbol]
+                stored_trades = await redis.get_trades(symbol, limit=10**6)
+                assert stored_trades.seqs[0] == 1  # the trade log still holds every trade
+                kept_trades = await history.trades_after(
+                    symbol, redis.epoch, after=BEGIN, before=head + 1, start=None, end=None,
+                    limit=10**6,
+                )  # fmt: skip
+                assert kept_trades.cursors == list(stored_trades.seqs)  # each once, in order
+                assert list(kept_trades.frames) == list(stored_trades.frames)
+                assert head > 100
             log = (tmp_path / "second.log").read_text(errors="replace")
             assert "history archiver" in log  # it met the outage and retried
         finally:

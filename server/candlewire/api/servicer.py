@@ -6,7 +6,9 @@ candles are assembled from the frames the store encoded once (see
 :mod:`candlewire.codec`), so these handlers return bytes.
 
 Trades follow the candles' conventions: ``GetTrades`` pages like
-``GetCandles`` (its page token names the next trade's sequence number), and
+``GetCandles`` (its page token names the next trade's sequence number; with
+a history tier, its cursor, which is the same number for a trade of the hot
+log: see :class:`~candlewire.store.base.TradeHistory`), and
 ``SubscribeTrades`` is ``SubscribeCandles`` over the store's trade log, with
 trade sequence numbers in its resume tokens (history: the snapshot position
 and the last trade sent; live: the last trade sent per symbol). Trades are
@@ -44,7 +46,16 @@ from candlewire.errors import (
 from candlewire.hub import Hub, Key
 from candlewire.intervals import bucket_end, bucket_start
 from candlewire.orderflow import Level, TapeTrade, footprint, profile
-from candlewire.store.base import CandleSlice, Snapshot, Store, TradeSymbol, TradeUpdate, Update
+from candlewire.store.base import (
+    CandleSlice,
+    Snapshot,
+    Store,
+    TradeHistory,
+    TradeSlice,
+    TradeSymbol,
+    TradeUpdate,
+    Update,
+)
 from candlewire.store.coverage import coverage_of
 from candlewire.validate import Rejections
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
@@ -276,6 +287,8 @@ class MarketDataServicer:
     ) -> None:
         self._feed_state = feed_state
         self._store = store
+        self._history_trades = store if isinstance(store, TradeHistory) else None
+        """The store's trades past the hot log (a history tier), if it has them."""
         self._hub = hub
         # (an empty hub is falsy: compare with None)
         self._trade_hub: Hub[TradeUpdate] = Hub() if trade_hub is None else trade_hub
@@ -611,7 +624,7 @@ class MarketDataServicer:
             raise InvalidArgument("page_size", "must not be negative")
         size = min(request.page_size or self._limits.default_page_size, self._limits.max_page_size)
         request_id = fingerprint(("trades", symbol, start, end))
-        after = 0
+        after: int | None = None
         if request.page_token:
             if start is None:
                 raise InvalidArgument("page_token", "paging needs start_time")
@@ -619,14 +632,23 @@ class MarketDataServicer:
             if page.request != request_id:
                 raise InvalidArgument("page_token", "belongs to a request with other fields")
             after = page.next_start - 1
-        found = await self._store.get_trades(
-            symbol,
-            start=start,
-            end=end,
-            after=after,
-            limit=size + 1 if start is not None else size,
-            latest=start is None,
-        )
+        history = self._history_trades
+        found: TradeSlice
+        if history is None:
+            found = await self._store.get_trades(
+                symbol,
+                start=start,
+                end=end,
+                after=after or 0,
+                limit=size + 1 if start is not None else size,
+                latest=start is None,
+            )
+        elif start is None:
+            found = await history.latest_trades(symbol, end=end, limit=size)
+        else:
+            found = await history.page_trades(
+                symbol, start=start, end=end, after=after, upto=None, limit=size + 1
+            )
         frames = found.frames
         body = _joined(frames, size)
         if len(frames) > size:
@@ -761,24 +783,58 @@ class MarketDataServicer:
             if request.interval != pb.INTERVAL_UNSPECIFIED
             else None
         )
-        chunks: list[bytes] = []
-        after = 0
-        truncated = False
         upto = (await self._store.trade_heads([symbol]))[symbol]
-        while after < upto:
-            found = await self._store.get_trades(
-                symbol, start=start, end=end, after=after, upto=upto, limit=_PROFILE_CHUNK
+        if self._history_trades is not None:
+            chunks, truncated = await _history_chunks(
+                self._history_trades, symbol, start, end, upto
             )
-            if after == 0 and not found.complete:
-                truncated = True
-            if not len(found):
-                break
-            chunks.append(_joined(found.frames, len(found)))
-            after = found.seqs[-1]
+        else:
+            chunks, truncated = await _hot_chunks(self._store, symbol, start, end, upto)
         # Decoding and summing a day of trades takes a while: off the event loop.
         response = await asyncio.to_thread(_profile, chunks, start, end, step, interval)
         response.truncated = truncated
         return response
+
+
+async def _hot_chunks(
+    store: Store, symbol: str, start: int, end: int | None, upto: int
+) -> tuple[list[bytes], bool]:
+    """The trades of a volume profile from the hot log (joined frames), and
+    whether some of them were evicted already."""
+    chunks: list[bytes] = []
+    after = 0
+    truncated = False
+    while after < upto:
+        found = await store.get_trades(
+            symbol, start=start, end=end, after=after, upto=upto, limit=_PROFILE_CHUNK
+        )
+        if after == 0 and not found.complete:
+            truncated = True
+        if not len(found):
+            break
+        chunks.append(_joined(found.frames, len(found)))
+        after = found.seqs[-1]
+    return chunks, truncated
+
+
+async def _history_chunks(
+    store: TradeHistory, symbol: str, start: int, end: int | None, upto: int
+) -> tuple[list[bytes], bool]:
+    """:func:`_hot_chunks` through a history tier: older trades from PostgreSQL."""
+    chunks: list[bytes] = []
+    cursor: int | None = None
+    truncated = False
+    while True:
+        found = await store.page_trades(
+            symbol, start=start, end=end, after=cursor, upto=upto, limit=_PROFILE_CHUNK
+        )
+        if cursor is None and not found.complete:
+            truncated = True
+        if len(found):
+            chunks.append(_joined(found.frames, len(found)))
+            cursor = found.seqs[-1]
+        if len(found) < _PROFILE_CHUNK:
+            return chunks, truncated
 
 
 def _profile(

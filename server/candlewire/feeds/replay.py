@@ -6,7 +6,8 @@ Binance publishes its history at https://data.binance.vision as CSV files
 * ``BTCUSDT-1m-2024-01.zip`` / ``BTCUSDT-1m-2024-01-01.zip``: klines of one
   interval, 12 columns, no header (open time, open, high, low, close, volume,
   close time, quote asset volume, number of trades, taker buy base volume,
-  taker buy quote volume, ignore);
+  taker buy quote volume, ignore); the taker buy volumes become the candles'
+  ``buy_volume`` and ``buy_quote_volume`` (left unset by files without them);
 * ``BTCUSDT-trades-2024-01-01.zip``: trades, 7 columns (id, price, qty,
   quoteQty, time, isBuyerMaker, isBestMatch);
 * ``BTCUSDT-aggTrades-2024-01-01.zip``: aggregate trades, 8 columns (id,
@@ -202,7 +203,15 @@ def _kline(symbol: str, interval: Interval, row: list[str]) -> Candle:
         closed=True,
         revision=0,
         source=Source.REPLAY,
+        buy_volume=_optional(row, 9),
+        buy_quote_volume=_optional(row, 10),
     )
+
+
+def _optional(row: list[str], column: int) -> Decimal:
+    """A taker-buy column of a kline row; 0 (unset) when the file has none."""
+    text = row[column].strip() if len(row) > column else ""
+    return Decimal(text) if text else Decimal(0)
 
 
 def _places(text: str) -> int:

@@ -202,7 +202,10 @@ def _kline_columns(file: ReplayFile, source: Source) -> tuple[array[int], list[b
             open_time = raw * unit
             close_time = (int(row[6]) + 1) * unit
             o, h, lo, c, v = map(float, row[1:6])
-            if not isfinite(o + h + lo + c + v):
+            # taker buy base and quote volumes: columns 9 and 10 when the file has them
+            buy = float(row[9]) if len(row) > 9 and row[9].strip() else 0.0
+            buy_quote = float(row[10]) if len(row) > 10 and row[10].strip() else 0.0
+            if not isfinite(o + h + lo + c + v + buy + buy_quote):
                 raise ValueError("not a finite number")
             aligned = (
                 open_time % length == offset
@@ -211,7 +214,12 @@ def _kline_columns(file: ReplayFile, source: Source) -> tuple[array[int], list[b
             )
             if close_time <= open_time or not aligned:
                 raise ValueError(f"open time {raw} is not the start of a {interval.label} candle")
-            add_frame(frame(open_time, close_time, o, h, lo, c, v, float(row[7]), int(row[8])))
+            add_frame(
+                frame(
+                    open_time, close_time, o, h, lo, c, v, float(row[7]), int(row[8]),
+                    buy, buy_quote,
+                )
+            )  # fmt: skip
             add_time(open_time)
             if open_time <= last:
                 ascending = False

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from array import array
 from bisect import bisect_left
@@ -58,14 +59,25 @@ from candlewire.history.options import redact_url, scrub
 from candlewire.history.schema import (
     LOCK_KEY,
     Period,
+    TradePeriod,
     apply_migrations,
     period_of,
     schema_version,
+    trade_period,
 )
 from candlewire.intervals import bucket_end, fixed_length
 from candlewire.store.base import CandleSlice
 
-__all__ = ["HistoryRow", "HistoryStore", "gaps", "group_rows", "redact_url", "rows_from_candles"]
+__all__ = [
+    "HistoryRow",
+    "HistoryStore",
+    "TradeRow",
+    "TradeRun",
+    "gaps",
+    "group_rows",
+    "redact_url",
+    "rows_from_candles",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +125,39 @@ class HistoryRow:
     frame: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class TradeRow:
+    """One trade as the history tier stores it: the hot store's epoch and
+    trade sequence number name it, ``mark`` places it in time."""
+
+    symbol: str
+    epoch: bytes
+    seq: int
+    mark: int
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRun:
+    """Trades read from history, in the order received: each one's cursor
+    (see :meth:`HistoryStore.trades_after`) and frame."""
+
+    cursors: list[int]
+    frames: Sequence[bytes]
+
+    def __len__(self) -> int:
+        return len(self.cursors)
+
+
+SEQ_BITS = 40
+"""A trade's position is ``epoch id << SEQ_BITS | sequence number``."""
+_SEQ_MASK = (1 << SEQ_BITS) - 1
+OLDER = 1 << 62
+"""Cursors of trades of older epochs are ``position - OLDER`` (negative)."""
+BEGIN = -OLDER
+"""The cursor before every trade."""
+
+
 def rows_from_candles(candles: Iterable[Any]) -> list[HistoryRow]:
     """Rows of closed candles (``Candle`` or ``Update``-like objects with a frame)."""
     from candlewire.codec import candle_frame
@@ -143,6 +188,41 @@ _UPSERT = (
     "ON CONFLICT (symbol, interval, block_start) DO UPDATE SET count = EXCLUDED.count,"
     " times = EXCLUDED.times, revisions = EXCLUDED.revisions, lengths = EXCLUDED.lengths,"
     " frames = EXCLUDED.frames"
+)
+_TRADE_STAGE = (
+    'CREATE TEMP TABLE IF NOT EXISTS trade_stage (symbol text COLLATE "C", pos bigint,'
+    " mark bigint, frame bytea) ON COMMIT DELETE ROWS"
+)
+_TRADE_INSERT = "INSERT INTO trades SELECT * FROM trade_stage ON CONFLICT DO NOTHING"
+_TRADE_CHECKPOINT = (
+    "INSERT INTO trade_checkpoints (symbol, epoch, seq) VALUES (%s, %s, %s) "
+    "ON CONFLICT (symbol) DO UPDATE SET epoch = EXCLUDED.epoch, seq = EXCLUDED.seq, "
+    "updated_at = now()"
+)
+# Trade reads: $2 is the hot store's epoch, whose id (if it has one yet) turns
+# current-epoch sequence numbers into positions; read in the same statement as
+# the rows, so an epoch numbered meanwhile cannot slip a trade past the seam.
+_EPOCH_ID = "(SELECT id FROM trade_epochs WHERE epoch = $2)::int8"
+_MAX = "9223372036854775807"
+_TRADES_FORWARD = (
+    f"SELECT pos, frame, {_EPOCH_ID} FROM trades WHERE symbol = $1"
+    f" AND pos > CASE WHEN $3::int8 >= 0 THEN coalesce(({_EPOCH_ID} << {SEQ_BITS}) + $3::int8,"
+    f" {_MAX}) ELSE $3::int8 + {OLDER} END"
+    f" AND pos < coalesce(({_EPOCH_ID} << {SEQ_BITS}) + $4::int8, {_MAX})"
+    " AND mark >= $5 AND mark < $6 ORDER BY pos LIMIT $7"
+)
+# The first read from `start` also seeks each epoch's first trade with a mark
+# at or after it (trades_epoch_mark): the scan by position starts there.
+_TRADES_FIRST = _TRADES_FORWARD.replace(
+    " ORDER BY pos LIMIT $7",
+    f" AND pos >= coalesce((SELECT min(f.pos) FROM trade_epochs e CROSS JOIN LATERAL"
+    f" (SELECT pos FROM trades WHERE symbol = $1 AND (pos >> {SEQ_BITS}) = e.id"
+    f" AND mark >= $5 ORDER BY mark, pos LIMIT 1) AS f), {_MAX}) ORDER BY pos LIMIT $7",
+)
+_TRADES_BACKWARD = (
+    f"SELECT pos, frame, {_EPOCH_ID} FROM trades WHERE symbol = $1"
+    f" AND pos < coalesce(({_EPOCH_ID} << {SEQ_BITS}) + $3::int8, {_MAX})"
+    " AND mark < $4 ORDER BY pos DESC LIMIT $5"
 )
 _CHECKPOINT = (
     "INSERT INTO archive_checkpoints (symbol, epoch, seq) VALUES (%s, %s, %s) "
@@ -182,6 +262,7 @@ _ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTi
 # or out of connections, no connection free in time.
 _READ_ERRORS = (
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
@@ -209,7 +290,28 @@ def group_rows(rows: Iterable[HistoryRow]) -> dict[BlockKey, dict[int, tuple[int
 
 async def _stage(conn: AsyncConnection[Any]) -> None:
     await conn.execute(_STAGE)
+    await conn.execute(_TRADE_STAGE)
     await conn.commit()
+
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
+
+
+def _trade_copy(rows: Iterable[tuple[bytes, int, int, bytes]]) -> bytes:
+    """(symbol, position, mark, frame) rows in binary COPY format."""
+    parts = [_COPY_HEADER]
+    pack = _TRADE_TUPLE.pack
+    for symbol, pos, mark, frame in rows:
+        parts.append(_FIELDS4 + len(symbol).to_bytes(4, "big") + symbol)
+        parts.append(pack(8, pos, 8, mark, len(frame)))
+        parts.append(frame)
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
+
+
+_FIELDS4 = (4).to_bytes(2, "big")
+_TRADE_TUPLE = struct.Struct(">iqiqi")
 
 
 # Reads are prepared statements over partitioned tables: a custom plan would
@@ -232,6 +334,7 @@ class HistoryStore:
         *,
         read_url: str = "",
         retention: Mapping[Interval, int] | None = None,
+        trade_retention: int | None = None,
         pool_size: int = 4,
         timeout: float = 5.0,
         setting: str = "postgres_url",
@@ -239,6 +342,10 @@ class HistoryStore:
         self._url = url
         self._read_url = read_url or url
         self.retention: dict[Interval, int] = dict(retention or {})
+        self.trade_retention = trade_retention
+        """Nanoseconds of trades kept (None: forever)."""
+        self._trade_partitions: set[str] = set()
+        self._epoch_ids: dict[bytes, int] = {}
         self._pool_size = pool_size
         self._timeout = timeout
         self._setting = setting
@@ -366,6 +473,8 @@ class HistoryStore:
     async def _load_partitions(self) -> None:
         rows = await self._rows("SELECT name FROM candle_partitions", ())
         self._partitions = {row[0] for row in rows}
+        rows = await self._rows("SELECT name FROM trade_partitions WHERE NOT dropped", ())
+        self._trade_partitions = {row[0] for row in rows}
 
     def _needed(self, keys: Iterable[BlockKey]) -> dict[str, Period]:
         needed: dict[str, Period] = {}
@@ -567,13 +676,179 @@ class HistoryStore:
                         await conn.execute(f"DROP TABLE IF EXISTS {name}".encode())
                         await conn.execute("DELETE FROM candle_partitions WHERE name = %s", (name,))
                         dropped.append(name)
+                if self.trade_retention is not None:
+                    cur = await conn.execute(
+                        "SELECT name FROM trade_partitions WHERE NOT dropped"
+                        " AND upper_bound <= %s ORDER BY lower_bound",
+                        (now - self.trade_retention,),
+                    )
+                    for (name,) in await cur.fetchall():
+                        await conn.execute(f"DROP TABLE IF EXISTS {name}".encode())
+                        await conn.execute(
+                            "UPDATE trade_partitions SET dropped = true WHERE name = %s", (name,)
+                        )
+                        dropped.append(name)
         except _ERRORS as e:
             raise HistoryUnavailable(self._describe(e)) from None
         self._partitions.difference_update(dropped)
+        self._trade_partitions.difference_update(dropped)
         self._last_period.clear()
         for name in dropped:
             log.info("history retention: dropped partition %s", name)
         return dropped
+
+    # -- trades ------------------------------------------------------------
+
+    async def _epoch_id(self, conn: AsyncConnection[Any], epoch: bytes) -> int:
+        """The id of a hot store epoch, numbered on first use (in the caller's
+        transaction: cached only once it commits)."""
+        found = self._epoch_ids.get(epoch)
+        if found is not None:
+            return found
+        await conn.execute(
+            "INSERT INTO trade_epochs (epoch) VALUES (%s) ON CONFLICT (epoch) DO NOTHING",
+            (epoch,),
+        )
+        cur = await conn.execute("SELECT id FROM trade_epochs WHERE epoch = %s", (epoch,))
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def write_trades(
+        self,
+        rows: Sequence[TradeRow],
+        checkpoints: Mapping[str, tuple[bytes, int]] | None = None,
+    ) -> None:
+        """Insert ``rows`` (a trade already stored stays as it is) and save the
+        trade ``checkpoints`` (symbol -> (epoch, sequence number)) in the same
+        transaction. Trades older than the retention are not written."""
+        if not rows and not checkpoints:
+            return
+        if self.trade_retention is not None and rows:
+            horizon = time.time_ns() - self.trade_retention
+            rows = [r for r in rows if r.mark >= horizon]
+        needed: dict[str, TradePeriod] = {}
+        last: TradePeriod | None = None
+        for row in rows:
+            if last is None or not last.lower <= row.mark < last.upper:
+                last = trade_period(row.mark)
+                if last.name not in self._trade_partitions:
+                    needed[last.name] = last
+        ids: dict[bytes, int] = {}
+        try:
+            async with self._write_pool().connection() as conn, conn.transaction():
+                if needed:
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+                    for period in needed.values():
+                        await conn.execute(
+                            f"CREATE TABLE IF NOT EXISTS {period.name} PARTITION OF trades "
+                            f"FOR VALUES FROM ({period.lower}) TO ({period.upper})".encode()
+                        )
+                        await conn.execute(
+                            "INSERT INTO trade_partitions (name, lower_bound, upper_bound)"
+                            " VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE SET dropped = false",
+                            (period.name, period.lower, period.upper),
+                        )
+                if rows:
+                    for epoch in {r.epoch for r in rows}:
+                        ids[epoch] = await self._epoch_id(conn, epoch)
+                    data = _trade_copy(
+                        (r.symbol.encode(), ids[r.epoch] << SEQ_BITS | r.seq, r.mark, r.frame)
+                        for r in rows
+                    )
+                    async with conn.cursor().copy(
+                        "COPY trade_stage FROM STDIN (FORMAT BINARY)"
+                    ) as copy:
+                        await copy.write(data)
+                    await conn.execute(_TRADE_INSERT)
+                for symbol, (epoch, seq) in (checkpoints or {}).items():
+                    await conn.execute(_TRADE_CHECKPOINT, (symbol, epoch, seq))
+        except _ERRORS as e:
+            raise HistoryUnavailable(self._describe(e)) from None
+        self._trade_partitions.update(needed)
+        self._epoch_ids.update(ids)
+
+    async def trade_checkpoints(self) -> dict[str, tuple[bytes, int]]:
+        """Symbol -> (epoch, trade sequence number) archived through."""
+        try:
+            async with self._write_pool().connection() as conn:
+                cur = await conn.execute("SELECT symbol, epoch, seq FROM trade_checkpoints")
+                rows = await cur.fetchall()
+                await conn.rollback()
+        except _ERRORS as e:
+            raise HistoryUnavailable(self._describe(e)) from None
+        return {row[0]: (bytes(row[1]), int(row[2])) for row in rows}
+
+    @staticmethod
+    def _run(rows: Sequence[asyncpg.Record]) -> TradeRun:
+        cursors: list[int] = []
+        lengths: array[int] = array("i")
+        frames: list[bytes] = []
+        for pos, frame, current in rows:
+            if current is not None and pos >> SEQ_BITS == current:
+                cursors.append(pos & _SEQ_MASK)
+            else:
+                cursors.append(pos - OLDER)
+            frames.append(frame)
+            lengths.append(len(frame))
+        return TradeRun(cursors, FrameRun(b"".join(frames), lengths) if frames else [])
+
+    async def trades_after(
+        self,
+        symbol: str,
+        epoch: bytes,
+        *,
+        after: int,
+        before: int,
+        start: int | None,
+        end: int | None,
+        limit: int,
+    ) -> TradeRun:
+        """The first ``limit`` trades of ``symbol`` in the order received with
+        ``after < cursor``, ``start <= mark < end``, and before trade ``before``
+        of the hot store's epoch ``epoch`` (older epochs all come before it).
+
+        A cursor is a trade's sequence number when it belongs to ``epoch``,
+        else its position minus :data:`OLDER` (so negative, ascending with the
+        position); :data:`BEGIN` is before every trade.
+        """
+        if limit <= 0:
+            return TradeRun([], [])
+        first = after == BEGIN and start is not None
+        rows = await self._rows(
+            _TRADES_FIRST if first else _TRADES_FORWARD,
+            (
+                symbol, epoch, after, before,
+                _NO_START if start is None else start, _NO_END if end is None else end, limit,
+            ),
+        )  # fmt: skip
+        return self._run(rows)
+
+    async def trades_before(
+        self, symbol: str, epoch: bytes, *, before: int, end: int | None, limit: int
+    ) -> TradeRun:
+        """The last ``limit`` trades of ``symbol`` with ``mark < end`` before
+        trade ``before`` of epoch ``epoch``, in the order received (cursors as
+        :meth:`trades_after`)."""
+        if limit <= 0:
+            return TradeRun([], [])
+        rows = await self._rows(
+            _TRADES_BACKWARD,
+            (symbol, epoch, before, _NO_END if end is None else end, limit),
+        )
+        return self._run(list(reversed(rows)))
+
+    async def trade_horizon(self) -> int | None:
+        """The mark before which retention dropped trades (None: it dropped none)."""
+        rows = await self._rows("SELECT max(upper_bound) FROM trade_partitions WHERE dropped", ())
+        return None if rows[0][0] is None else int(rows[0][0])
+
+    async def trade_count(self, symbol: str | None = None) -> int:
+        if symbol is None:
+            rows = await self._rows("SELECT count(*) FROM trades", ())
+        else:
+            rows = await self._rows("SELECT count(*) FROM trades WHERE symbol = $1", (symbol,))
+        return int(rows[0][0])
 
     # -- reads -------------------------------------------------------------
 
@@ -584,6 +859,13 @@ class HistoryStore:
                 async with pool.acquire(timeout=self._timeout) as conn:
                     try:
                         return await conn.fetch(query, *params)
+                    except asyncpg.InternalClientError:
+                        # A connection left mid-operation (its server went
+                        # away while it worked): not reusable; the pool
+                        # replaces it and the read is tried once more.
+                        conn.terminate()
+                        if attempt == 2:
+                            raise
                     except _READ_ERRORS:
                         # A connection broken since its last use (a server
                         # restart) is replaced by the pool; the read is tried

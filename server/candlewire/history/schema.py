@@ -14,6 +14,18 @@ candles, a year of anything longer), created on demand by the writer; a block
 never crosses one. Retention drops whole time partitions. Frames are the
 candles encoded once at write time, exactly as the hot stores keep them
 (:mod:`candlewire.codec`).
+
+``trades`` (migration 2) holds one row per trade, its frame encoded once as
+the hot stores keep it, keyed by (symbol, position, mark). The position
+orders a symbol's trades as they were received: ``epoch id << 40 | trade
+sequence number``, where ``trade_epochs`` numbers the hot store's epochs in
+the order their first trade was archived, so a trade archived twice is one
+row. It is partitioned by ``mark`` (the time the hot stores select trades
+by) in days, registered in ``trade_partitions``; a second index finds
+each epoch's first trade at or after a time (marks never decrease within an
+epoch), so a read from a ``start`` seeks instead of scanning its day; retention drops whole days
+and remembers them (``dropped``), so reads can tell a range it cut.
+``trade_checkpoints`` is the trade archiver's own checkpoint per symbol.
 """
 
 from __future__ import annotations
@@ -30,10 +42,12 @@ __all__ = [
     "LOCK_KEY",
     "MIGRATIONS",
     "Period",
+    "TradePeriod",
     "apply_migrations",
     "partition_name",
     "period_of",
     "schema_version",
+    "trade_period",
 ]
 
 LOCK_KEY = 0x63776869  # "cwhi": the advisory lock of migrations and partition changes
@@ -69,6 +83,33 @@ MIGRATIONS: tuple[str, ...] = (
         upper_bound bigint NOT NULL
     );
     CREATE TABLE archive_checkpoints (
+        symbol text COLLATE "C" PRIMARY KEY,
+        epoch bytea NOT NULL,
+        seq bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    """,
+    # 2: trades, their epochs, their partitions' registry and checkpoints
+    """
+    CREATE TABLE trade_epochs (
+        id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        epoch bytea NOT NULL UNIQUE
+    );
+    CREATE TABLE trades (
+        symbol text COLLATE "C" NOT NULL,
+        pos bigint NOT NULL,
+        mark bigint NOT NULL,
+        frame bytea NOT NULL,
+        PRIMARY KEY (symbol, pos, mark)
+    ) PARTITION BY RANGE (mark);
+    CREATE INDEX trades_epoch_mark ON trades (symbol, (pos >> 40), mark, pos);
+    CREATE TABLE trade_partitions (
+        name text PRIMARY KEY,
+        lower_bound bigint NOT NULL,
+        upper_bound bigint NOT NULL,
+        dropped boolean NOT NULL DEFAULT false
+    );
+    CREATE TABLE trade_checkpoints (
         symbol text COLLATE "C" PRIMARY KEY,
         epoch bytea NOT NULL,
         seq bigint NOT NULL,
@@ -161,3 +202,23 @@ def period_of(interval: Interval, open_time: int) -> Period:
 
 def partition_name(base: str, suffix: str) -> str:
     return f"candles_{base}_p{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class TradePeriod:
+    """One time partition of ``trades``: marks in ``[lower, upper)`` (a UTC day)."""
+
+    lower: int
+    upper: int
+    name: str
+
+
+def trade_period(mark: int) -> TradePeriod:
+    """The partition that holds a trade of mark ``mark``."""
+    day = dt.datetime.fromtimestamp(mark // NANOS_PER_SECOND, dt.UTC).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    suffix = day.strftime("%Y%m%d")
+    if day.year < 1:
+        suffix = "bc" + suffix
+    return TradePeriod(_ns(day), _ns(day + dt.timedelta(days=1)), f"trades_p{suffix}")

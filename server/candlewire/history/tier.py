@@ -6,9 +6,10 @@ knows which part of the history work a process does:
 - every process that serves the API reads through :meth:`api_store`
   (a :class:`~candlewire.history.tiered.TieredStore` over its hot store);
 - only the process that ingests writes: with the memory store the ingestor
-  writes through :meth:`ingest_store` (closed candles queued for PostgreSQL),
-  with Redis :meth:`run_writer` follows the update logs while this process
-  holds the ingestion lease; either way it also applies the retention.
+  writes through :meth:`ingest_store` (closed candles and trades queued for
+  PostgreSQL), with Redis :meth:`run_writer` follows the update and trade logs
+  while this process holds the ingestion lease; either way it also applies
+  the retention.
 
 :attr:`problem` is what readiness reports about PostgreSQL.
 """
@@ -44,10 +45,13 @@ class HistoryTier:
         *,
         read_url: str = "",
         retention: Mapping[Interval, int] | None = None,
+        trade_retention: int | None = None,
         queue_size: int = 100_000,
         hot_retention: int = 5000,
     ) -> None:
-        self.store = HistoryStore(url, read_url=read_url, retention=retention)
+        self.store = HistoryStore(
+            url, read_url=read_url, retention=retention, trade_retention=trade_retention
+        )
         self._queue_size = queue_size
         self._hot_retention = hot_retention
         self.queue: QueueArchiver | None = None
@@ -121,7 +125,7 @@ class HistoryTier:
                     await cancel_and_wait(run)
 
     async def _retention(self, holding: Callable[[], bool] | None) -> None:
-        if not self.store.retention:
+        if not self.store.retention and self.store.trade_retention is None:
             return
         retry = Retry(Backoff(initial=1.0, maximum=60.0), name="history retention")
         while True:

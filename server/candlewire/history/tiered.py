@@ -8,6 +8,14 @@ forming candle always comes from the hot store. A read that needs history
 while PostgreSQL is away raises :class:`~candlewire.errors.HistoryUnavailable`
 (``UNAVAILABLE``); reads the hot store answers alone never touch PostgreSQL.
 
+Trades are stitched the same way (:class:`~candlewire.store.base.TradeHistory`,
+for ``GetTrades`` and ``GetVolumeProfile``): the seam is the hot trade log's
+oldest trade. A read whose ``start`` is after that trade's mark, or that
+continues from a cursor the hot log still holds, is the hot store's alone;
+otherwise PostgreSQL gives the trades received before the seam (older epochs
+of the hot store, then its current epoch's evicted trades) and the hot store
+the rest. Streams (``SubscribeTrades``) read the hot trade log only.
+
 Everything else (quotes, writes, positions, update logs) is the hot store's.
 """
 
@@ -17,14 +25,23 @@ import time
 from collections.abc import Sequence
 
 from candlewire.domain import Candle, Quote, SeriesKey
-from candlewire.history.postgres import HistoryStore, gaps
-from candlewire.store.base import CandleSlice, HotTrades, Position, Snapshot, Store, Update
+from candlewire.history.postgres import BEGIN, HistoryStore, gaps
+from candlewire.store.base import (
+    CandleSlice,
+    HotTrades,
+    Position,
+    Snapshot,
+    Store,
+    TradeSlice,
+    Update,
+)
 
 __all__ = ["TieredStore"]
 
 _MIN = -(2**63)
 _EVERYTHING = 10**9  # "no limit" for a snapshot's history part
 _EARLIEST_TTL = 5.0  # seconds the per-series earliest open times are reused
+_RACES = 4  # reads again when the hot trade log evicted past the seam meanwhile
 
 
 def _concat(older: CandleSlice, newer: CandleSlice) -> CandleSlice:
@@ -143,6 +160,98 @@ class TieredStore(HotTrades):
                 )
             slices.append(_concat(older, newer))
         return Snapshot(snapshot.position, slices)
+
+    # -- trades ------------------------------------------------------------
+
+    async def _hot_first(self, symbol: str) -> int:
+        """The sequence number of the hot log's oldest trade (its head + 1 when empty)."""
+        found = await self.hot.get_trades(symbol, after=0, limit=1)
+        if len(found):
+            return found.seqs[0]
+        return (await self.hot.trade_heads([symbol])).get(symbol, 0) + 1
+
+    async def page_trades(
+        self,
+        symbol: str,
+        *,
+        start: int | None,
+        end: int | None,
+        after: int | None,
+        upto: int | None,
+        limit: int,
+    ) -> TradeSlice:
+        if limit <= 0:
+            return TradeSlice((), (), True)
+        hot = self.hot
+        if after is not None and after >= 0:
+            found = await hot.get_trades(
+                symbol, start=start, end=end, after=after, upto=upto, limit=limit
+            )
+            if found.complete:
+                return found
+        elif after is None and start is not None:
+            probe = await hot.get_trades(symbol, end=start, limit=1)
+            if len(probe):
+                # The hot log's oldest trade is before `start`: so is every
+                # trade received before it (marks never decrease).
+                return await hot.get_trades(symbol, start=start, end=end, upto=upto, limit=limit)
+        complete = True
+        if after is None:
+            horizon = await self.history.trade_horizon()
+            complete = horizon is None or (start is not None and start >= horizon)
+        epoch = hot.epoch
+        cursor = BEGIN if after is None else after
+        cursors: list[int] = []
+        frames: list[bytes] = []
+        for _ in range(_RACES):
+            seam = await self._hot_first(symbol)
+            bound = seam if upto is None else min(seam, upto + 1)
+            older = await self.history.trades_after(
+                symbol,
+                epoch,
+                after=cursor,
+                before=bound,
+                start=start,
+                end=end,
+                limit=limit - len(frames),
+            )
+            if len(older):
+                cursors.extend(older.cursors)
+                frames.extend(older.frames)
+                cursor = older.cursors[-1]
+            if len(frames) >= limit:
+                break
+            newer = await hot.get_trades(
+                symbol,
+                start=start,
+                end=end,
+                after=max(cursor, seam - 1),
+                upto=upto,
+                limit=limit - len(frames),
+            )
+            if newer.complete:
+                cursors.extend(newer.seqs)
+                frames.extend(newer.frames)
+                break
+            # The hot log evicted trades after the seam since it was read:
+            # history has them now; read on from there.
+        return TradeSlice(cursors, frames, complete)
+
+    async def latest_trades(self, symbol: str, *, end: int | None, limit: int) -> TradeSlice:
+        hot = self.hot
+        newer = await hot.get_trades(symbol, end=end, limit=limit, latest=True)
+        if len(newer) >= limit:
+            return newer
+        # Fewer than asked: the hot log gave every trade it holds before `end`.
+        seam = newer.seqs[0] if len(newer) else await self._hot_first(symbol)
+        older = await self.history.trades_before(
+            symbol, hot.epoch, before=seam, end=end, limit=limit - len(newer)
+        )
+        if not len(older):
+            return newer
+        return TradeSlice(
+            [*older.cursors, *newer.seqs], [*older.frames, *newer.frames], newer.complete
+        )
 
     # -- coverage ----------------------------------------------------------
 

@@ -36,6 +36,7 @@ __all__ = [
     "Snapshot",
     "Store",
     "TradeFeed",
+    "TradeHistory",
     "TradeSlice",
     "TradeStore",
     "TradeSymbol",
@@ -157,6 +158,37 @@ class TradeStore(Protocol):
     async def read_trades(self, symbols: Sequence[str], after: Position) -> list[TradeUpdate]:
         """Trades with ``seq > after[symbol]``, in order per symbol; raises
         DataExpired when some of them are no longer retained."""
+        ...
+
+
+@runtime_checkable
+class TradeHistory(Protocol):
+    """Trades that reach past the hot store's log (a history tier in front of it).
+
+    Trades are named by *cursors* that order them as received across the
+    tiers: a trade of the hot store's current epoch is named by its trade
+    sequence number (so cursors of the hot log are what they always were),
+    an older one by a negative number. ``after=None`` is before every trade.
+    ``complete`` is False when the selection reaches before what the
+    history's retention kept."""
+
+    async def page_trades(
+        self,
+        symbol: str,
+        *,
+        start: int | None,
+        end: int | None,
+        after: int | None,
+        upto: int | None,
+        limit: int,
+    ) -> TradeSlice:
+        """The first ``limit`` trades with a cursor after ``after`` (and at most
+        ``upto``, a sequence number of the hot log) and ``start <= mark < end``;
+        their cursors are the slice's ``seqs``."""
+        ...
+
+    async def latest_trades(self, symbol: str, *, end: int | None, limit: int) -> TradeSlice:
+        """The last ``limit`` trades with ``mark < end``, in the order received."""
         ...
 
 
@@ -342,8 +374,9 @@ class SharedStore(Store, UpdateLog, TradeFeed, LeaseStore, Connects, Protocol):
 
 
 class HotTrades:
-    """Trade methods of a store in front of a hot store (``self.hot``): a
-    history tier keeps candles only, so trades are the hot store's."""
+    """Trade methods of a store in front of a hot store (``self.hot``): trades
+    are written to, streamed from and paged in the hot store's log (a history
+    tier reads older trades through :class:`TradeHistory` instead)."""
 
     hot: Store
 
