@@ -100,7 +100,7 @@ def _ingestor(store: Store) -> Ingestor:
         [SYMBOL],
         config,
         Source.LIVE,
-        trade_hub=Hub[TradeUpdate](),
+        trade_hub=Hub[TradeUpdate](conflate=False),
         validation=ValidationConfig(lateness=config.lateness, max_future=1 << 62),
     )
 
@@ -189,7 +189,7 @@ async def _serve(role: str, rate: float, per_tick: int) -> None:
     if role == "real":
         store = MemoryStore(trade_retention=1_000_000)
         hub: Hub[Update] = Hub()
-        trade_hub: Hub[TradeUpdate] = Hub(queue_size=100_000)
+        trade_hub: Hub[TradeUpdate] = Hub(queue_size=100_000, conflate=False)
         catalog = Catalog(
             {SYMBOL: Instrument(SYMBOL, "BTC", "USDT", 2, 4, Source.LIVE)}, (Interval.M1,)
         )

@@ -96,7 +96,9 @@ class App:
             queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
         )
         self.trade_hub: Hub[TradeUpdate] = Hub(
-            queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
+            queue_size=settings.subscriber_queue_size,
+            max_subscriptions=settings.max_streams,
+            conflate=False,  # trades never are
         )
         self.rejections = Rejections()
         """What the validation policy refused, per symbol and reason (shown by ListSymbols)."""

@@ -154,7 +154,7 @@ class ServiceCollector(Collector):
         hub = parts.get("hub")
         if hub is not None:
             subscriptions = list(getattr(hub, "_subscriptions", ()))
-            depths = [len(getattr(s, "_pending", ())) for s in subscriptions]
+            depths = [len(s) for s in subscriptions]
             yield GaugeMetricFamily(
                 "candlewire_stream_queue_depth_max",
                 "updates queued for the most backed-up stream",
