@@ -55,7 +55,7 @@ from candlewire.intervals import bucket_end, bucket_start
 from candlewire.orderflow import Level, TapeTrade, footprint, profile
 from candlewire.store.base import CandleSlice, Snapshot, Store, TradeSymbol, TradeUpdate, Update
 from candlewire.store.coverage import coverage_of
-from candlewire.validate import Rejections
+from candlewire.validate import RejectionCounts, Rejections
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["Catalog", "Limits", "MarketDataServicer"]
@@ -288,14 +288,14 @@ class MarketDataServicer:
         *,
         feed_state: Callable[[], Awaitable[tuple[FeedState, str]]] | None = None,
         trade_hub: Hub[TradeUpdate] | None = None,
-        rejections: Rejections | None = None,
+        rejections: RejectionCounts | None = None,
     ) -> None:
         self._feed_state = feed_state
         self._store = store
         self._hub = hub
         # (an empty hub is falsy: compare with None)
         self._trade_hub: Hub[TradeUpdate] = Hub(conflate=False) if trade_hub is None else trade_hub
-        self._rejections = Rejections() if rejections is None else rejections
+        self._rejections: RejectionCounts = Rejections() if rejections is None else rejections
         self._trade_messages: dict[_MessageKey, bytes] = {}
         self._catalog = catalog
         self._limits = limits
