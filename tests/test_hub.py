@@ -187,3 +187,66 @@ async def test_a_cancelled_wait_leaves_the_subscription_usable() -> None:
     hub.publish([update(1, A, 0)])
     got = await sub.next(0.01)
     assert got is not None and got.seq == 1
+
+
+# --- a hub that never conflates (the trade hub) ------------------------------------------
+
+
+def closed_run(series: SeriesKey, *seqs: int) -> list[Update]:
+    return [update(seq, series, seq * 60, closed=True) for seq in seqs]
+
+
+def test_lossless_hub_keeps_publish_order_across_the_keys_of_a_subscription() -> None:
+    hub: Hub[Update] = Hub(conflate=False)
+    both, only_b = hub.subscribe([A, B]), hub.subscribe([B])
+    # Runs of one key, interleaved: a subscription of both keys sees them as published.
+    hub.publish([*closed_run(A, 1, 2), *closed_run(B, 1), *closed_run(A, 3), *closed_run(B, 2, 3)])
+    order = []
+    while (u := both.pop()) is not None:
+        order.append((u.series.symbol, u.seq))
+    assert order == [("A", 1), ("A", 2), ("B", 1), ("A", 3), ("B", 2), ("B", 3)]
+    assert drain(only_b) == [1, 2, 3]
+    assert hub.published_seq == {"A": 3, "B": 3}
+
+
+def test_lossless_hub_never_conflates_forming_updates() -> None:
+    hub: Hub[Update] = Hub(conflate=False)
+    sub = hub.subscribe([A])
+    hub.publish([update(1, A, 0), update(2, A, 0), update(3, A, 0)])
+    assert drain(sub) == [1, 2, 3] and sub.conflated == 0
+
+
+def test_lossless_hub_ends_a_subscription_a_batch_would_overfill() -> None:
+    hub: Hub[Update] = Hub(queue_size=4, conflate=False)
+    slow, fast = hub.subscribe([A]), hub.subscribe([A])
+    hub.publish(closed_run(A, 1, 2, 3))
+    assert drain(fast) == [1, 2, 3]
+    assert hub.max_queued == 3
+    hub.publish(closed_run(A, 4))  # 4 pending: at the bound, still served
+    assert len(hub) == 2 and drain(fast) == [4]
+    hub.publish(closed_run(A, 5, 6))  # 6 pending would be past it
+    with pytest.raises(LimitExceeded):
+        slow.pop()
+    assert len(hub) == 1 and hub.overflowed == 1
+    assert drain(fast) == [5, 6]
+
+
+def test_lossless_hub_discards_what_was_sent_per_symbol() -> None:
+    hub: Hub[Update] = Hub(conflate=False)
+    sub = hub.subscribe([A, B])
+    hub.publish([*closed_run(A, 1, 2), *closed_run(B, 1, 2, 3)])
+    sub.discard_through({"A": 1, "B": 2})
+    assert [(u.series.symbol, u.seq) for u in [sub.pop(), sub.pop()]] == [("A", 2), ("B", 3)]
+    assert sub.pop() is None
+
+
+async def test_lossless_hub_wakes_a_waiter_once_per_run_and_not_for_filtered_updates() -> None:
+    hub: Hub[Update] = Hub(conflate=False)
+    sub = hub.subscribe([A], closed_only=True)
+    loop = asyncio.get_running_loop()
+    # A forming update only (filtered out), then a run: the wait ends with the run's first.
+    loop.call_soon(hub.publish, [update(1, A, 0)])
+    loop.call_soon(hub.publish, closed_run(A, 2, 3))
+    got = await sub.next(30.0)
+    assert got is not None and got.seq == 2
+    assert drain(sub) == [3]

@@ -5,13 +5,16 @@ not read keeps it suspended with it. Raw HTTP/2 clients that never
 acknowledge data (and advertise a zero window) open streams of 2 x 1,000
 candles: past the per-connection bound, or the total, a stream is refused
 with RESOURCE_EXHAUSTED and a RetryInfo; what a stream held is freed when
-it ends.
+it ends. Trade streams hold their history a chunk at a time, under the same
+bounds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import random
 from collections.abc import AsyncIterator
 
 import grpc
@@ -23,6 +26,8 @@ from candlewire.config import load
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from candlewire_protos.marketdata.v1 import marketdata_pb2_grpc
 from tests.rawh2 import RawGrpc, RawStream
+from tests.scripted import ScriptedFeed, running
+from tests.trading import push, tape
 
 WAIT = 20.0
 PATH = "/marketdata.v1.MarketDataService/SubscribeCandles"
@@ -192,3 +197,99 @@ async def test_streams_without_history_share_a_connection() -> None:
                 # Served on: live updates or heartbeats follow, not an error.
                 assert kinds[0] == "snapshot_end" and len(kinds) >= 2, (kinds, stream.status)
                 assert not stream.ended, (kinds, stream.status)
+
+
+# --- trade streams ------------------------------------------------------------------------
+
+TRADES_PATH = "/marketdata.v1.MarketDataService/SubscribeTrades"
+TRADES = pb.SubscribeTradesRequest(symbols=["BTCUSDT"], history=1000)
+
+
+@contextlib.asynccontextmanager
+async def trading(**extra: object) -> AsyncIterator[App]:
+    """A service holding the same 1,200 BTCUSDT trades (the tape is seeded)."""
+    feed = ScriptedFeed(("BTCUSDT",))
+    async with running(feed, http_listen="", heartbeat_interval=30, **extra) as app:
+        await push(feed, tape(random.Random(7), ["BTCUSDT"], 1200))
+        yield app
+
+
+async def trade_history_bytes() -> int:
+    """The encoded trades of TRADES' history: GetTrades' latest 1,000 (its
+    response is their fields back to back, as the stream holds them)."""
+    async with (
+        trading() as app,
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+    ):
+        raw = channel.unary_unary(
+            "/marketdata.v1.MarketDataService/GetTrades",
+            request_serializer=pb.GetTradesRequest.SerializeToString,
+        )
+        return len(await raw(pb.GetTradesRequest(symbol="BTCUSDT", page_size=1000), timeout=WAIT))
+
+
+async def trade_history_of(
+    stub: marketdata_pb2_grpc.MarketDataServiceStub,
+) -> tuple[int, grpc.StatusCode | None]:
+    """The number of history trades a new stream sends, or the code it is refused with."""
+    call = stub.SubscribeTrades(TRADES, timeout=WAIT)
+    count = 0
+    try:
+        async for response in call:
+            if response.HasField("snapshot_end"):
+                return count, None
+            count += 1
+    except grpc.aio.AioRpcError as error:
+        return count, error.code()
+    finally:
+        call.cancel()
+    raise AssertionError("the stream ended without snapshot_end")
+
+
+async def test_unread_trade_history_is_bounded_per_connection_and_in_total() -> None:
+    size = await trade_history_bytes()
+    # (receive times differ between runs by a few bytes a trade: well inside the margins)
+    bounds = {
+        "stream_history_bytes": int(3.5 * size),
+        "stream_history_bytes_per_connection": int(2.5 * size),
+    }
+    async with trading(**bounds) as app:
+        host, port = "127.0.0.1", app.port
+        request = TRADES.SerializeToString()
+        async with (
+            RawGrpc(host, port, reading=False, initial_window=0) as first,
+            RawGrpc(host, port, reading=False, initial_window=0) as second,
+        ):
+            streams = [first.open(TRADES_PATH, request) for _ in range(3)]
+            await first.flush()
+            await first.until(lambda: all(s.headers is not None for s in streams), WAIT)
+            refused = [s for s in streams if s.status is not None]
+            assert [s.status for s in refused] == [EXHAUSTED]
+            assert "this connection" in refused[0].headers.get("grpc-message", "")  # type: ignore[union-attr]
+            assert retry_delay(refused[0]) > 0
+            assert all(not s.ended for s in streams if s not in refused)
+
+            streams = [second.open(TRADES_PATH, request) for _ in range(2)]
+            await second.flush()
+            await second.until(lambda: all(s.headers is not None for s in streams), WAIT)
+            refused = [s for s in streams if s.status is not None]
+            assert [s.status for s in refused] == [EXHAUSTED]
+            assert "the server" in refused[0].headers.get("grpc-message", "")  # type: ignore[union-attr]
+
+            async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+                stub = marketdata_pb2_grpc.MarketDataServiceStub(channel)
+                assert await trade_history_of(stub) == (0, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+        # The unread streams' connections are gone, and what they held with them.
+        async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+            stub = marketdata_pb2_grpc.MarketDataServiceStub(channel)
+            codes = []
+            for _ in range(int(WAIT)):
+                count, code = await trade_history_of(stub)
+                if code is None:
+                    assert count == 1000
+                    break
+                codes.append(code)
+                await asyncio.sleep(1.0)  # the RetryInfo's delay
+            assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED}
+            assert code is None, "still refused after the unread streams' connections closed"

@@ -52,6 +52,7 @@ from candlewire.feeds.base import Feed, HasOperatorRoutes, NeedsLogin, ReportsSt
 from candlewire.feeds.registry import build_feed
 from candlewire.flow import Ingestor, LeasedIngestion, UpdateReader
 from candlewire.flow.follow import TradeReader
+from candlewire.flow.rejections import RejectionPublisher, RejectionReader
 from candlewire.gateway import Gateway
 from candlewire.hub import Hub
 from candlewire.obs import Metrics, ServiceCollector, render
@@ -62,7 +63,7 @@ from candlewire.store.base import Connects, SharedStore, Store, TradeUpdate, Upd
 from candlewire.store.cached import CachedStore, CandleCache, QuoteCache
 from candlewire.store.timed import TimedStore
 from candlewire.tasks import cancel_and_wait, checkpoint
-from candlewire.validate import Rejections, ValidationConfig
+from candlewire.validate import RejectionCounts, Rejections, ValidationConfig
 
 if TYPE_CHECKING:
     # PostgreSQL's driver is loaded only with a history tier
@@ -96,10 +97,18 @@ class App:
             queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
         )
         self.trade_hub: Hub[TradeUpdate] = Hub(
-            queue_size=settings.subscriber_queue_size, max_subscriptions=settings.max_streams
+            queue_size=settings.subscriber_queue_size,
+            max_subscriptions=settings.max_streams,
+            conflate=False,  # trades never are
         )
         self.rejections = Rejections()
-        """What the validation policy refused, per symbol and reason (shown by ListSymbols)."""
+        """What this process's validation policy refused, per symbol and reason."""
+        self.rejection_reader: RejectionReader | None = None
+        """With a shared store, in a serving process: the store's totals, which
+        ListSymbols and the metrics show (see :mod:`candlewire.flow.rejections`)."""
+        self.rejection_publisher: RejectionPublisher | None = None
+        """With a shared store, in an ingesting process: adds :attr:`rejections`
+        to the store's totals."""
         self.trade_reader: TradeReader | None = None
         self.feed: Feed = feed or build_feed(settings)
         self.history: HistoryTier | None = None
@@ -288,6 +297,8 @@ class App:
         shared = _shared(self.store)
         serving = self._serving = shared is None or s.role != "ingest"
         self._ingesting = shared is None or s.role != "api"
+        if serving and shared is not None:
+            self.rejection_reader = RejectionReader(shared)
         if serving:
             limits = Limits(
                 stale_after=s.stale_after,
@@ -303,7 +314,7 @@ class App:
                 limits,
                 feed_state=self._feed_state,
                 trade_hub=self.trade_hub,
-                rejections=self.rejections,
+                rejections=self.shown_rejections,
             )
         self.gatekeeper = self._new_gatekeeper()
         if s.tls_cert_file:
@@ -358,7 +369,10 @@ class App:
                     shared, self.hub, series, self.quote_cache, self.candle_cache
                 )
                 self.trade_reader = TradeReader(shared, self.trade_hub, list(instruments))
+            if self.rejection_reader is not None:
+                self.rejection_reader.symbols = list(instruments)
             if self._ingesting:
+                self.rejection_publisher = RejectionPublisher(shared, self.rejections)
                 self.leased = LeasedIngestion(
                     shared, s.ingest_shard, self._leased_feed, ttl=s.lease_ttl
                 )
@@ -441,9 +455,19 @@ class App:
             raise RuntimeError("no metrics port")
         return int(self._metrics_server.server_port)
 
+    @property
+    def shown_rejections(self) -> RejectionCounts:
+        """The rejection counts ListSymbols and the metrics show: the shared
+        store's totals when there is one (every ingestor's, this process's
+        included once flushed), else this process's."""
+        return self.rejection_reader if self.rejection_reader is not None else self.rejections
+
     def _metric_parts(self) -> dict[str, Any]:
         return {
             "hub": self.hub if self._serving else None,
+            "rejections": self.shown_rejections
+            if self._serving or _shared(self.store) is None
+            else None,
             "ingestor": self.ingestor,
             "feed": self.feed,
             "candle_cache": self.candle_cache if self.reader is not None else None,
@@ -550,6 +574,10 @@ class App:
                 tasks.create_task(self.reader.run(), name="store-follower")
             if self.trade_reader is not None:
                 tasks.create_task(self.trade_reader.run(), name="trade-follower")
+            if self.rejection_reader is not None:
+                tasks.create_task(self.rejection_reader.run(), name="rejections-reader")
+            if self.rejection_publisher is not None:
+                tasks.create_task(self.rejection_publisher.run(), name="rejections-publisher")
             if self.leased is not None:
                 tasks.create_task(self.leased.run(), name="lease")
                 if history is not None:

@@ -19,13 +19,21 @@ The hub is generic in what it carries: candle updates
 (:class:`~candlewire.store.base.TradeUpdate`, keyed by symbol, always
 ``closed``: a trade is never conflated, so a trade stream that falls behind
 is ended, never thinned). A process has one hub of each.
+
+A hub made with ``conflate=False`` (the trade hub) carries only what is
+never conflated, so its queues need none of the conflation's bookkeeping:
+each is a plain FIFO, and a published batch reaches a subscription as runs
+of consecutive updates of one key (one append of the run, one wake-up),
+in publish order. The bound and the error are the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from itertools import groupby
+from operator import attrgetter
 from typing import Generic, Protocol, TypeVar
 
 from candlewire.errors import CandlewireError, LimitExceeded, ShuttingDown
@@ -58,6 +66,8 @@ class Published(Protocol):
 
 U = TypeVar("U", bound=Published)
 
+_series = attrgetter("series")
+
 
 class Subscription(Generic[U]):
     """One subscriber's queue. Create it with :meth:`Hub.subscribe`."""
@@ -66,9 +76,7 @@ class Subscription(Generic[U]):
         "_deadline",
         "_error",
         "_hub",
-        "_last_pending",
         "_max_queue",
-        "_pending",
         "_timer",
         "_waiter",
         "closed_only",
@@ -83,66 +91,56 @@ class Subscription(Generic[U]):
         self.series = series
         self.closed_only = closed_only
         self._max_queue = max_queue
-        self._pending: OrderedDict[tuple[str, int], U] = OrderedDict()
-        self._last_pending: dict[Key, U] = {}
         self._waiter: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._error: CandlewireError | None = None
         self.conflated = 0
 
+    # The queue: one of the two kinds below.
+
     def __len__(self) -> int:
-        return len(self._pending)
+        raise NotImplementedError
 
     def _offer(self, update: U) -> None:
-        if self._error is not None or (self.closed_only and not update.closed):
-            return
-        last = self._last_pending.get(update.series)
-        if last is not None and last.open_time == update.open_time and not last.closed:
-            del self._pending[last.series.symbol, last.seq]
-            self.conflated += 1
-        elif len(self._pending) >= self._max_queue:
-            self._fail(
-                LimitExceeded(
-                    f"subscriber fell more than {self._max_queue} updates behind; "
-                    "resume with the last resume_token"
-                )
+        raise NotImplementedError
+
+    def _offer_run(self, updates: Sequence[U]) -> None:
+        """Offer consecutive updates of one key, in order."""
+        for update in updates:
+            self._offer(update)
+
+    def _clear(self) -> None:
+        raise NotImplementedError
+
+    def discard_through(self, position: Mapping[str, int]) -> None:
+        """Drop pending updates with sequence numbers up to ``position[symbol]`` (already sent)."""
+        raise NotImplementedError
+
+    def pop(self) -> U | None:
+        """The next pending update, or None; raises the error that ended the subscription."""
+        raise NotImplementedError
+
+    # Shared.
+
+    def _overflow(self) -> None:
+        self._fail(
+            LimitExceeded(
+                f"subscriber fell more than {self._max_queue} updates behind; "
+                "resume with the last resume_token"
             )
-            self._hub._drop(self)
-            return
-        self._pending[update.series.symbol, update.seq] = update
-        self._last_pending[update.series] = update
-        self._wake()
+        )
+        self._hub._drop(self)
 
     def _fail(self, error: CandlewireError) -> None:
         self._error = error
-        self._pending.clear()
-        self._last_pending.clear()
+        self._clear()
         self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
-
-    def discard_through(self, position: Mapping[str, int]) -> None:
-        """Drop pending updates with sequence numbers up to ``position[symbol]`` (already sent)."""
-        pending = self._pending
-        for symbol, seq in [k for k in pending if k[1] <= position.get(k[0], 0)]:
-            update = pending.pop((symbol, seq))
-            if self._last_pending.get(update.series) is update:
-                del self._last_pending[update.series]
-
-    def pop(self) -> U | None:
-        """The next pending update, or None; raises the error that ended the subscription."""
-        if self._pending:
-            _, update = self._pending.popitem(last=False)
-            if self._last_pending.get(update.series) is update:
-                del self._last_pending[update.series]
-            return update
-        if self._error is not None:
-            raise self._error
-        return None
 
     async def next(self, wait: float) -> U | None:
         """The next update, or None when none arrived within ``wait`` seconds."""
@@ -189,11 +187,112 @@ class Subscription(Generic[U]):
         self._hub._drop(self)
 
 
+class _Conflating(Subscription[U]):
+    """A queue that conflates forming-candle updates (see the module docstring)."""
+
+    __slots__ = ("_last_pending", "_pending")
+
+    def __init__(
+        self, hub: Hub[U], series: frozenset[Key], *, closed_only: bool, max_queue: int
+    ) -> None:
+        super().__init__(hub, series, closed_only=closed_only, max_queue=max_queue)
+        self._pending: OrderedDict[tuple[str, int], U] = OrderedDict()
+        self._last_pending: dict[Key, U] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def _offer(self, update: U) -> None:
+        if self._error is not None or (self.closed_only and not update.closed):
+            return
+        last = self._last_pending.get(update.series)
+        if last is not None and last.open_time == update.open_time and not last.closed:
+            del self._pending[last.series.symbol, last.seq]
+            self.conflated += 1
+        elif len(self._pending) >= self._max_queue:
+            self._overflow()
+            return
+        self._pending[update.series.symbol, update.seq] = update
+        self._last_pending[update.series] = update
+        self._wake()
+
+    def _clear(self) -> None:
+        self._pending.clear()
+        self._last_pending.clear()
+
+    def discard_through(self, position: Mapping[str, int]) -> None:
+        pending = self._pending
+        for symbol, seq in [k for k in pending if k[1] <= position.get(k[0], 0)]:
+            update = pending.pop((symbol, seq))
+            if self._last_pending.get(update.series) is update:
+                del self._last_pending[update.series]
+
+    def pop(self) -> U | None:
+        if self._pending:
+            _, update = self._pending.popitem(last=False)
+            if self._last_pending.get(update.series) is update:
+                del self._last_pending[update.series]
+            return update
+        if self._error is not None:
+            raise self._error
+        return None
+
+
+class _Lossless(Subscription[U]):
+    """A plain FIFO, for a hub whose updates are never conflated."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(
+        self, hub: Hub[U], series: frozenset[Key], *, closed_only: bool, max_queue: int
+    ) -> None:
+        super().__init__(hub, series, closed_only=closed_only, max_queue=max_queue)
+        self._queue: deque[U] = deque()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def _offer(self, update: U) -> None:
+        self._offer_run((update,))
+
+    def _offer_run(self, updates: Sequence[U]) -> None:
+        if self._error is not None:
+            return
+        if self.closed_only:
+            updates = [u for u in updates if u.closed]
+            if not updates:
+                return
+        if len(self._queue) + len(updates) > self._max_queue:
+            self._overflow()
+            return
+        self._queue.extend(updates)
+        self._wake()
+
+    def _clear(self) -> None:
+        self._queue.clear()
+
+    def discard_through(self, position: Mapping[str, int]) -> None:
+        queue = self._queue
+        if queue:
+            self._queue = deque(u for u in queue if u.seq > position.get(u.series.symbol, 0))
+
+    def pop(self) -> U | None:
+        if self._queue:
+            return self._queue.popleft()
+        if self._error is not None:
+            raise self._error
+        return None
+
+
 class Hub(Generic[U]):
     """Routes published updates to the subscriptions of their series."""
 
-    def __init__(self, *, queue_size: int = 1024, max_subscriptions: int = 10_000) -> None:
+    def __init__(
+        self, *, queue_size: int = 1024, max_subscriptions: int = 10_000, conflate: bool = True
+    ) -> None:
         self._queue_size = queue_size
+        self._kind: type[Subscription[U]] = _Conflating if conflate else _Lossless
+        self._conflate = conflate
         self._max_subscriptions = max_subscriptions
         self._by_series: dict[Key, set[Subscription[U]]] = {}
         self._subscriptions: set[Subscription[U]] = set()
@@ -216,7 +315,7 @@ class Hub(Generic[U]):
             raise LimitExceeded(
                 f"this server has {self._max_subscriptions} streams open", retry_after=5.0
             )
-        subscription: Subscription[U] = Subscription(
+        subscription = self._kind(
             self, frozenset(series), closed_only=closed_only, max_queue=self._queue_size
         )
         self._subscriptions.add(subscription)
@@ -241,6 +340,19 @@ class Hub(Generic[U]):
         """Offer updates (in sequence order per symbol) to every subscription of their series."""
         by_series = self._by_series
         published = self.published_seq
+        if not self._conflate:
+            # Runs of one key, in publish order: a subscription of several
+            # keys still sees the updates in publish order.
+            for key, group in groupby(updates, _series):
+                run = list(group)
+                subscribers = by_series.get(key)
+                if subscribers:
+                    for subscription in tuple(subscribers):
+                        subscription._offer_run(run)
+                published[key.symbol] = run[-1].seq
+            if updates:
+                self.delivered_batches += 1
+            return
         for update in updates:
             subscribers = by_series.get(update.series)
             if subscribers:

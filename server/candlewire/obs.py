@@ -140,7 +140,8 @@ class ServiceCollector(Collector):
     """Reads the service's own counters at scrape time.
 
     ``source`` returns the parts to read (any may be None): ``hub``,
-    ``ingestor``, ``feed``, ``candle_cache``, ``quote_cache``, ``limiter``.
+    ``ingestor``, ``rejections`` (:class:`~candlewire.validate.RejectionCounts`),
+    ``feed``, ``candle_cache``, ``quote_cache``, ``limiter``.
     """
 
     def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
@@ -154,7 +155,7 @@ class ServiceCollector(Collector):
         hub = parts.get("hub")
         if hub is not None:
             subscriptions = list(getattr(hub, "_subscriptions", ()))
-            depths = [len(getattr(s, "_pending", ())) for s in subscriptions]
+            depths = [len(s) for s in subscriptions]
             yield GaugeMetricFamily(
                 "candlewire_stream_queue_depth_max",
                 "updates queued for the most backed-up stream",
@@ -202,6 +203,18 @@ class ServiceCollector(Collector):
                 "upstream events refused (late trades beyond the allowed lateness)",
                 value=ingestor.dropped_late,
             )
+        rejections = parts.get("rejections")
+        if rejections is not None:
+            family = CounterMetricFamily(
+                "candlewire_input_rejections",
+                "upstream input the validation policy refused, by symbol and reason (with a "
+                "shared store: the deployment's totals, the same on every serving replica)",
+                labels=["symbol", "reason"],
+            )
+            for symbol, rows in sorted(rejections.all().items()):
+                for reason, count, _ in rows:
+                    family.add_metric([symbol, reason.label], count)
+            yield family
         feed = parts.get("feed")
         if feed is not None:
             streams = getattr(feed, "_streams", None)  # Binance: its combined streams

@@ -36,10 +36,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
+from typing import Protocol
 
 from candlewire.domain import Candle, Quote, Trade
 
-__all__ = ["Reason", "Rejected", "Rejections", "ValidationConfig", "Validator"]
+__all__ = [
+    "Reason",
+    "Rejected",
+    "RejectionCounts",
+    "Rejections",
+    "ValidationConfig",
+    "Validator",
+]
 
 
 class Reason(IntEnum):
@@ -92,6 +100,20 @@ class _Count:
     last_time: int = 0
 
 
+class RejectionCounts(Protocol):
+    """What the API shows of the refusals: this process's own
+    (:class:`Rejections`), or those of a shared store
+    (:class:`~candlewire.flow.rejections.RejectionReader`)."""
+
+    def of(self, symbol: str) -> list[tuple[Reason, int, int]]:
+        """``(reason, count, last event time)`` of ``symbol``, by reason."""
+        ...
+
+    def all(self) -> dict[str, list[tuple[Reason, int, int]]]:
+        """:meth:`of` of every symbol with refusals."""
+        ...
+
+
 class Rejections:
     """Refusals per symbol and reason, since the process started."""
 
@@ -107,6 +129,9 @@ class Rejections:
         """``(reason, count, last event time)`` of ``symbol``, by reason."""
         counts = self._counts.get(symbol, {})
         return [(r, counts[r].count, counts[r].last_time) for r in sorted(counts)]
+
+    def all(self) -> dict[str, list[tuple[Reason, int, int]]]:
+        return {symbol: self.of(symbol) for symbol in self._counts}
 
     def total(self, symbol: str | None = None) -> int:
         symbols = self._counts.values() if symbol is None else [self._counts.get(symbol, {})]

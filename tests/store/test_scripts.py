@@ -69,6 +69,8 @@ async def _use_every_script(store: RedisStore) -> None:
     written = await store.write_trades(trades)  # trades_write
     assert [u.seq for u in written] == [1, 2, 3]
     assert len(await store.get_trades("BTCUSDT", start=10**9, limit=5)) == 2  # trades_range
+    await store.add_rejections({"BTCUSDT": {1: (2, 5)}})  # rejections
+    assert await store.rejection_counts(["BTCUSDT"]) == {"BTCUSDT": {1: (2, 5)}}
     # The symbol's counter goes back (as after a restart from an older
     # snapshot): the next ping rotates the epoch.
     epoch = store.epoch

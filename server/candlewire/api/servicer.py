@@ -20,8 +20,17 @@ profile and footprint exactly (:mod:`candlewire.orderflow`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from decimal import Decimal, InvalidOperation
@@ -57,7 +66,7 @@ from candlewire.store.base import (
     Update,
 )
 from candlewire.store.coverage import coverage_of
-from candlewire.validate import Rejections
+from candlewire.validate import RejectionCounts, Rejections
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 
 __all__ = ["Catalog", "Limits", "MarketDataServicer"]
@@ -216,13 +225,14 @@ class _PriceCache:
         return encoded
 
 
+def _frames_bytes(frames: Sequence[bytes]) -> int:
+    """The encoded size of ``frames``."""
+    return len(frames.data) if isinstance(frames, FrameRun) else sum(map(len, frames))
+
+
 def _snapshot_bytes(snapshot: Snapshot) -> int:
     """The encoded candles a snapshot holds."""
-    size = 0
-    for candles in snapshot.slices:
-        frames = candles.frames
-        size += len(frames.data) if isinstance(frames, FrameRun) else sum(map(len, frames))
-    return size
+    return sum(_frames_bytes(candles.frames) for candles in snapshot.slices)
 
 
 class _HistoryBudget:
@@ -233,6 +243,12 @@ class _HistoryBudget:
     does not read keeps it suspended, and the snapshot with it. So a stream
     whose snapshot would take a connection, or the server, past its bound
     is refused (RESOURCE_EXHAUSTED, with a retry delay) instead.
+
+    A trade stream's history is read in chunks (:data:`_HISTORY_CHUNK`
+    trades) and holds one at a time: each chunk is taken before its first
+    trade is sent and given back once its last one was. A chunk past the
+    bound ends the stream the same way (after some history: the client
+    resumes from its last resume token).
     """
 
     __slots__ = ("_by_peer", "_per_peer", "_total", "used")
@@ -283,7 +299,7 @@ class MarketDataServicer:
         *,
         feed_state: Callable[[], Awaitable[tuple[FeedState, str]]] | None = None,
         trade_hub: Hub[TradeUpdate] | None = None,
-        rejections: Rejections | None = None,
+        rejections: RejectionCounts | None = None,
     ) -> None:
         self._feed_state = feed_state
         self._store = store
@@ -291,8 +307,8 @@ class MarketDataServicer:
         """The store's trades past the hot log (a history tier), if it has them."""
         self._hub = hub
         # (an empty hub is falsy: compare with None)
-        self._trade_hub: Hub[TradeUpdate] = Hub() if trade_hub is None else trade_hub
-        self._rejections = Rejections() if rejections is None else rejections
+        self._trade_hub: Hub[TradeUpdate] = Hub(conflate=False) if trade_hub is None else trade_hub
+        self._rejections: RejectionCounts = Rejections() if rejections is None else rejections
         self._trade_messages: dict[_MessageKey, bytes] = {}
         self._catalog = catalog
         self._limits = limits
@@ -693,11 +709,13 @@ class MarketDataServicer:
         )
 
     async def _trade_history(
-        self, stream: _Stream, position: Mapping[str, int]
-    ) -> AsyncIterator[bytes]:
+        self, stream: _Stream, position: Mapping[str, int], peer: str
+    ) -> AsyncGenerator[bytes, None]:
         """The stored trades of every symbol at ``position`` (after the resume
-        token's trade, when resuming in history), then ``snapshot_end``."""
-        store, resume = self._store, stream.resume
+        token's trade, when resuming in history), then ``snapshot_end``. Each
+        chunk read is held under the history budget until sent (see
+        :class:`_HistoryBudget`)."""
+        store, resume, budget = self._store, stream.resume, self._history
         vector = tuple(position[s] for s in stream.symbols)
         epoch, request_id = stream.epoch, stream.request_id
         history, start = stream.history, stream.start
@@ -721,10 +739,16 @@ class MarketDataServicer:
                     raise DataExpired(f"trades of {symbol} at this position are no longer retained")
                 if not len(found):
                     break
-                for seq, frame in zip(found.seqs, found.frames, strict=True):
-                    token = ResumeToken(epoch, request_id, Phase.HISTORY, vector, index, seq)
-                    yield frame + _token_field(token)
-                after = found.seqs[-1]
+                size = _frames_bytes(found.frames)
+                budget.take(peer, size)
+                try:
+                    for seq, frame in zip(found.seqs, found.frames, strict=True):
+                        token = ResumeToken(epoch, request_id, Phase.HISTORY, vector, index, seq)
+                        yield frame + _token_field(token)
+                    after = found.seqs[-1]
+                finally:
+                    del found  # not held while the next chunk is read
+                    budget.give(peer, size)
         yield _SNAPSHOT_END + _token_field(ResumeToken(epoch, request_id, Phase.LIVE, vector))
 
     async def SubscribeTrades(
@@ -742,8 +766,12 @@ class MarketDataServicer:
                     position = stream.resumed
                     if position is None:
                         position = await store.trade_heads(stream.symbols)
-                    async for message in self._trade_history(stream, position):
-                        yield message
+                    # Closed here, not by the garbage collector, when the
+                    # stream ends: the budget it holds comes back at once.
+                    history = self._trade_history(stream, position, context.peer())
+                    async with contextlib.aclosing(history):
+                        async for message in history:
+                            yield message
                 live = _LivePhase(stream, dict(position), self._trade_messages)
                 missed = await store.read_trades(stream.symbols, after=position)
                 for message in live.missed(missed):

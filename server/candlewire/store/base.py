@@ -32,6 +32,7 @@ __all__ = [
     "HotTrades",
     "LeaseStore",
     "Position",
+    "RejectionLog",
     "SharedStore",
     "Snapshot",
     "Store",
@@ -368,7 +369,24 @@ class LeaseStore(Protocol):
         ...
 
 
-class SharedStore(Store, UpdateLog, TradeFeed, LeaseStore, Connects, Protocol):
+@runtime_checkable
+class RejectionLog(Protocol):
+    """Totals of refused input, kept by a shared store for every replica
+    (see :mod:`candlewire.flow.rejections`)."""
+
+    async def add_rejections(self, added: Mapping[str, Mapping[int, tuple[int, int]]]) -> None:
+        """Add counts: symbol -> reason (``RejectReason`` value) -> (count to
+        add, newest event time refused)."""
+        ...
+
+    async def rejection_counts(
+        self, symbols: Sequence[str]
+    ) -> dict[str, dict[int, tuple[int, int]]]:
+        """symbol -> reason -> (count, newest event time refused)."""
+        ...
+
+
+class SharedStore(Store, UpdateLog, TradeFeed, LeaseStore, Connects, RejectionLog, Protocol):
     """A store shared by processes (Redis): serving replicas follow its
     update log and ingestors take turns under its leases."""
 

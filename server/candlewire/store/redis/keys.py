@@ -41,6 +41,11 @@ Key                          Type         Content
                                           the newest mark; ``first``: the oldest seq
                                           retained; ``evicted``: the mark of the newest
                                           trade trimmed
+``cw:{SYM}:rejections``      hash         the input the ingestors' validation refused, by
+                                          reason (``RejectReason`` value): field
+                                          ``<reason>`` the count, ``<reason>:last`` the
+                                          newest event time refused (ns); added to in
+                                          batches, kept across ingestor fail-overs
 ``cw:lease:{SHARD}``         string, TTL  ``<fencing token>:<owner>`` of the ingestor
                                           holding the shard's lease
 ``cw:fence:{SHARD}``         string       the last fencing token given for the shard
@@ -109,6 +114,10 @@ class Keys:
     def trade_meta(self, symbol: str) -> str:
         """Counters and bounds of ``symbol``'s trade stream."""
         return f"{self.prefix}{{{symbol}}}:trademeta"
+
+    def rejections(self, symbol: str) -> str:
+        """What validation refused of ``symbol``, by reason."""
+        return f"{self.prefix}{{{symbol}}}:rejections"
 
     def lease(self, name: str) -> str:
         """The ingestion lease of shard ``name``."""

@@ -28,6 +28,7 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
     "trades_write": ("lib/{guard}", "lib/timekey", "trades_write"),
     "trades_range": ("lib/timekey", "trades_range"),
     "rotate": ("rotate",),
+    "rejections": ("rejections",),
 }
 """Script name -> the files (under ``scripts/``, without ``.lua``) it is made
 of, in order; ``{guard}`` is ``guard``, or ``guard_cluster`` on Redis Cluster."""
@@ -49,6 +50,7 @@ class Scripts:
     trades_write: str
     trades_range: str
     rotate: str
+    rejections: str
 
 
 def parts(name: str, *, cluster: bool) -> list[str]:

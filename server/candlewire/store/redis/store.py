@@ -296,6 +296,7 @@ class RedisStore:
         self._trades_write = register(scripts.trades_write)
         self._trades_range = register(scripts.trades_range)
         self._rotate = register(scripts.rotate)
+        self._rejections = register(scripts.rejections)
         self._series_keys: dict[SeriesKey, SeriesKeys] = {}
 
     @property
@@ -904,6 +905,49 @@ class RedisStore:
                 if mark is None or trade.time > mark:
                     mark = trade.time
                 out.append(TradeUpdate(seq, key, mark, frame))
+        return out
+
+    # --- what validation refused ---------------------------------------------------------
+
+    async def add_rejections(self, added: Mapping[str, Mapping[int, tuple[int, int]]]) -> None:
+        """Add counts of refused input: symbol -> reason -> (count to add,
+        newest event time refused). One script call per symbol, pipelined."""
+        calls: list[tuple[list[Any], list[Any]]] = []
+        for symbol, reasons in added.items():
+            args: list[Any] = []
+            for reason, (count, last) in sorted(reasons.items()):
+                args += [reason, count, last]
+            if args:
+                calls.append(([self._keys.rejections(symbol)], args))
+        if calls:
+            with _translated():
+                await self._run(self._rejections, calls)
+
+    async def rejection_counts(
+        self, symbols: Sequence[str]
+    ) -> dict[str, dict[int, tuple[int, int]]]:
+        """symbol -> reason -> (count, newest event time refused), as stored."""
+        if not symbols:
+            return {}
+        keys = [self._keys.rejections(s) for s in symbols]
+        with _translated():
+            if self.cluster:
+                raws = await _gathered([self._redis.hgetall(k) for k in keys])
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for k in keys:
+                        pipe.hgetall(k)
+                    raws = await pipe.execute()
+        out: dict[str, dict[int, tuple[int, int]]] = {}
+        for symbol, raw in zip(symbols, raws, strict=True):
+            fields = {
+                k.decode() if isinstance(k, bytes) else str(k): int(v) for k, v in raw.items()
+            }
+            out[symbol] = {
+                int(name): (count, fields.get(f"{name}:last", 0))
+                for name, count in fields.items()
+                if name.isdigit()
+            }
         return out
 
     async def trade_heads(self, symbols: Sequence[str]) -> dict[str, int]:
