@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from candlewire.app import App
 from candlewire.config import load
@@ -98,6 +99,19 @@ async def running(feed: Any, **settings: Any) -> AsyncIterator[App]:
     settings.setdefault("max_jump", 0)
     async with App(load(**settings), feed=feed) as app:
         yield app
+
+
+async def until_ready(app: App, within: float = 30.0) -> None:
+    """Wait for readiness SERVING, watched through the health service."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="marketdata.v1.MarketDataService")
+        )
+        async with asyncio.timeout(within):
+            async for reply in watch:
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+        watch.cancel()
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ import pytest
 
 from candlewire_protos.marketdata.v1 import marketdata_pb2 as pb
 from candlewire_protos.marketdata.v1.marketdata_pb2_grpc import MarketDataServiceStub
-from tests.scripted import ScriptedFeed, running, stub_for
+from tests.scripted import ScriptedFeed, running, stub_for, until_ready
 from tests.store.conftest import RedisServer
 from tests.test_trades import SYMBOLS, resumed_runs
 from tests.trading import push, read_trades, tape, tkey
@@ -53,6 +53,8 @@ async def test_a_slow_stream_on_a_replica_is_ended_and_resumes_on_the_other(
             f"127.0.0.1:{one.port}", options=[("grpc.http2.bdp_probe", 0)]
         ) as slow_channel,
     ):
+        await until_ready(one)  # following the store's updates
+        await until_ready(two)
         request = pb.SubscribeTradesRequest(symbols=["BTCUSDT"])
         fast = fast_stub.SubscribeTrades(request)
         slow = MarketDataServiceStub(slow_channel).SubscribeTrades(request)
