@@ -277,14 +277,22 @@ def collect_handlers(register: Callable[[Any], None]) -> list[grpc.GenericRpcHan
 
 
 class _LocalResponses:
-    """A server stream run in this process."""
+    """A server stream run in this process.
+
+    An async iterator over the handler's own generator (through the
+    interceptor's), not one more generator around it: each live update
+    passes through one fewer frame. A deadline runs it in a generator
+    under ``asyncio.timeout_at`` instead.
+    """
 
     __slots__ = (
         "_call",
         "_context",
         "_dispatcher",
+        "_encode",
         "_iterator",
         "_request",
+        "_source",
         "initial",
         "trailing",
     )
@@ -294,63 +302,85 @@ class _LocalResponses:
         self._call = call
         self._request = request
         self._iterator: AsyncIterator[bytes] | None = None
+        self._source: AsyncIterator[Any] | None = None
+        self._encode: Callable[[Any], bytes] | None = None
         self._context: LocalContext | None = None
         self.initial: Metadata = ()
         self.trailing: Metadata = ()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._iterator is None:
-            self._iterator = self._run()
+            self._start()
+            self._iterator = self if self._call.timeout is None else self._timed()
         return self._iterator
+
+    def _start(self) -> None:
+        call = self._call
+        handler = self._dispatcher.handler(call.path)
+        deadline = None
+        if call.timeout is not None:
+            deadline = asyncio.get_running_loop().time() + call.timeout
+        behavior: Callable[..., Any] | None = handler.unary_stream
+        if behavior is None:
+            raise CallError(grpc.StatusCode.UNIMPLEMENTED, f"not a server stream: {call.path}")
+        decode = handler.request_deserializer
+        self._encode = handler.response_serializer
+        request = decode(self._request) if decode is not None else self._request
+        if inspect.isasyncgenfunction(behavior):
+            context = LocalContext(call.metadata, call.peer, deadline)
+            self._source = behavior(request, context)
+        else:
+            writes: asyncio.Queue[Any] = asyncio.Queue(maxsize=16)
+            context = LocalContext(call.metadata, call.peer, deadline, writes)
+            self._source = _written(behavior(request, context), writes)
+        self._context = context
+
+    async def __anext__(self) -> bytes:
+        source, context = self._source, self._context
+        assert source is not None and context is not None
+        try:
+            message = await source.__anext__()
+        except StopAsyncIteration:
+            self.initial = context.initial
+            self.trailing = context.trailing_metadata()
+            failed = context.status()
+            if failed is not None:
+                raise failed from None
+            raise
+        except _Aborted as aborted:
+            raise aborted.error from None
+        except (CallError, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            raise _unexpected(self._call.path, error) from None
+        self.initial = context.initial
+        encode = self._encode
+        # (the service's handlers yield encoded bytes: no serializer call)
+        return message if encode is None or type(message) is bytes else encode(message)
+
+    async def _timed(self) -> AsyncIterator[bytes]:
+        assert self._context is not None
+        try:
+            async with asyncio.timeout(self._call.timeout):
+                while True:
+                    try:
+                        message = await self.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    yield message
+        except TimeoutError:
+            raise _deadline_exceeded() from None
 
     async def aclose(self) -> None:
         """End the call (the client went away): CANCELLED, as gRPC calls it."""
         context = self._context
         if context is not None and context.code() is None:
             context.set_code(grpc.StatusCode.CANCELLED)
-        iterator = self._iterator
-        if iterator is not None and hasattr(iterator, "aclose"):
+        iterator, source = self._iterator, self._source
+        if iterator is not None and iterator is not self and hasattr(iterator, "aclose"):
             await iterator.aclose()
-
-    async def _run(self) -> AsyncIterator[bytes]:
-        call = self._call
-        handler = self._dispatcher.handler(call.path)
-        loop = asyncio.get_running_loop()
-        deadline = None if call.timeout is None else loop.time() + call.timeout
-        behavior: Callable[..., Any] | None = handler.unary_stream
-        if behavior is None:
-            raise CallError(grpc.StatusCode.UNIMPLEMENTED, f"not a server stream: {call.path}")
-        decode, encode = handler.request_deserializer, handler.response_serializer
-        request = decode(self._request) if decode is not None else self._request
-        if inspect.isasyncgenfunction(behavior):
-            context = LocalContext(call.metadata, call.peer, deadline)
-            source: AsyncIterator[Any] = behavior(request, context)
-        else:
-            writes: asyncio.Queue[Any] = asyncio.Queue(maxsize=16)
-            context = LocalContext(call.metadata, call.peer, deadline, writes)
-            source = _written(behavior(request, context), writes)
-        self._context = context
-        try:
-            async with asyncio.timeout_at(deadline):
-                async for message in source:
-                    self.initial = context.initial
-                    yield message if encode is None else encode(message)
-        except _Aborted as aborted:
-            raise aborted.error from None
-        except TimeoutError:
-            raise _deadline_exceeded() from None
-        except (CallError, asyncio.CancelledError, GeneratorExit):
-            raise
-        except Exception as error:
-            raise _unexpected(call.path, error) from None
-        finally:
-            if hasattr(source, "aclose"):
-                await source.aclose()
-        self.initial = context.initial
-        self.trailing = context.trailing_metadata()
-        failed = context.status()
-        if failed is not None:
-            raise failed
+        if source is not None and hasattr(source, "aclose"):
+            await source.aclose()
 
 
 _END = object()
