@@ -195,7 +195,9 @@ def _check(row: Row) -> None:
 
 @contextmanager
 def _service(core: int | None, feed: list[str]) -> Iterator[tuple[Proc, int, int]]:
+    # On uvloop, as `candlewire serve` runs (CANDLEWIRE_EVENT_LOOP); the peer runs on it too.
     argv = [PYTHON, "bench/serve.py", *feed, "--symbols", "20", "--http-port", "0"]
+    argv += ["--loop", "uvloop"]
     with spawn(pinned(core, argv)) as proc:
         port = int(proc.expect("PORT "))
         http_port = int(proc.expect("HTTP "))

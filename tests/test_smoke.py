@@ -164,6 +164,7 @@ async def live_trades(
 async def test_serve_with_embedded_defaults() -> None:
     listen = ("--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
     async with serve(*listen, env=clean_env()) as server:
+        await server.read_until(re.compile(r"event loop: uvloop \(uvloop\b"), START_TIMEOUT)
         match = await server.read_until(LISTENING, START_TIMEOUT)
         assert match.group(1) == "127.0.0.1:0"
         server.port = int(match.group(2))

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from candlewire import __version__
 from candlewire.config import Settings, add_arguments, load
@@ -121,12 +121,23 @@ def _saxo_login(args: argparse.Namespace) -> int:
         return 2
 
 
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop (libuv): per live update and per call, less of the core
+    goes to the loop itself (see bench/README.md); asyncio's on request."""
+    if name != "uvloop":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 async def _serve(settings: Settings, started: list[bool]) -> None:
     from candlewire.app import App
 
     app = App(settings)
     app.started_callback = lambda: started.append(True)
     loop = asyncio.get_running_loop()
+    log.info("event loop: %s (%s)", settings.event_loop, type(loop).__module__)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stop)
     await app.run()
@@ -152,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     started: list[bool] = []
     try:
-        asyncio.run(_serve(settings, started))
+        with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+            runner.run(_serve(settings, started))
     except ConfigError as error:  # found at start-up: a port in use, an unreadable file...
         print(f"candlewire: {_one_line(error)}", file=sys.stderr)
         return 2

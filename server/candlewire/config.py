@@ -308,6 +308,9 @@ class Settings(BaseSettings):
         "(empty: no tracing)",
     )
     log_format: Literal["text", "json"] = Field("text", description="log format: text or json")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="event loop of `candlewire serve`/`ingest`: uvloop or asyncio"
+    )
     access_log: bool = Field(False, description="log one line per RPC (candlewire.access)")
 
     @field_validator("anonymous_scopes", "trusted_proxies", "saxo_login_allow", mode="before")
