@@ -113,7 +113,7 @@ class _Response:
     """The response of one call: headers once, data frames, then the status."""
 
     def __init__(self, send: Send, wire: WireFormat, verdict: Verdict) -> None:
-        self._send = self.send = send
+        self.send = send
         self.wire = wire
         self._verdict = verdict
         self.started = False
@@ -131,11 +131,7 @@ class _Response:
     async def start(self, initial: Metadata) -> None:
         headers = self._headers(metadata_headers(initial))
         self.started = True
-        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
-
-    async def body(self, frame: bytes) -> None:
-        """A data frame, already encoded for this wire format."""
-        await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def reply(self, reply: Reply) -> None:
         """A unary call's response: headers, then the message and the status in one write."""
@@ -144,14 +140,14 @@ class _Response:
         body = wire.encode(encode_message(reply.message)) + wire.encode(
             encode_trailers(grpc.StatusCode.OK, "", reply.trailing)
         )
-        await self._send(
+        await self.send(
             {
                 "type": "http.response.start",
                 "status": 200,
                 "headers": self._headers(metadata_headers(reply.initial)),
             }
         )
-        await self._send({"type": "http.response.body", "body": body})
+        await self.send({"type": "http.response.body", "body": body})
 
     async def finish(
         self, code: grpc.StatusCode, message: str, trailing: Metadata, initial: Metadata = ()
@@ -162,14 +158,14 @@ class _Response:
         self.finished = True
         if self.started:
             frame = self.wire.encode(encode_trailers(code, message, trailing))
-            await self._send({"type": "http.response.body", "body": frame, "more_body": False})
+            await self.send({"type": "http.response.body", "body": frame, "more_body": False})
             return
         pairs = metadata_headers(initial) + status_headers(code, message, trailing)
         headers = self._headers(pairs)
         headers.append((b"content-length", b"0"))
         self.started = True
-        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
-        await self._send({"type": "http.response.body", "body": b""})
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+        await self.send({"type": "http.response.body", "body": b""})
 
 
 def _unimplemented(path: str, method: Method | None) -> str:
@@ -518,7 +514,7 @@ class GrpcWebApp:
             async for message in responses:
                 if not response.started:
                     await response.start(responses.initial)
-                # (response.body, inlined: this is each live update's path)
+                # (written here, not through a method: this is each live update's path)
                 await send(
                     {"type": "http.response.body", "body": frame(message, wire), "more_body": True}
                 )
