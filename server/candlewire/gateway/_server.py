@@ -106,14 +106,16 @@ _LOGGING: dict[str, Any] = {
 
 
 class Gateway:
-    """grpc-web in front of the gRPC server at ``grpc_target``, plus the page.
+    """grpc-web and Connect for ``dispatcher`` (in-process handlers) or the
+    gRPC server at ``grpc_target`` (forwarded), plus the page.
 
     ``static_dir=None`` serves no files. ``allowed_origins`` lists the other
     origins whose pages may call the API (``*`` for any); the page served
     here is same-origin and needs no entry. ``max_request_bytes`` bounds a
-    request message. A connection without a request in progress (idle
-    between requests, or still sending its headers) is closed after
-    ``idle_timeout`` seconds. ``routes`` maps exact paths to operator
+    request message. A connection still sending its request line and
+    headers after ``idle_timeout`` seconds is closed (one that sends nothing
+    at all is not: Granian has no such timer). ``tls`` serves HTTPS from
+    certificate files, following their rotation. ``routes`` maps exact paths to operator
     handlers (plain ASGI applications, such as a venue's login), served before
     the API and the page; each decides itself who may use it.
 
