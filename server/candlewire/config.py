@@ -49,8 +49,8 @@ class Settings(BaseSettings):
         20.0,
         gt=0,
         le=3600,
-        description="seconds an HTTP connection may go without a request in progress "
-        "(idle between requests, or request headers not complete) before it is closed",
+        description="seconds an HTTP connection may take over a request's line and headers "
+        "before it is closed (one that sends nothing is left to a load balancer's idle timeout)",
     )
     feed: Literal["sim", "binance", "replay", "saxo"] = Field(
         "sim", description="upstream feed: sim, binance, replay or saxo"

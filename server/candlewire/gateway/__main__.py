@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         "--idle-timeout",
         type=float,
         default=20.0,
-        help="seconds a connection may go without a request in progress (default 20)",
+        help="seconds a connection may take over a request's line and headers (default 20)",
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
