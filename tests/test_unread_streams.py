@@ -16,6 +16,7 @@ import base64
 import contextlib
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -163,7 +164,11 @@ async def history_of(
     stub: marketdata_pb2_grpc.MarketDataServiceStub,
 ) -> tuple[int, grpc.StatusCode | None]:
     """The number of history candles a new stream sends, or the code it is refused with."""
-    call = stub.SubscribeCandles(REQUEST, timeout=WAIT)
+    return await _history_count(stub.SubscribeCandles(REQUEST, timeout=WAIT))
+
+
+async def _history_count(call: Any) -> tuple[int, grpc.StatusCode | None]:
+    """The messages a stream sends before snapshot_end, or the code it ends with."""
     count = 0
     try:
         async for response in call:
@@ -232,18 +237,7 @@ async def trade_history_of(
     stub: marketdata_pb2_grpc.MarketDataServiceStub,
 ) -> tuple[int, grpc.StatusCode | None]:
     """The number of history trades a new stream sends, or the code it is refused with."""
-    call = stub.SubscribeTrades(TRADES, timeout=WAIT)
-    count = 0
-    try:
-        async for response in call:
-            if response.HasField("snapshot_end"):
-                return count, None
-            count += 1
-    except grpc.aio.AioRpcError as error:
-        return count, error.code()
-    finally:
-        call.cancel()
-    raise AssertionError("the stream ended without snapshot_end")
+    return await _history_count(stub.SubscribeTrades(TRADES, timeout=WAIT))
 
 
 async def test_unread_trade_history_is_bounded_per_connection_and_in_total() -> None:
