@@ -497,7 +497,7 @@ class App:
             return
         metrics = self.metrics
         self.gateway = Gateway(
-            dispatcher=await api.local_dispatcher(),
+            dispatcher=api.local_dispatcher(),
             allowed_origins=s.http_allowed_origins,
             max_request_bytes=s.http_max_request_bytes,
             idle_timeout=s.http_idle_timeout,

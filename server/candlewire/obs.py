@@ -22,11 +22,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "Metrics", "RpcStats", "ServiceCollector", "render"]
+__all__ = [
+    "CONTENT_TYPE",
+    "RPC_BUCKETS",
+    "Metrics",
+    "RpcCell",
+    "RpcStats",
+    "ServiceCollector",
+    "render",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-_RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0)
 
 
@@ -87,6 +95,20 @@ class Metrics:
         self.registry.register(collector)
 
 
+class RpcCell:
+    """One method and status code: calls, their total seconds, and how many
+    fell in each of :data:`RPC_BUCKETS` (the last: above them all). Add a
+    call with ``count += 1``, ``total += seconds`` and
+    ``buckets[bisect_left(RPC_BUCKETS, seconds)] += 1``."""
+
+    __slots__ = ("buckets", "count", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.buckets = [0] * (len(RPC_BUCKETS) + 1)
+
+
 class RpcStats(Collector):
     """``candlewire_rpc_handled_total`` and ``candlewire_rpc_duration_seconds``.
 
@@ -96,15 +118,21 @@ class RpcStats(Collector):
     """
 
     def __init__(self) -> None:
-        self._stats: dict[tuple[str, str], list[Any]] = {}
+        self._stats: dict[tuple[str, str], RpcCell] = {}
+
+    def cell(self, method: str, code: str) -> RpcCell:
+        """The numbers of ``method`` ending with ``code``: a caller that
+        counts the same pair on every call keeps it and adds to it itself."""
+        found = self._stats.get((method, code))
+        if found is None:
+            found = self._stats[(method, code)] = RpcCell()
+        return found
 
     def observe(self, method: str, code: str, seconds: float) -> None:
-        entry = self._stats.get((method, code))
-        if entry is None:
-            entry = self._stats[(method, code)] = [0, 0.0, [0] * (len(_RPC_BUCKETS) + 1)]
-        entry[0] += 1
-        entry[1] += seconds
-        entry[2][bisect_left(_RPC_BUCKETS, seconds)] += 1
+        cell = self.cell(method, code)
+        cell.count += 1
+        cell.total += seconds
+        cell.buckets[bisect_left(RPC_BUCKETS, seconds)] += 1
 
     def describe(self) -> Iterator[Any]:
         return iter(())
@@ -120,13 +148,13 @@ class RpcStats(Collector):
             "RPC latency (streams: their whole life), by method and gRPC status code",
             labels=["method", "code"],
         )
-        for (method, code), (count, total, buckets) in sorted(self._stats.items()):
-            handled.add_metric([method, code], count)
+        for (method, code), cell in sorted(self._stats.items()):
+            handled.add_metric([method, code], cell.count)
             cumulative, running = [], 0
-            for bound, n in zip((*_RPC_BUCKETS, float("inf")), list(buckets), strict=True):
+            for bound, n in zip((*RPC_BUCKETS, float("inf")), list(cell.buckets), strict=True):
                 running += n
                 cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
-            duration.add_metric([method, code], cumulative, total)
+            duration.add_metric([method, code], cumulative, cell.total)
         yield handled
         yield duration
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -182,6 +183,8 @@ async def test_keys_are_reloaded_when_the_file_changes(keys: Keys) -> None:
         fresh = add_key(keys.path, "added-later")
         assert (await call(channel, path, [("x-api-key", fresh)]))[0] == grpc.StatusCode.OK
         assert ring.reloads == 1
+        # admitted before the change: what was decided for it does not outlive the key
+        assert (await call(channel, path, [("x-api-key", keys.reader)]))[0] == grpc.StatusCode.OK
 
         document = json.loads(keys.path.read_text())
         document["keys"] = [k for k in document["keys"] if k["name"] != "reader"]
@@ -192,6 +195,31 @@ async def test_keys_are_reloaded_when_the_file_changes(keys: Keys) -> None:
         keys.path.write_text("{ not json")  # a broken edit keeps the keys loaded
         assert (await call(channel, path, [("x-api-key", fresh)]))[0] == grpc.StatusCode.OK
         assert ring.reload_errors == 1
+
+
+async def test_concurrent_calls_are_each_judged_by_their_own_credential(keys: Keys) -> None:
+    """Calls in flight together on one connection, with a good key, a wrong
+    key, a key without the scope and none, each get their own answer."""
+    path = "/marketdata.v1.MarketDataService/GetPrice"
+    feed = ScriptedFeed()
+    credentials = [
+        ([("x-api-key", keys.reader)], grpc.StatusCode.OK),
+        ([("x-api-key", "cwk_" + "x" * 43)], grpc.StatusCode.UNAUTHENTICATED),
+        ([("x-api-key", keys.lacking(METHOD_SCOPES[path]))], grpc.StatusCode.PERMISSION_DENIED),
+        ([], grpc.StatusCode.UNAUTHENTICATED),
+        ([("authorization", f"Bearer {keys.reader}")], grpc.StatusCode.OK),
+    ]
+    async with (
+        # (no limit in the way: failed authentications are half of these calls)
+        running(
+            feed, api_keys_file=str(keys.path), auth_failures_per_minute=0, key_rate=1e6
+        ) as app,
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+    ):
+        await _with_data(feed)
+        plan = [credentials[i % len(credentials)] for i in range(200)]
+        results = await asyncio.gather(*(call(channel, path, metadata) for metadata, _ in plan))
+        assert [code for code, _ in results] == [expected for _, expected in plan]
 
 
 async def test_failed_authentications_are_limited_per_address(keys: Keys) -> None:

@@ -279,6 +279,15 @@ class Authenticator:
             )
         return self.authenticate_now(api_key, bearer)
 
+    def generation(self) -> int:
+        """Changes when a credential's principal may have (the keys file was replaced)."""
+        return self.keys.generation() if self.keys is not None else 0
+
+    @property
+    def recheck_interval(self) -> float:
+        """How long an API key's principal may be used before :meth:`generation` is asked."""
+        return self.keys.reload_interval if self.keys is not None else 60.0
+
     def authenticate_now(self, api_key: str | None, bearer: str | None) -> Principal:
         """:meth:`authenticate` of an API key (or none), which needs no waiting."""
         if not self.enabled:

@@ -3,19 +3,20 @@
 ``grpc.aio`` runs a method's request deserializer before the handler; when it
 raises (bytes that are not the request message), the call ends ``UNKNOWN``
 ("Unexpected DecodeError") and a traceback is logged for every such request.
-:class:`DecodeGuard` is a server interceptor that gives every handler (the
-service's, health's, reflection's) a deserializer that cannot raise: bytes
-that do not decode become an :class:`Undecodable` marker, and the wrapped
-handler ends the call with ``INVALID_ARGUMENT`` naming the message type
-before the method runs. Each handler is wrapped once and cached by method
-path, so a call costs one dictionary look-up.
+:func:`guard` gives a handler (the service's, health's, reflection's) a
+deserializer that cannot raise: bytes that do not decode become an
+:class:`Undecodable` marker, and the wrapped handler ends the call with
+``INVALID_ARGUMENT`` naming the message type before the method runs. Every
+handler of the port is wrapped so, once (:mod:`candlewire.api.policy`): by
+:class:`DecodeGuard` alone, or by the gatekeeper, which guards decoding
+itself.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -129,24 +130,9 @@ def guard(handler: Handler) -> Handler:
     return handler
 
 
-class DecodeGuard(grpc.aio.ServerInterceptor):
-    """Serves every method through :func:`guard` (wrapped once per method)."""
+class DecodeGuard:
+    """The call policy of a port with no gatekeeper: :func:`guard` alone
+    (a :class:`~candlewire.api.policy.CallPolicy`)."""
 
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method: str = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = guard(handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        return guard(handler)

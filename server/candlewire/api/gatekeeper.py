@@ -1,11 +1,10 @@
 """The policy every call passes: authentication, scopes, rate limits, metrics, access log.
 
-:class:`Gatekeeper` is a ``grpc.aio`` server interceptor, the one place of
-this policy: the gRPC port uses it directly, and the grpc-web gateway
-forwards the browser's credentials as metadata to the same server, so it
-applies to both faces (an in-process dispatch from the gateway would call
-:meth:`Gatekeeper.admit` the same way). Each handler is wrapped once per
-method, as :mod:`candlewire.api.decoding` does.
+:class:`Gatekeeper` is the one place of this policy: it wraps each method's
+handler once (:mod:`candlewire.api.policy`), and the gRPC port and the HTTP
+faces of the process call the same wrapped handlers, so it applies to every
+face alike (the standalone gateway forwards the browser's credentials as
+metadata to a server that applies it).
 
 Per call, in order: the client address (:class:`ClientAddress`: the peer,
 or from ``x-forwarded-for`` when the peer is a trusted proxy such as the
@@ -15,6 +14,12 @@ calls) or concurrent streams (server streams), and the address's own limits.
 Refusals are UNAUTHENTICATED, PERMISSION_DENIED or RESOURCE_EXHAUSTED with
 ``google.rpc.RetryInfo``, chosen in :mod:`candlewire.api.status` like every
 other status of the API.
+
+A unary call with an API key (or none) and limits in memory is admitted
+without a coroutine, and what is decided for a credential from a connection
+(the principal, the address, the rates that apply) is kept as a ticket, so
+that its next calls only take their rates; a ticket is checked against the
+keys file as often as the file is (see :mod:`candlewire.api.keys`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import inspect
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -33,9 +39,10 @@ import grpc
 from candlewire.api.auth import REFLECTION_PREFIXES, Authenticator, Principal, scope_of
 from candlewire.api.decoding import Undecodable, guard, guarded, refuse
 from candlewire.api.limits import Limiter, MemoryLimiter, Slot
+from candlewire.api.policy import call_metadata
 from candlewire.api.status import abort
 from candlewire.errors import CandlewireError, LimitExceeded, PermissionDenied, Unauthenticated
-from candlewire.obs import Metrics
+from candlewire.obs import RPC_BUCKETS, Metrics
 
 __all__ = ["ClientAddress", "Gatekeeper", "LimitSettings"]
 
@@ -142,23 +149,34 @@ def _credentials(metadata: Sequence[tuple[str, Any]]) -> tuple[str | None, str |
     return api_key or None, bearer, forwarded
 
 
-def _metadata_of(context: Context) -> Sequence[tuple[str, Any]]:
-    found: Any = context.invocation_metadata()
-    return found or ()
-
-
 _COUNT_EVERY = 32
 """A stream's sent messages reach the metrics every this many (and at its end)."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Admitted:
     principal: Principal
     address: str
     slots: Sequence[Slot]
 
 
-class Gatekeeper(grpc.aio.ServerInterceptor):
+_TicketKey: TypeAlias = tuple[Sequence[tuple[str, Any]], str, str | None]
+"""A call's metadata, peer and scope."""
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """What :meth:`Gatekeeper.admit_now` decided for one credential from one
+    connection and a scope, kept so that its next calls only take their rates."""
+
+    generation: int
+    recheck: float
+    admitted: _Admitted
+    limits: tuple[tuple[str, float, float, str], ...]
+    """(subject, interval, tolerance, refusal) of each rate to take."""
+
+
+class Gatekeeper:
     """Authentication, scopes, limits, metrics and the access log of every call."""
 
     def __init__(
@@ -182,7 +200,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
         self._failures = MemoryLimiter()
         self._memory = self.limiter if isinstance(self.limiter, MemoryLimiter) else None
         self._blocked: dict[str, float] = {}
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        self._tickets: dict[_TicketKey, _Ticket] = {}
 
     # --- the policy -----------------------------------------------------------------------
 
@@ -284,70 +302,101 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
         """:meth:`admit` of a unary call without awaiting, when nothing needs to
         (an API key or none, limits in memory): the common case, at the cost of
         no coroutine. None: take :meth:`admit` (a JWT, shared limits, a failure).
+
+        What it decides for the same metadata from the same connection and
+        scope (who the principal is, the client address, which rates apply)
+        is kept as a ticket until the keys change: later calls only take
+        their rates. Only credentials that pass get a ticket.
         """
-        if self._memory is None:
+        memory = self._memory
+        if memory is None:
             return None
+        if scope == "":
+            scope = scope_of(method)
+        now = time.monotonic()
+        key = (metadata, peer, scope)
+        try:
+            ticket = self._tickets.get(key)
+        except TypeError:  # metadata that cannot be a key (not tuples): no ticket
+            return None
+        if ticket is None or now >= ticket.recheck:
+            ticket = self._ticket(key, ticket, now)
+            if ticket is None:
+                return None
+        admitted = ticket.admitted
+        if self._blocked and admitted.address in self._blocked:
+            return None
+        if ticket.limits:
+            wait, refusal = memory.take_all(ticket.limits, now)
+            if wait > 0:
+                raise self._refuse_rate(refusal, wait)
+        return admitted
+
+    def _ticket(self, key: _TicketKey, old: _Ticket | None, now: float) -> _Ticket | None:
+        """A new ticket for ``key``, or ``old`` if the keys have not changed since."""
+        generation = self.authenticator.generation()
+        if old is not None and old.generation == generation:
+            old.recheck = now + self.authenticator.recheck_interval
+            return old
+        metadata, peer, scope = key
         api_key, bearer, forwarded = _credentials(metadata)
+        ticket = self._issue(api_key, bearer, forwarded, peer, scope)
+        if ticket is None:
+            self._tickets.pop(key, None)
+            return None
+        ticket.generation = generation
+        ticket.recheck = now + self.authenticator.recheck_interval
+        if len(self._tickets) >= 4096:
+            self._tickets.clear()  # metadata that changes on every call must not grow it
+        self._tickets[key] = ticket
+        return ticket
+
+    def _issue(
+        self,
+        api_key: str | None,
+        bearer: str | None,
+        forwarded: str | None,
+        peer: str,
+        scope: str | None,
+    ) -> _Ticket | None:
+        """The ticket of a credential that needs no waiting and is allowed
+        ``scope``; None for any other (answered by :meth:`admit`)."""
         if bearer is not None and (api_key is not None or self.authenticator.jwt is not None):
             return None
         address, ip_subject = self.addresses.resolve_pair(peer, forwarded)
-        if self._blocked and address in self._blocked:
-            return None
         try:
             principal = self.authenticator.authenticate_now(api_key, bearer)
         except Unauthenticated:
             return None  # counted and answered by admit()
-        if scope == "":
-            scope = scope_of(method)
         if scope is not None and not principal.allows(scope):
             return None
         burst = self.limits.burst_seconds
-        hit = self._memory.hit_now
-        subject = "anonymous:" + address if principal.kind == "anonymous" else principal.subject
+        limits: list[tuple[str, float, float, str]] = []
         if principal.rate is not None:
-            wait = hit(subject, principal.rate, max(1.0, principal.rate * burst))
-            if wait > 0:
-                raise self._refuse_rate(
-                    f"rate limit of {principal.rate:g} requests/s exceeded", wait
-                )
+            rate = principal.rate
+            subject = "anonymous:" + address if principal.kind == "anonymous" else principal.subject
+            refusal = f"rate limit of {rate:g} requests/s exceeded"
+            limits.append((subject, 1.0 / rate, (max(1.0, rate * burst) - 1.0) / rate, refusal))
         rate = self.limits.ip_rate
         if rate > 0 and principal.kind != "anonymous":
-            wait = hit(ip_subject, rate, max(1.0, rate * burst))
-            if wait > 0:
-                raise self._refuse_rate(
-                    f"rate limit of {rate:g} requests/s per address exceeded", wait
-                )
-        return _Admitted(principal, address, ())
+            refusal = f"rate limit of {rate:g} requests/s per address exceeded"
+            limits.append((ip_subject, 1.0 / rate, (max(1.0, rate * burst) - 1.0) / rate, refusal))
+        return _Ticket(0, 0.0, _Admitted(principal, address, ()), tuple(limits))
 
     def _stream_limit(self, what: str) -> LimitExceeded:
         if self.metrics is not None:
             self.metrics.rejected.labels("stream_limit").inc()
         return LimitExceeded(f"concurrent stream limit reached ({what})", retry_after=1.0)
 
-    # --- the interceptor ------------------------------------------------------------------
+    # --- the wrapped handlers -------------------------------------------------------------
 
     def _is_open(self, method: str) -> bool:
         return scope_of(method) is None or (
             self.reflection_open and method.startswith(REFLECTION_PREFIXES)
         )
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method: str = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, method: str, handler: Handler) -> Handler:
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """``handler`` behind this policy (:class:`~candlewire.api.policy.CallPolicy`)."""
         # Undecodable requests end with INVALID_ARGUMENT (api.decoding): for
         # unary requests the check is in this wrapper (one frame less per call).
         decode = handler.request_deserializer
@@ -441,16 +490,20 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
     ) -> Callable[..., Any]:
         open_method = self._is_open(method)
         scope = scope_of(method)
-        metrics_on = self.metrics is not None or self.access_log
+        # An OK call without the access log is only counted, here: no _finish call.
+        ok = self.metrics.rpc.cell(method, "OK") if self.metrics is not None else None
+        access_log = self.access_log
+        admit_now = self.admit_now
+        clock = time.perf_counter
 
         async def unary(request: Any, context: Context) -> Any:
-            started = time.perf_counter()
+            started = clock()
             admitted = None
             try:
                 if not open_method:
-                    metadata = _metadata_of(context)
+                    metadata = call_metadata(context)
                     try:
-                        admitted = self.admit_now(method, metadata, context.peer(), scope)
+                        admitted = admit_now(method, metadata, context.peer(), scope)
                     except CandlewireError as error:
                         await abort(context, error)
                     if admitted is None:
@@ -463,11 +516,15 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
                 if not isinstance(result, bytes) and hasattr(result, "__await__"):
                     result = await result
             except BaseException as error:
-                if metrics_on:
-                    self._finish(method, context, started, error, admitted)
+                self._finish(method, context, started, error, admitted)
                 raise
-            if metrics_on:
+            if access_log:
                 self._finish(method, context, started, None, admitted)
+            elif ok is not None:
+                elapsed = clock() - started
+                ok.count += 1
+                ok.total += elapsed
+                ok.buckets[bisect_left(RPC_BUCKETS, elapsed)] += 1
             return result
 
         return unary
@@ -487,7 +544,7 @@ class Gatekeeper(grpc.aio.ServerInterceptor):
             try:
                 if not open_method:
                     admitted = await self._admit_or_abort(
-                        method, _metadata_of(context), context, stream=True
+                        method, call_metadata(context), context, stream=True
                     )
                 if checks and isinstance(request, Undecodable):
                     await refuse(context, request)

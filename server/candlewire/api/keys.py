@@ -164,12 +164,18 @@ class KeyRing:
     def names(self) -> list[str]:
         return sorted(k.name for k in self._by_digest.values())
 
-    def lookup(self, key: str) -> ApiKey | None:
-        """The entry of ``key``, or None."""
+    def generation(self) -> int:
+        """A number that changes when the keys are replaced; the file is
+        looked at (a ``stat``) at most once per ``reload_interval``."""
         now = time.monotonic()
         if now - self._checked >= self.reload_interval:
             self._checked = now
             self.check()
+        return self.reloads
+
+    def lookup(self, key: str) -> ApiKey | None:
+        """The entry of ``key``, or None."""
+        self.generation()
         found = self._known.get(key)
         if found is None:
             found = self._by_digest.get(hash_key(key))

@@ -29,7 +29,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Protocol
@@ -71,6 +71,9 @@ class Limiter(Protocol):
     async def close(self) -> None: ...
 
 
+_NO_WAIT = (0.0, "")
+
+
 class MemoryLimiter:
     """The limits of one process."""
 
@@ -85,18 +88,33 @@ class MemoryLimiter:
         return self.hit_now(subject, rate, burst)
 
     def hit_now(self, subject: str, rate: float, burst: float) -> float:
-        now = time.monotonic()
         interval = 1.0 / rate
-        tat = self._tat.get(subject, now)
-        if tat < now:
-            tat = now
-        allowed_at = tat - interval * (max(burst, 1.0) - 1.0)
-        if now < allowed_at:
-            return allowed_at - now
-        if len(self._tat) >= self._max_subjects and subject not in self._tat:
-            self._sweep(now)
-        self._tat[subject] = tat + interval
-        return 0.0
+        return self.take(subject, interval, interval * (max(burst, 1.0) - 1.0))
+
+    def take(self, subject: str, interval: float, tolerance: float) -> float:
+        """:meth:`hit_now` with the rate as the time between requests and the
+        burst as the time a subject may run ahead."""
+        return self.take_all(((subject, interval, tolerance, ""),), time.monotonic())[0]
+
+    def take_all(
+        self, limits: Iterable[tuple[str, float, float, str]], now: float
+    ) -> tuple[float, str]:
+        """Take one request from each of ``limits`` (subject, interval,
+        tolerance, and what to say if it refuses), in order, at ``now``: the
+        wait and the refusal of the first that refuses, or ``(0.0, "")``.
+        For a caller that checks the same limits on every call."""
+        tats = self._tat
+        for subject, interval, tolerance, refusal in limits:
+            tat = tats.get(subject, now)
+            if tat < now:
+                tat = now
+            allowed_at = tat - tolerance
+            if now < allowed_at:
+                return allowed_at - now, refusal
+            if len(tats) >= self._max_subjects and subject not in tats:
+                self._sweep(now)
+            tats[subject] = tat + interval
+        return _NO_WAIT
 
     def _sweep(self, now: float) -> None:
         """Forget subjects whose bucket is full again (they behave as new ones)."""

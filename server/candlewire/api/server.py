@@ -18,6 +18,7 @@ from grpc_health.v1._async import HealthServicer
 
 from candlewire.api.decoding import DecodeGuard
 from candlewire.api.gatekeeper import Gatekeeper
+from candlewire.api.policy import CallPolicy, PolicyHandlers
 from candlewire.api.reflection import enable_reflection
 from candlewire.api.servicer import Catalog, MarketDataServicer
 from candlewire.api.tls import CertificateFiles
@@ -140,28 +141,30 @@ class ApiServer:
         HTTP faces of this process the same handlers behind the same policy.
         """
         self.health = HealthServicer()
-        # The gatekeeper guards decoding itself (one wrapper per method, not two).
-        self._policy: grpc.aio.ServerInterceptor = (
-            gatekeeper if gatekeeper is not None else DecodeGuard()
-        )
-        interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (self._policy,)
-        if tracing is not None:  # outermost: refused calls are traced too
-            interceptors = (tracing, *interceptors)
-        self._server = grpc.aio.server(options=server_options(), interceptors=interceptors)
-        self._handlers: list[grpc.GenericRpcHandler] = []
+        # Every handler behind the call policy, wrapped once per method (the
+        # gatekeeper guards decoding itself; without one, the decode guard).
+        policy: CallPolicy = gatekeeper if gatekeeper is not None else DecodeGuard()
+        handlers: list[grpc.GenericRpcHandler] = []
         if servicer is not None:
-            self._handlers.append(_handlers(servicer))
-        self._handlers += collect_handlers(
+            handlers.append(_handlers(servicer))
+        handlers += collect_handlers(
             lambda server: health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         )
-        self._server.add_generic_rpc_handlers(self._handlers)
-        enable_reflection(
-            self._server,
-            (
-                *((SERVICE_NAME,) if servicer is not None else ()),
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            ),
+        handlers += collect_handlers(
+            lambda server: enable_reflection(
+                server,
+                (
+                    *((SERVICE_NAME,) if servicer is not None else ()),
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                ),
+            )
         )
+        self._handlers = PolicyHandlers(handlers, policy)
+        # Tracing, when on, is the one interceptor: outermost, so refused calls are traced too.
+        self._server = grpc.aio.server(
+            options=server_options(), interceptors=(tracing,) if tracing is not None else None
+        )
+        self._server.add_generic_rpc_handlers((self._handlers,))
         _check_free(address)
         try:
             if tls is not None:
@@ -178,11 +181,9 @@ class ApiServer:
         self._address = address
         self.tls = tls is not None
 
-    async def local_dispatcher(self) -> LocalDispatcher:
+    def local_dispatcher(self) -> LocalDispatcher:
         """The handlers of this server, behind its call policy, for in-process faces."""
-        dispatcher = LocalDispatcher(self._handlers, self._policy)
-        await dispatcher.prepare()
-        return dispatcher
+        return LocalDispatcher(self._handlers)
 
     async def start(self) -> None:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -7,7 +7,7 @@ streaming), and a :class:`CallError` for any other status. Faces never see a
 handler, a channel or a context.
 
 - :class:`LocalDispatcher` (``candlewire serve``) calls the very handlers the
-  gRPC server registered, wrapped by the same interceptor (the gatekeeper:
+  gRPC server registered, behind the same call policy (the gatekeeper:
   authentication, scopes, limits, metrics; or the decode guard), with a
   :class:`LocalContext` standing in for ``grpc.aio``'s. Nothing is framed,
   parsed or scheduled twice, and validation, errors and limits are the gRPC
@@ -27,6 +27,7 @@ from typing import Any, NoReturn, Protocol, TypeAlias
 
 import grpc
 
+from candlewire.api.policy import PolicyHandlers
 from candlewire.gateway._methods import Kind, MethodTable
 from candlewire.gateway._wire import Metadata
 
@@ -137,7 +138,7 @@ class _Aborted(Exception):
 
 
 class LocalContext:
-    """What a handler (and the interceptor around it) may ask of its call.
+    """What a handler (and the call policy around it) may ask of its call.
 
     The subset of ``grpc.aio.ServicerContext`` that Candlewire's handlers,
     the gatekeeper, the decode guard and the health service use; anything
@@ -243,16 +244,6 @@ def _deadline_exceeded() -> CallError:
     return CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
-class _HandlerCall:
-    """``grpc.HandlerCallDetails`` for interceptors."""
-
-    __slots__ = ("invocation_metadata", "method")
-
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.invocation_metadata: tuple[tuple[str, str], ...] = ()
-
-
 class _Collector:
     """Stands in for a ``grpc.aio.Server`` to take the generic handlers
     that a ``add_*Servicer_to_server`` function registers."""
@@ -280,7 +271,7 @@ class _LocalResponses:
     """A server stream run in this process.
 
     An async iterator over the handler's own generator (through the
-    interceptor's), not one more generator around it: each live update
+    call policy's), not one more generator around it: each live update
     passes through one fewer frame. A deadline runs it in a generator
     under ``asyncio.timeout_at`` instead.
     """
@@ -405,39 +396,16 @@ async def _written(run: Awaitable[Any], writes: asyncio.Queue[Any]) -> AsyncIter
 
 
 class LocalDispatcher:
-    """Calls the gRPC server's own handlers, through its interceptor, in this process."""
+    """Calls the gRPC server's own handlers, behind its call policy, in this process."""
 
-    def __init__(
-        self,
-        handlers: Sequence[grpc.GenericRpcHandler],
-        interceptor: grpc.aio.ServerInterceptor | None,
-        methods: MethodTable | None = None,
-    ) -> None:
+    def __init__(self, handlers: PolicyHandlers, methods: MethodTable | None = None) -> None:
+        """``handlers``: the gRPC server's, already behind its call policy."""
         self.methods = methods or MethodTable()
-        self._generic = tuple(handlers)
-        self._interceptor = interceptor
         self._handlers: dict[str, Handler] = {}
-
-    async def prepare(self) -> None:
-        """Resolve (and wrap) every method's handler once, before serving."""
         for path in self.methods:
-            found = await self._resolve(path)
+            found = handlers.handler(path)
             if found is not None:
                 self._handlers[path] = found
-
-    async def _resolve(self, path: str) -> Handler | None:
-        details = _HandlerCall(path)
-
-        async def continuation(details: grpc.HandlerCallDetails) -> Handler | None:
-            for generic in self._generic:
-                found = generic.service(details)
-                if found is not None:
-                    return found
-            return None
-
-        if self._interceptor is None:
-            return await continuation(details)  # type: ignore[arg-type]
-        return await self._interceptor.intercept_service(continuation, details)  # type: ignore[arg-type]
 
     def handler(self, path: str) -> Handler:
         found = self._handlers.get(path)
