@@ -494,7 +494,8 @@ class Gatekeeper:
         ok = self.metrics.rpc.cell(method, "OK") if self.metrics is not None else None
         access_log = self.access_log
         admit_now = self.admit_now
-        clock = time.perf_counter
+        clock, monotonic = time.perf_counter, time.monotonic
+        tickets, memory = self._tickets, self._memory
 
         async def unary(request: Any, context: Context) -> Any:
             started = clock()
@@ -502,8 +503,27 @@ class Gatekeeper:
             try:
                 if not open_method:
                     metadata = call_metadata(context)
+                    peer = context.peer()
                     try:
-                        admitted = admit_now(method, metadata, context.peer(), scope)
+                        # The common case, here rather than in admit_now (one
+                        # call less on every call): a ticket, then its rates.
+                        ticket = (
+                            tickets.get((metadata, peer, scope)) if memory is not None else None
+                        )
+                        now = monotonic()
+                        if (
+                            ticket is not None
+                            and memory is not None
+                            and now < ticket.recheck
+                            and not (self._blocked and ticket.admitted.address in self._blocked)
+                        ):
+                            if ticket.limits:
+                                wait, refusal = memory.take_all(ticket.limits, now)
+                                if wait > 0:
+                                    raise self._refuse_rate(refusal, wait)
+                            admitted = ticket.admitted
+                        else:
+                            admitted = admit_now(method, metadata, peer, scope)
                     except CandlewireError as error:
                         await abort(context, error)
                     if admitted is None:
