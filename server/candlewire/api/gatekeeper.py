@@ -166,7 +166,7 @@ _TicketKey: TypeAlias = tuple[Sequence[tuple[str, Any]], str, str | None]
 
 @dataclass(slots=True)
 class _Ticket:
-    """What :meth:`Gatekeeper.admit_now` decided for one credential from one
+    """What :meth:`Gatekeeper._ticket` decided for one credential from one
     connection and a scope, kept so that its next calls only take their rates."""
 
     generation: int
@@ -296,44 +296,18 @@ class Gatekeeper:
             raise
         return _Admitted(principal, address, slots)
 
-    def admit_now(
-        self, method: str, metadata: Sequence[tuple[str, Any]], peer: str, scope: str | None = ""
-    ) -> _Admitted | None:
-        """:meth:`admit` of a unary call without awaiting, when nothing needs to
-        (an API key or none, limits in memory): the common case, at the cost of
-        no coroutine. None: take :meth:`admit` (a JWT, shared limits, a failure).
-
-        What it decides for the same metadata from the same connection and
-        scope (who the principal is, the client address, which rates apply)
-        is kept as a ticket until the keys change: later calls only take
-        their rates. Only credentials that pass get a ticket.
-        """
-        memory = self._memory
-        if memory is None:
-            return None
-        if scope == "":
-            scope = scope_of(method)
-        now = time.monotonic()
-        key = (metadata, peer, scope)
-        try:
-            ticket = self._tickets.get(key)
-        except TypeError:  # metadata that cannot be a key (not tuples): no ticket
-            return None
-        if ticket is None or now >= ticket.recheck:
-            ticket = self._ticket(key, ticket, now)
-            if ticket is None:
-                return None
-        admitted = ticket.admitted
-        if self._blocked and admitted.address in self._blocked:
-            return None
-        if ticket.limits:
-            wait, refusal = memory.take_all(ticket.limits, now)
-            if wait > 0:
-                raise self._refuse_rate(refusal, wait)
-        return admitted
-
     def _ticket(self, key: _TicketKey, old: _Ticket | None, now: float) -> _Ticket | None:
-        """A new ticket for ``key``, or ``old`` if the keys have not changed since."""
+        """The ticket of ``key``: ``old`` if the keys have not changed since it
+        was made, else a new one; None for a call :meth:`admit` must take.
+
+        A unary call with an API key (or none) and limits in memory needs no
+        waiting: what is decided for its metadata from its connection for its
+        scope (who the principal is, the client address, which rates apply)
+        is kept as a ticket, so that the next calls only take their rates.
+        Only credentials that pass get one.
+        """
+        if self._memory is None:
+            return None
         generation = self.authenticator.generation()
         if old is not None and old.generation == generation:
             old.recheck = now + self.authenticator.recheck_interval
@@ -493,7 +467,6 @@ class Gatekeeper:
         # An OK call without the access log is only counted, here: no _finish call.
         ok = self.metrics.rpc.cell(method, "OK") if self.metrics is not None else None
         access_log = self.access_log
-        admit_now = self.admit_now
         clock, monotonic = time.perf_counter, time.monotonic
         tickets, memory = self._tickets, self._memory
 
@@ -503,27 +476,21 @@ class Gatekeeper:
             try:
                 if not open_method:
                     metadata = call_metadata(context)
-                    peer = context.peer()
+                    key = (metadata, context.peer(), scope)
+                    now = monotonic()
                     try:
-                        # The common case, here rather than in admit_now (one
-                        # call less on every call): a ticket, then its rates.
-                        ticket = (
-                            tickets.get((metadata, peer, scope)) if memory is not None else None
-                        )
-                        now = monotonic()
-                        if (
-                            ticket is not None
-                            and memory is not None
-                            and now < ticket.recheck
-                            and not (self._blocked and ticket.admitted.address in self._blocked)
+                        ticket = tickets.get(key)
+                        if ticket is None or now >= ticket.recheck:
+                            ticket = self._ticket(key, ticket, now)
+                        if ticket is not None and not (
+                            self._blocked and ticket.admitted.address in self._blocked
                         ):
                             if ticket.limits:
+                                assert memory is not None  # tickets are for limits in memory
                                 wait, refusal = memory.take_all(ticket.limits, now)
                                 if wait > 0:
                                     raise self._refuse_rate(refusal, wait)
                             admitted = ticket.admitted
-                        else:
-                            admitted = admit_now(method, metadata, peer, scope)
                     except CandlewireError as error:
                         await abort(context, error)
                     if admitted is None:
