@@ -89,20 +89,17 @@ class MemoryLimiter:
 
     def hit_now(self, subject: str, rate: float, burst: float) -> float:
         interval = 1.0 / rate
-        return self.take(subject, interval, interval * (max(burst, 1.0) - 1.0))
-
-    def take(self, subject: str, interval: float, tolerance: float) -> float:
-        """:meth:`hit_now` with the rate as the time between requests and the
-        burst as the time a subject may run ahead."""
-        return self.take_all(((subject, interval, tolerance, ""),), time.monotonic())[0]
+        limit = (subject, interval, interval * (max(burst, 1.0) - 1.0), "")
+        return self.take_all((limit,), time.monotonic())[0]
 
     def take_all(
         self, limits: Iterable[tuple[str, float, float, str]], now: float
     ) -> tuple[float, str]:
-        """Take one request from each of ``limits`` (subject, interval,
-        tolerance, and what to say if it refuses), in order, at ``now``: the
-        wait and the refusal of the first that refuses, or ``(0.0, "")``.
-        For a caller that checks the same limits on every call."""
+        """Take one request from each of ``limits`` (subject, interval
+        between requests, tolerance: how far ahead a subject may run, and
+        what to say if it refuses), in order, at ``now``: the wait and the
+        refusal of the first that refuses, or ``(0.0, "")``. For a caller
+        that checks the same limits on every call (computed once)."""
         tats = self._tat
         for subject, interval, tolerance, refusal in limits:
             tat = tats.get(subject, now)
