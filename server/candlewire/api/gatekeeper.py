@@ -313,28 +313,26 @@ class Gatekeeper:
             old.recheck = now + self.authenticator.recheck_interval
             return old
         metadata, peer, scope = key
-        api_key, bearer, forwarded = _credentials(metadata)
-        ticket = self._issue(api_key, bearer, forwarded, peer, scope)
-        if ticket is None:
+        decided = self._decide(*_credentials(metadata), peer, scope)
+        if decided is None:
             self._tickets.pop(key, None)
             return None
-        ticket.generation = generation
-        ticket.recheck = now + self.authenticator.recheck_interval
+        ticket = _Ticket(generation, now + self.authenticator.recheck_interval, *decided)
         if len(self._tickets) >= 4096:
             self._tickets.clear()  # metadata that changes on every call must not grow it
         self._tickets[key] = ticket
         return ticket
 
-    def _issue(
+    def _decide(
         self,
         api_key: str | None,
         bearer: str | None,
         forwarded: str | None,
         peer: str,
         scope: str | None,
-    ) -> _Ticket | None:
-        """The ticket of a credential that needs no waiting and is allowed
-        ``scope``; None for any other (answered by :meth:`admit`)."""
+    ) -> tuple[_Admitted, tuple[tuple[str, float, float, str], ...]] | None:
+        """What a ticket holds for a credential that needs no waiting and is
+        allowed ``scope``; None for any other (answered by :meth:`admit`)."""
         if bearer is not None and (api_key is not None or self.authenticator.jwt is not None):
             return None
         address, ip_subject = self.addresses.resolve_pair(peer, forwarded)
@@ -355,7 +353,7 @@ class Gatekeeper:
         if rate > 0 and principal.kind != "anonymous":
             refusal = f"rate limit of {rate:g} requests/s per address exceeded"
             limits.append((ip_subject, 1.0 / rate, (max(1.0, rate * burst) - 1.0) / rate, refusal))
-        return _Ticket(0, 0.0, _Admitted(principal, address, ()), tuple(limits))
+        return _Admitted(principal, address, ()), tuple(limits)
 
     def _stream_limit(self, what: str) -> LimitExceeded:
         if self.metrics is not None:
