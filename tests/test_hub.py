@@ -250,3 +250,114 @@ async def test_lossless_hub_wakes_a_waiter_once_per_run_and_not_for_filtered_upd
     got = await sub.next(30.0)
     assert got is not None and got.seq == 2
     assert drain(sub) == [3]
+
+
+# --- sinks: updates handed to a waiting subscriber without waking it ----------------------
+
+
+class Taker:
+    """A sink that takes updates until told to refuse."""
+
+    def __init__(self, *, refuse_after: int | None = None) -> None:
+        self.taken: list[int] = []
+        self.refused: list[int] = []
+        self.refuse_after = refuse_after
+
+    def __call__(self, update: Update) -> bool:
+        if self.refuse_after is not None and len(self.taken) >= self.refuse_after:
+            self.refused.append(update.seq)
+            return False
+        self.taken.append(update.seq)
+        return True
+
+
+async def waiting(sub: Any, wait: float, sink: Any) -> asyncio.Future[Any]:
+    """``sub.next(wait, sink)`` started, and waiting."""
+    task = asyncio.ensure_future(sub.next(wait, sink))
+    await asyncio.sleep(0)  # one turn of the loop: it is waiting now
+    assert not task.done()
+    return task
+
+
+async def test_a_waiting_subscriber_is_handed_updates_by_its_sink_and_not_woken() -> None:
+    hub = Hub()
+    sub = hub.subscribe([A])
+    sink = Taker(refuse_after=3)
+    task = await waiting(sub, 30.0, sink)
+    # Forming updates of one candle: not conflated, each is taken as published.
+    hub.publish([update(1, A, 0), update(2, A, 0)])
+    hub.publish([update(3, A, 0, closed=True)])
+    await asyncio.sleep(0)  # a woken task would have run by now
+    assert sink.taken == [1, 2, 3] and not task.done()
+    assert len(sub) == 0 and hub.sunk == 3
+    # Refused: queued, and the waiter woken; what follows is queued behind it.
+    hub.publish([update(4, A, 60, closed=True), update(5, A, 120)])
+    got = await task
+    assert got is not None and got.seq == 4
+    assert sink.refused == [4]  # 5 was not offered to the sink: it would have jumped 4
+    assert drain(sub) == [5] and hub.sunk == 3
+
+
+async def test_a_sink_is_offered_nothing_while_updates_are_pending() -> None:
+    hub = Hub()
+    sub = hub.subscribe([A])
+    hub.publish([update(1, A, 0, closed=True)])
+    sink = Taker()
+    got = await sub.next(30.0, sink)
+    assert got is not None and got.seq == 1 and sink.taken == []
+    hub.publish([update(2, A, 60)])  # not waiting now: queued
+    assert sink.taken == [] and drain(sub) == [2]
+
+
+async def test_a_sink_that_moves_the_deadline_lengthens_the_wait() -> None:
+    hub = Hub()
+    sub = hub.subscribe([A])
+    loop = asyncio.get_running_loop()
+
+    def postpone(u: Update) -> bool:
+        sub.deadline = loop.time() + 0.3
+        return True
+
+    started = loop.time()
+    task = await waiting(sub, 0.05, postpone)
+    hub.publish([update(1, A, 0)])
+    assert await task is None
+    assert loop.time() - started >= 0.3  # the first timer fired early and was re-armed
+
+
+async def test_a_sink_that_raises_ends_its_own_subscription_only() -> None:
+    hub = Hub()
+    broken, other = hub.subscribe([A]), hub.subscribe([A])
+
+    def explode(u: Update) -> bool:
+        raise RuntimeError("broken sink")
+
+    task = await waiting(broken, 30.0, explode)
+    hub.publish([update(1, A, 0)])  # the publisher is not the one to see the error
+    with pytest.raises(RuntimeError, match="broken sink"):
+        await task
+    assert len(hub) == 1 and drain(other) == [1]
+    hub.publish([update(2, A, 60)])
+    assert drain(other) == [2]
+
+
+async def test_a_refusing_sink_leaves_the_queue_bounded() -> None:
+    hub = Hub(queue_size=2)
+    sub = hub.subscribe([A])
+    task = await waiting(sub, 30.0, Taker(refuse_after=0))
+    hub.publish([update(seq, A, seq * 60, closed=True) for seq in range(1, 4)])
+    with pytest.raises(LimitExceeded):
+        await task
+    assert hub.overflowed == 1
+
+
+async def test_lossless_hub_hands_a_run_to_the_sink_until_it_refuses() -> None:
+    hub: Hub[Update] = Hub(conflate=False)
+    sub = hub.subscribe([A])
+    sink = Taker(refuse_after=2)
+    task = await waiting(sub, 30.0, sink)
+    hub.publish(closed_run(A, 1, 2, 3, 4, 5))
+    got = await task
+    assert sink.taken == [1, 2] and sink.refused == [3]
+    assert got is not None and got.seq == 3 and drain(sub) == [4, 5]
+    assert hub.sunk == 2

@@ -25,6 +25,15 @@ never conflated, so its queues need none of the conflation's bookkeeping:
 each is a plain FIFO, and a published batch reaches a subscription as runs
 of consecutive updates of one key (one append of the run, one wake-up),
 in publish order. The bound and the error are the same.
+
+A subscriber that waits with a *sink* (:meth:`Subscription.next`) is
+handed updates directly while it waits with nothing pending: the publisher
+calls the sink instead of queueing the update and waking the subscriber's
+task. A sink that cannot take an update now returns False; from then on
+until the subscriber's task runs, updates are queued as above (so order is
+kept and the bound applies). This is how a face that can write a message
+without the stream's own task (the HTTP port's in-process streams) sends a
+live update to a thousand streams from one loop.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from typing import Generic, Protocol, TypeVar
 
 from candlewire.errors import CandlewireError, LimitExceeded, ShuttingDown
 
-__all__ = ["Hub", "Key", "Published", "Subscription"]
+__all__ = ["Hub", "Key", "Published", "Sink", "Subscription"]
 
 
 class Key(Hashable, Protocol):
@@ -65,22 +74,33 @@ class Published(Protocol):
 
 
 U = TypeVar("U", bound=Published)
+U_contra = TypeVar("U_contra", bound=Published, contravariant=True)
 
 _series = attrgetter("series")
+
+
+class Sink(Protocol[U_contra]):
+    """Takes an update while its subscriber waits with nothing pending."""
+
+    def __call__(self, update: U_contra, /) -> bool:
+        """True when the update was taken (sent, or not to be sent); False
+        when it cannot be taken now (it is then queued)."""
+        ...
 
 
 class Subscription(Generic[U]):
     """One subscriber's queue. Create it with :meth:`Hub.subscribe`."""
 
     __slots__ = (
-        "_deadline",
         "_error",
         "_hub",
         "_max_queue",
+        "_sink",
         "_timer",
         "_waiter",
         "closed_only",
         "conflated",
+        "deadline",
         "series",
     )
 
@@ -92,9 +112,13 @@ class Subscription(Generic[U]):
         self.closed_only = closed_only
         self._max_queue = max_queue
         self._waiter: asyncio.Future[bool] | None = None
+        self._sink: Sink[U] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._deadline = 0.0
-        self._error: CandlewireError | None = None
+        self.deadline = 0.0
+        """When the current wait ends (``loop.time()``); a sink that sends
+        an update may move it later (a heartbeat follows what was sent)."""
+        self._error: Exception | None = None
+        """What ended the subscription: a CandlewireError, or what a sink raised."""
         self.conflated = 0
 
     # The queue: one of the two kinds below.
@@ -132,18 +156,39 @@ class Subscription(Generic[U]):
         )
         self._hub._drop(self)
 
-    def _fail(self, error: CandlewireError) -> None:
+    def _fail(self, error: Exception) -> None:
         self._error = error
         self._clear()
         self._wake()
 
     def _wake(self) -> None:
+        self._sink = None
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
 
-    async def next(self, wait: float) -> U | None:
-        """The next update, or None when none arrived within ``wait`` seconds."""
+    def _sunk(self, update: U) -> bool:
+        """Whether the waiting subscriber's sink took ``update``."""
+        sink = self._sink
+        assert sink is not None
+        try:
+            if sink(update):
+                self._hub.sunk += 1
+                return True
+        except Exception as error:  # raised in the subscriber's task, not the publisher's
+            self._fail(error)
+            self._hub._drop(self)
+            return True
+        self._sink = None  # queued from now on, until the subscriber has run
+        return False
+
+    async def next(self, wait: float, sink: Sink[U] | None = None) -> U | None:
+        """The next update, or None when none arrived within ``wait`` seconds
+        (or by :attr:`deadline`, when a sink moved it).
+
+        With a ``sink``, updates published while this waits with nothing
+        pending are handed to the sink instead (see the module docstring);
+        the wait goes on until one is queued, or the deadline."""
         update = self.pop()
         if update is not None:
             return update
@@ -155,17 +200,18 @@ class Subscription(Generic[U]):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
         self._waiter = waiter
-        deadline = self._deadline = loop.time() + wait
+        deadline = self.deadline = loop.time() + wait
         timer = self._timer
         if timer is not None and timer.when() > deadline:
             timer.cancel()
             timer = None
         if timer is None:
             self._timer = loop.call_at(deadline, self._expire)
+        self._sink = sink
         try:
             woken = await waiter
         finally:
-            self._waiter = None
+            self._waiter = self._sink = None
         return self.pop() if woken else None
 
     def _expire(self) -> None:
@@ -174,9 +220,10 @@ class Subscription(Generic[U]):
         if waiter is None or waiter.done():
             return  # not waiting now: the next wait arms a new timer
         loop = waiter.get_loop()
-        if loop.time() < self._deadline:
-            self._timer = loop.call_at(self._deadline, self._expire)
+        if loop.time() < self.deadline:
+            self._timer = loop.call_at(self.deadline, self._expire)
         else:
+            self._sink = None
             waiter.set_result(False)
 
     def close(self) -> None:
@@ -204,6 +251,8 @@ class _Conflating(Subscription[U]):
 
     def _offer(self, update: U) -> None:
         if self._error is not None or (self.closed_only and not update.closed):
+            return
+        if self._sink is not None and self._sunk(update):
             return
         last = self._last_pending.get(update.series)
         if last is not None and last.open_time == update.open_time and not last.closed:
@@ -262,11 +311,24 @@ class _Lossless(Subscription[U]):
             updates = [u for u in updates if u.closed]
             if not updates:
                 return
+        if self._sink is not None:
+            updates = self._sink_run(updates)
+            if not updates:
+                return
         if len(self._queue) + len(updates) > self._max_queue:
             self._overflow()
             return
         self._queue.extend(updates)
         self._wake()
+
+    def _sink_run(self, updates: Sequence[U]) -> Sequence[U]:
+        """What of ``updates`` the waiting subscriber's sink did not take."""
+        for taken, update in enumerate(updates):
+            if self._error is not None:
+                return ()
+            if self._sink is None or not self._sunk(update):
+                return updates[taken:]
+        return ()
 
     def _clear(self) -> None:
         self._queue.clear()
@@ -304,6 +366,8 @@ class Hub(Generic[U]):
         """Last upstream event time per symbol (for heartbeats)."""
         self.overflowed = 0
         self.delivered_batches = 0
+        self.sunk = 0
+        """Updates handed to waiting subscribers' sinks (not queued)."""
 
     def __len__(self) -> int:
         return len(self._subscriptions)
