@@ -146,3 +146,130 @@ async def test_one_app_serves_the_same_answer_on_every_face() -> None:
             headers={"content-type": "application/proto"},
         )
         assert connect.content == native
+
+
+def _counted(metrics: str, method: str) -> float:
+    prefix = f'candlewire_stream_messages_sent_total{{method="{method}"}} '
+    for line in metrics.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return 0.0
+
+
+async def test_a_waiting_browser_stream_is_written_by_the_publisher() -> None:
+    """A live update reaching HTTP streams that wait is written to each by the
+    hub's publish (``hub.sunk``), without waking their tasks; the messages
+    are the gRPC port's, byte for byte (resume tokens included), and the
+    messages metric counts them."""
+    feed = ScriptedFeed(["BTCUSDT"])
+    settings: dict[str, Any] = {"heartbeat_interval": 300, "metrics_listen": "127.0.0.1:0"}
+    async with (
+        running(feed, intervals="1m", **settings) as app,
+        httpx.AsyncClient(timeout=WAIT) as http,
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+    ):
+        await feed.trade("BTCUSDT", sec(5), "100")
+        assert app.gateway is not None
+        url = f"http://127.0.0.1:{app.gateway.port}{SERVICE}/SubscribeCandles"
+        metrics_url = f"http://127.0.0.1:{app.gateway.port}/metrics"
+        method = f"{SERVICE}/SubscribeCandles"
+        counted = _counted((await http.get(metrics_url)).text, method)
+        native = channel.unary_stream(method)(_subscribe()[5:])
+        received: list[list[bytes]] = [[], [], [], []]
+        async with AsyncExitStack() as streams:
+            readers: list[_Frames] = []
+            for content_type in (
+                "application/grpc-web+proto",
+                "application/grpc-web",
+                "application/connect+proto",
+            ):
+                response = await streams.enter_async_context(
+                    http.stream(
+                        "POST", url, content=_subscribe(), headers={"content-type": content_type}
+                    )
+                )
+                readers.append(_Frames(response.aiter_raw()))
+
+            async def next_messages() -> None:
+                async with asyncio.timeout(WAIT):
+                    for reader, into in zip(readers, received, strict=False):
+                        into.append((await reader.next())[0][5:])
+                    received[3].append(await native.read())  # the gRPC port's
+
+            while (
+                not received[0]
+                or pb.SubscribeCandlesResponse.FromString(received[0][-1]).WhichOneof("event")
+                != "snapshot_end"
+            ):
+                await next_messages()
+            # The first update may find a stream not yet waiting (it is then
+            # queued): once a stream has sent an update, it waits.
+            await feed.trade("BTCUSDT", sec(6), "101")
+            await next_messages()
+            sunk = app.hub.sunk
+            for second in range(7, 12):
+                await feed.trade("BTCUSDT", sec(second), str(95 + second))
+                await next_messages()
+            assert app.hub.sunk - sunk == 3 * 5  # the native stream's are queued
+            native.cancel()
+        closes = [pb.SubscribeCandlesResponse.FromString(m).candle.close for m in received[3][-6:]]
+        assert closes == [101.0, 102.0, 103.0, 104.0, 105.0, 106.0]
+        assert received[0] == received[1] == received[2] == received[3]
+        # Counted when each stream ends: what the publisher wrote as well.
+        sent = sum(len(messages) for messages in received)
+        async with asyncio.timeout(WAIT):
+            while (moved := _counted((await http.get(metrics_url)).text, method) - counted) < sent:
+                pass  # each look is an HTTP call: the streams' ends go on meanwhile
+        assert moved == sent
+
+
+async def test_a_waiting_browser_trade_stream_is_written_by_the_publisher() -> None:
+    """The trade stream's live phase takes the same path: a batch of trades
+    reaching a waiting grpc-web stream is written by the publisher, and the
+    bytes are the gRPC port's."""
+    feed = ScriptedFeed(["BTCUSDT"])
+    async with (
+        running(feed, intervals="1m", heartbeat_interval=300) as app,
+        httpx.AsyncClient(timeout=WAIT) as http,
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+        AsyncExitStack() as streams,
+    ):
+        await feed.trade("BTCUSDT", sec(5), "100")
+        assert app.gateway is not None
+        request = pb.SubscribeTradesRequest(symbols=["BTCUSDT"])
+        method = f"{SERVICE}/SubscribeTrades"
+        native = channel.unary_stream(method)(request.SerializeToString())
+        response = await streams.enter_async_context(
+            http.stream(
+                "POST",
+                f"http://127.0.0.1:{app.gateway.port}{method}",
+                content=_frame(request),
+                headers=GRPC_WEB,
+            )
+        )
+        web = _Frames(response.aiter_raw())
+        web_messages: list[bytes] = []
+        native_messages: list[bytes] = []
+
+        async def read(count: int) -> None:
+            async with asyncio.timeout(WAIT):
+                for _ in range(count):
+                    web_messages.append((await web.next())[0][5:])
+                    native_messages.append(await native.read())
+
+        while not web_messages or not pb.SubscribeTradesResponse.FromString(
+            web_messages[-1]
+        ).HasField("snapshot_end"):
+            await read(1)
+        history = len(web_messages)
+        await feed.trade("BTCUSDT", sec(6), "101")  # the stream may not be waiting yet
+        await read(1)
+        sunk = app.trade_hub.sunk
+        await feed.trades([("BTCUSDT", sec(7), "102", "1"), ("BTCUSDT", sec(8), "103", "2")])
+        await read(2)
+        assert app.trade_hub.sunk - sunk == 2  # one run, written trade by trade
+        native.cancel()
+    assert web_messages == native_messages
+    live = web_messages[history:]
+    prices = [pb.SubscribeTradesResponse.FromString(m).trade.price for m in live]
+    assert prices == [101.0, 102.0, 103.0]

@@ -39,6 +39,7 @@ import grpc
 from candlewire.api.auth import REFLECTION_PREFIXES, Authenticator, Principal, scope_of
 from candlewire.api.decoding import Undecodable, guard, guarded, refuse
 from candlewire.api.limits import Limiter, MemoryLimiter, Slot
+from candlewire.api.outlet import outlet_of
 from candlewire.api.policy import call_metadata
 from candlewire.api.status import abort
 from candlewire.errors import CandlewireError, LimitExceeded, PermissionDenied, Unauthenticated
@@ -535,6 +536,10 @@ class Gatekeeper:
                     await refuse(context, request)
                 if gauge is not None:
                     gauge.inc()
+                    # What the face writes without this generator, it counts.
+                    outlet = outlet_of(context)
+                    if outlet is not None and messages is not None:
+                        outlet.tally = messages.inc
                 # Messages are counted in batches: the counter takes a lock.
                 unsaid = 0
                 try:

@@ -34,11 +34,12 @@ from collections.abc import (
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from decimal import Decimal, InvalidOperation
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from candlewire.api.outlet import Outlet, outlet_of
 from candlewire.api.status import abort, translate_errors
 from candlewire.api.tokens import PageToken, Phase, ResumeToken, fingerprint, live_token
 from candlewire.codec import FrameRun, field_bytes, quote_to_price, timestamp, timestamp_ns
@@ -52,7 +53,7 @@ from candlewire.errors import (
     NoData,
     UnknownSymbol,
 )
-from candlewire.hub import Hub, Key
+from candlewire.hub import Hub, Key, Sink, Subscription
 from candlewire.intervals import bucket_end, bucket_start
 from candlewire.orderflow import Level, TapeTrade, footprint, profile
 from candlewire.store.base import (
@@ -590,15 +591,23 @@ class MarketDataServicer:
                 heartbeat_interval = self._limits.heartbeat_interval
                 published = self._hub.published_seq
                 message_for = live.message
+                outlet = outlet_of(context)
+                sink = (
+                    None
+                    if outlet is None
+                    else _direct(live, subscription, outlet, heartbeat_interval)
+                )
                 # Heartbeats follow what this stream sent, not what the hub
                 # published: updates it does not send (already sent, or
-                # filtered) do not keep it silent past the interval.
+                # filtered) do not keep it silent past the interval. (The
+                # sink moves the wait's deadline when it writes.)
                 clock = time.monotonic
                 quiet_until = clock() + heartbeat_interval
                 while True:
                     update = subscription.pop()
                     if update is None:
-                        update = await subscription.next(quiet_until - clock())
+                        update = await subscription.next(quiet_until - clock(), sink)
+                        quiet_until = subscription.deadline
                     if update is not None and (sent := message_for(update)) is not None:
                         yield sent
                         quiet_until = clock() + heartbeat_interval
@@ -780,10 +789,16 @@ class MarketDataServicer:
                 heartbeat_interval = self._limits.heartbeat_interval
                 published = self._trade_hub.published_seq
                 message_for = live.message
+                outlet = outlet_of(context)
+                sink = (
+                    None
+                    if outlet is None
+                    else _direct(live, subscription, outlet, heartbeat_interval)
+                )
                 while True:
                     update = subscription.pop()
                     if update is None:
-                        update = await subscription.next(heartbeat_interval)
+                        update = await subscription.next(heartbeat_interval, sink)
                     if update is None:
                         beat = pb.TradesHeartbeat(server_time=timestamp(time.time_ns()))
                         yield live.heartbeat(published, beat.SerializeToString())
@@ -1064,3 +1079,25 @@ class _LivePhase:
         vector = tuple(map(self._at, symbols))
         live = ResumeToken(self._epoch, self._request_id, Phase.LIVE, vector)
         return field_bytes(3, watermarks) + _token_field(live)
+
+
+def _direct(
+    live: _LivePhase, subscription: Subscription[Any], outlet: Outlet, interval: float
+) -> Sink[Any]:
+    """The live phase's sink for a face with an outlet: an update published
+    while the stream waits becomes the same message (``live.message``) and
+    is written by the publisher, without waking the stream's task; the
+    stream's wait then ends ``interval`` seconds later (its heartbeat)."""
+    message_for, write = live.message, outlet.write
+    clock = time.monotonic
+
+    def deliver(update: _Framed) -> bool:
+        if not outlet.ready:
+            return False  # queued: the stream's task sends it
+        sent = message_for(update)
+        if sent is not None:
+            write(sent)
+            subscription.deadline = clock() + interval
+        return True
+
+    return deliver

@@ -39,6 +39,7 @@ from candlewire.gateway._connect import (
 from candlewire.gateway._cors import EXPOSED_HEADERS, CorsPolicy, Verdict
 from candlewire.gateway._dispatch import Call, CallError, Dispatcher, Reply, peer_of
 from candlewire.gateway._methods import Kind, Method
+from candlewire.gateway._outlet import ResponseOutlet
 from candlewire.gateway._static import CONTENT_SECURITY_POLICY, StaticFiles
 from candlewire.gateway._wire import (
     FrameCache,
@@ -127,6 +128,13 @@ class _Response:
             headers.append((b"access-control-expose-headers", ", ".join(exposed).encode()))
         headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
         return headers
+
+    def outlet(self, encode: Callable[[bytes, Any], bytes], form: Any) -> ResponseOutlet:
+        """From now on, everything this response writes goes through an
+        outlet, after what the hub wrote to it directly."""
+        outlet = ResponseOutlet(self.send, encode, form)
+        self.send = outlet.send
+        return outlet
 
     async def start(self, initial: Metadata) -> None:
         headers = self._headers(metadata_headers(initial))
@@ -506,21 +514,22 @@ class GrpcWebApp:
                 await response.finish(code, message, ())
 
     async def _pump_stream(self, call: Call, request: bytes, response: _Response) -> None:
-        responses = self._dispatcher.stream(call, request)
-        frame = self._frames.frame
-        wire = response.wire
+        outlet = response.outlet(self._frames.frame, response.wire)
         send = response.send
+        responses = self._dispatcher.stream(call, request, outlet)
         try:
             async for message in responses:
                 if not response.started:
                     await response.start(responses.initial)
-                # (written here, not through a method: this is each live update's path)
                 await send(
-                    {"type": "http.response.body", "body": frame(message, wire), "more_body": True}
+                    {"type": "http.response.body", "body": outlet.frame(message), "more_body": True}
                 )
+                outlet.ready = True
         except CallError as error:
+            outlet.detach()
             await response.finish(error.code, error.message, error.trailing, error.initial)
             return
         finally:
+            outlet.detach()
             await responses.aclose()
         await response.finish(grpc.StatusCode.OK, "", responses.trailing, responses.initial)

@@ -82,6 +82,7 @@ from google.rpc import error_details_pb2, status_pb2
 from candlewire.gateway._cors import EXPOSED_HEADERS, Verdict
 from candlewire.gateway._dispatch import Call, CallError, Dispatcher, peer_of
 from candlewire.gateway._methods import DEFAULT_FILES, Kind, Method
+from candlewire.gateway._outlet import ResponseOutlet
 from candlewire.gateway._wire import (
     FrameCache,
     Metadata,
@@ -614,6 +615,13 @@ class _StreamResponse:
     def finished(self) -> bool:
         return self._finished
 
+    def outlet(self, encode: Callable[[bytes, Any], bytes], form: Any) -> ResponseOutlet:
+        """From now on, everything this response writes goes through an
+        outlet, after what the hub wrote to it directly."""
+        outlet = ResponseOutlet(self._send, encode, form)
+        self._send = outlet.send
+        return outlet
+
     async def start(self, initial: Metadata) -> None:
         self.started = True
         headers = self._headers.build(_metadata_pairs(initial))
@@ -942,20 +950,23 @@ class ConnectFace:
         schema: _Schema,
         json_codec: bool,
     ) -> None:
-        responses = self._dispatcher.stream(call, request)
+        if json_codec:
+            outlet = response.outlet(self._json_frames.frame, schema)
+        else:
+            outlet = response.outlet(self._proto_frames.frame, _PROTO_WIRE)
+        responses = self._dispatcher.stream(call, request, outlet)
         try:
             async for message in responses:
                 if not response.started:
                     await response.start(responses.initial)
-                if json_codec:
-                    frame = self._json_frames.frame(message, schema)
-                else:
-                    frame = self._proto_frames.frame(message, _PROTO_WIRE)
-                await response.body(frame)
+                await response.body(outlet.frame(message))
+                outlet.ready = True
         except CallError as error:
+            outlet.detach()
             await response.finish(error.code, error.message, error.trailing, error.initial)
             return
         finally:
+            outlet.detach()
             await responses.aclose()
         await response.finish(grpc.StatusCode.OK, "", responses.trailing, responses.initial)
 

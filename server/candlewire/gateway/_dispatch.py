@@ -27,6 +27,7 @@ from typing import Any, NoReturn, Protocol, TypeAlias
 
 import grpc
 
+from candlewire.api.outlet import Outlet
 from candlewire.api.policy import PolicyHandlers
 from candlewire.gateway._methods import Kind, MethodTable
 from candlewire.gateway._wire import Metadata
@@ -113,8 +114,12 @@ class Dispatcher(Protocol):
         """The call's reply; raises :class:`CallError`."""
         ...
 
-    def stream(self, call: Call, request: bytes) -> Responses:
-        """The call's responses (the call starts when they are first read)."""
+    def stream(self, call: Call, request: bytes, outlet: Outlet | None = None) -> Responses:
+        """The call's responses (the call starts when they are first read).
+
+        ``outlet``: the response, for a handler that writes live updates
+        without its task (see :mod:`candlewire.api.outlet`); a dispatcher
+        that cannot use it yields every message."""
         ...
 
 
@@ -155,6 +160,7 @@ class LocalContext:
         "_trailing",
         "_writes",
         "initial",
+        "outlet",
     )
 
     def __init__(
@@ -163,6 +169,7 @@ class LocalContext:
         peer: str,
         deadline: float | None = None,
         writes: asyncio.Queue[Any] | None = None,
+        outlet: Outlet | None = None,
     ) -> None:
         self._metadata = tuple(metadata)
         self._peer = peer
@@ -172,6 +179,9 @@ class LocalContext:
         self._trailing: Metadata = ()
         self._writes = writes
         self.initial: Metadata = ()
+        self.outlet = outlet
+        """Where a stream handler may write live updates itself (see
+        :mod:`candlewire.api.outlet`)."""
 
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         return self._metadata
@@ -282,16 +292,20 @@ class _LocalResponses:
         "_dispatcher",
         "_encode",
         "_iterator",
+        "_outlet",
         "_request",
         "_source",
         "initial",
         "trailing",
     )
 
-    def __init__(self, dispatcher: LocalDispatcher, call: Call, request: bytes) -> None:
+    def __init__(
+        self, dispatcher: LocalDispatcher, call: Call, request: bytes, outlet: Outlet | None
+    ) -> None:
         self._dispatcher = dispatcher
         self._call = call
         self._request = request
+        self._outlet = outlet
         self._iterator: AsyncIterator[bytes] | None = None
         self._source: AsyncIterator[Any] | None = None
         self._encode: Callable[[Any], bytes] | None = None
@@ -318,7 +332,7 @@ class _LocalResponses:
         self._encode = handler.response_serializer
         request = decode(self._request) if decode is not None else self._request
         if inspect.isasyncgenfunction(behavior):
-            context = LocalContext(call.metadata, call.peer, deadline)
+            context = LocalContext(call.metadata, call.peer, deadline, outlet=self._outlet)
             self._source = behavior(request, context)
         else:
             writes: asyncio.Queue[Any] = asyncio.Queue(maxsize=16)
@@ -442,8 +456,8 @@ class LocalDispatcher:
         message = result if encode is None else encode(result)
         return Reply(message, context.initial, context.trailing_metadata())
 
-    def stream(self, call: Call, request: bytes) -> Responses:
-        return _LocalResponses(self, call, request)
+    def stream(self, call: Call, request: bytes, outlet: Outlet | None = None) -> Responses:
+        return _LocalResponses(self, call, request, outlet)
 
 
 # --- over a channel --------------------------------------------------------------------
@@ -546,7 +560,7 @@ class ChannelDispatcher:
         finally:
             rpc.cancel()
 
-    def stream(self, call: Call, request: bytes) -> Responses:
+    def stream(self, call: Call, request: bytes, outlet: Outlet | None = None) -> Responses:
         multi = self._streaming.get(call.path)
         if multi is None:
             raise CallError(grpc.StatusCode.UNIMPLEMENTED, f"unknown method: {call.path}")
