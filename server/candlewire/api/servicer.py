@@ -591,12 +591,7 @@ class MarketDataServicer:
                 heartbeat_interval = self._limits.heartbeat_interval
                 published = self._hub.published_seq
                 message_for = live.message
-                outlet = outlet_of(context)
-                sink = (
-                    None
-                    if outlet is None
-                    else _direct(live, subscription, outlet, heartbeat_interval)
-                )
+                sink = live.sink(subscription, outlet_of(context), heartbeat_interval)
                 # Heartbeats follow what this stream sent, not what the hub
                 # published: updates it does not send (already sent, or
                 # filtered) do not keep it silent past the interval. (The
@@ -789,12 +784,7 @@ class MarketDataServicer:
                 heartbeat_interval = self._limits.heartbeat_interval
                 published = self._trade_hub.published_seq
                 message_for = live.message
-                outlet = outlet_of(context)
-                sink = (
-                    None
-                    if outlet is None
-                    else _direct(live, subscription, outlet, heartbeat_interval)
-                )
+                sink = live.sink(subscription, outlet_of(context), heartbeat_interval)
                 while True:
                     update = subscription.pop()
                     if update is None:
@@ -1070,6 +1060,30 @@ class _LivePhase:
             if message is not None:
                 yield message
 
+    def sink(
+        self, subscription: Subscription[Any], outlet: Outlet | None, interval: float
+    ) -> Sink[Any] | None:
+        """For a face with an outlet, the sink of the live phase's waits: an
+        update published while the stream waits becomes the same message
+        (:meth:`message`) and is written by the publisher, without waking the
+        stream's task; the wait then ends ``interval`` seconds later (the
+        heartbeat follows what was sent)."""
+        if outlet is None:
+            return None
+        message_for, write = self.message, outlet.write
+        clock = time.monotonic
+
+        def deliver(update: _Framed) -> bool:
+            if not outlet.ready:
+                return False  # queued: the stream's task sends it
+            sent = message_for(update)
+            if sent is not None:
+                write(sent)
+                subscription.deadline = clock() + interval
+            return True
+
+        return deliver
+
     def heartbeat(self, published: Mapping[str, int], watermarks: bytes) -> bytes:
         """A heartbeat; its token stands at what the hub published (nothing
         the stream was sent is newer, and nothing of its series is in between)."""
@@ -1079,25 +1093,3 @@ class _LivePhase:
         vector = tuple(map(self._at, symbols))
         live = ResumeToken(self._epoch, self._request_id, Phase.LIVE, vector)
         return field_bytes(3, watermarks) + _token_field(live)
-
-
-def _direct(
-    live: _LivePhase, subscription: Subscription[Any], outlet: Outlet, interval: float
-) -> Sink[Any]:
-    """The live phase's sink for a face with an outlet: an update published
-    while the stream waits becomes the same message (``live.message``) and
-    is written by the publisher, without waking the stream's task; the
-    stream's wait then ends ``interval`` seconds later (its heartbeat)."""
-    message_for, write = live.message, outlet.write
-    clock = time.monotonic
-
-    def deliver(update: _Framed) -> bool:
-        if not outlet.ready:
-            return False  # queued: the stream's task sends it
-        sent = message_for(update)
-        if sent is not None:
-            write(sent)
-            subscription.deadline = clock() + interval
-        return True
-
-    return deliver
