@@ -7,16 +7,18 @@ Connect one when its content type is Connect's (``application/json``,
 CORS preflight; ``GET`` of a method's path is a Connect GET call, any other
 ``GET``/``HEAD`` a file of the built page (or ``/metrics``).
 
-A call is forwarded over one shared ``grpc.aio`` channel without decoding the
-messages. Its request headers become metadata and ``grpc-timeout`` the
-deadline. The response headers wait for the first response message, so an
-immediate error is answered trailers-only (status in the headers, no body);
-after that, each upstream message is written and flushed as one frame, and
-the status follows in the final trailers frame. ``await send(...)`` returns
-only when the transport has taken the bytes, so a slow browser slows the
-reads from upstream (and, through HTTP/2 flow control, the server's stream)
-instead of growing a buffer here. The browser going away cancels the
-upstream call.
+A call goes to the dispatcher (the handlers in this process, or a channel to
+a server elsewhere: :mod:`candlewire.gateway._dispatch`). Its request headers
+become metadata and ``grpc-timeout`` the deadline. The response headers wait
+for the first response message, so an immediate error is answered
+trailers-only (status in the headers, no body); after that, each message is
+written as one frame, and the status follows in the final trailers frame.
+A stream's writes go through its outlet (:mod:`candlewire.gateway._outlet`):
+in-process, the hub writes live updates to a waiting stream itself. ``await
+send(...)`` returns only when the transport has taken the bytes, so a slow
+browser holds up its stream, whose updates then wait in the hub's bounded
+queue, instead of growing a buffer here. The browser going away cancels the
+call.
 """
 
 from __future__ import annotations
@@ -190,7 +192,8 @@ METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class GrpcWebApp:
-    """Serves grpc-web over ``channel`` and the page in ``static`` (if any)."""
+    """Serves grpc-web and Connect calls through ``dispatcher``, and the page in
+    ``static`` (if any)."""
 
     def __init__(
         self,
