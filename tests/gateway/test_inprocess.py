@@ -7,6 +7,7 @@ does not read meets the same bounded queue as a slow gRPC client.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -46,6 +47,11 @@ class _Frames:
         self._buffer = b""
 
     async def next(self) -> tuple[bytes, pb.SubscribeCandlesResponse]:
+        raw = await self.next_raw()
+        return raw, pb.SubscribeCandlesResponse.FromString(raw[5:])
+
+    async def next_raw(self) -> bytes:
+        """The next data frame (Connect's envelopes are framed alike)."""
         while True:
             if len(self._buffer) >= 5:
                 flags, length = struct.unpack(">BI", self._buffer[:5])
@@ -53,7 +59,7 @@ class _Frames:
                     raw = self._buffer[: 5 + length]
                     self._buffer = self._buffer[5 + length :]
                     assert flags == 0, raw
-                    return raw, pb.SubscribeCandlesResponse.FromString(raw[5:])
+                    return raw
             self._buffer += await anext(self._chunks)
 
 
@@ -176,24 +182,30 @@ async def test_a_waiting_browser_stream_is_written_by_the_publisher() -> None:
         counted = _counted((await http.get(metrics_url)).text, method)
         native = channel.unary_stream(method)(_subscribe()[5:])
         received: list[list[bytes]] = [[], [], [], []]
+        as_json: list[dict[str, Any]] = []
         async with AsyncExitStack() as streams:
             readers: list[_Frames] = []
             for content_type in (
                 "application/grpc-web+proto",
                 "application/grpc-web",
                 "application/connect+proto",
+                "application/connect+json",
             ):
+                body = _subscribe()
+                if content_type.endswith("json"):
+                    request = {"series": [{"symbol": "BTCUSDT", "interval": "INTERVAL_1M"}]}
+                    text = json.dumps(request).encode()
+                    body = struct.pack(">BI", 0, len(text)) + text
                 response = await streams.enter_async_context(
-                    http.stream(
-                        "POST", url, content=_subscribe(), headers={"content-type": content_type}
-                    )
+                    http.stream("POST", url, content=body, headers={"content-type": content_type})
                 )
                 readers.append(_Frames(response.aiter_raw()))
 
             async def next_messages() -> None:
                 async with asyncio.timeout(WAIT):
-                    for reader, into in zip(readers, received, strict=False):
-                        into.append((await reader.next())[0][5:])
+                    for reader, into in zip(readers[:3], received[:3], strict=True):
+                        into.append((await reader.next_raw())[5:])
+                    as_json.append(json.loads((await readers[3].next_raw())[5:]))
                     received[3].append(await native.read())  # the gRPC port's
 
             while (
@@ -210,13 +222,17 @@ async def test_a_waiting_browser_stream_is_written_by_the_publisher() -> None:
             for second in range(7, 12):
                 await feed.trade("BTCUSDT", sec(second), str(95 + second))
                 await next_messages()
-            assert app.hub.sunk - sunk == 3 * 5  # the native stream's are queued
+            assert app.hub.sunk - sunk == 4 * 5  # the native stream's are queued
             native.cancel()
         closes = [pb.SubscribeCandlesResponse.FromString(m).candle.close for m in received[3][-6:]]
         assert closes == [101.0, 102.0, 103.0, 104.0, 105.0, 106.0]
         assert received[0] == received[1] == received[2] == received[3]
+        assert [event["candle"]["close"] for event in as_json[-6:]] == closes
+        for event, message in zip(as_json, received[3], strict=True):  # the same tokens
+            token = pb.SubscribeCandlesResponse.FromString(message).resume_token
+            assert event["resumeToken"] == token
         # Counted when each stream ends: what the publisher wrote as well.
-        sent = sum(len(messages) for messages in received)
+        sent = sum(len(messages) for messages in received) + len(as_json)
         async with asyncio.timeout(WAIT):
             while (moved := _counted((await http.get(metrics_url)).text, method) - counted) < sent:
                 pass  # each look is an HTTP call: the streams' ends go on meanwhile
