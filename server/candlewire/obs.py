@@ -202,6 +202,11 @@ class ServiceCollector(Collector):
                 "streams ended because they fell too far behind",
                 value=hub.overflowed,
             )
+            yield CounterMetricFamily(
+                "candlewire_stream_updates_written_directly",
+                "live updates the hub wrote to waiting HTTP streams itself, not queued",
+                value=hub.sunk,
+            )
             lag = GaugeMetricFamily(
                 "candlewire_feed_lag_seconds",
                 "now minus the newest upstream event time, per symbol",

@@ -74,6 +74,7 @@ async def test_metrics_move_with_calls_and_never_name_keys_or_addresses(keys: Ke
     assert _value(after, "candlewire_candles_written_total") > 0
     assert _value(after, "candlewire_feed_lag_seconds", symbol="BTCUSDT") > 0
     for name in (
+        "candlewire_stream_updates_written_directly_total",
         "candlewire_slow_consumer_terminations_total",
         "candlewire_stream_queue_depth_max",
     ):
