@@ -529,7 +529,6 @@ class GrpcWebApp:
                 )
                 outlet.ready = True
         except CallError as error:
-            outlet.detach()
             await response.finish(error.code, error.message, error.trailing, error.initial)
             return
         finally:

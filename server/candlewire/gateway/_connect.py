@@ -962,7 +962,6 @@ class ConnectFace:
                 await response.body(outlet.frame(message))
                 outlet.ready = True
         except CallError as error:
-            outlet.detach()
             await response.finish(error.code, error.message, error.trailing, error.initial)
             return
         finally:
