@@ -39,7 +39,7 @@ import grpc
 from candlewire.api.auth import REFLECTION_PREFIXES, Authenticator, Principal, scope_of
 from candlewire.api.decoding import Undecodable, guard, guarded, refuse
 from candlewire.api.limits import Limiter, MemoryLimiter, Slot
-from candlewire.api.outlet import outlet_of
+from candlewire.api.outlet import COUNT_EVERY, outlet_of
 from candlewire.api.policy import call_metadata
 from candlewire.api.status import abort
 from candlewire.errors import CandlewireError, LimitExceeded, PermissionDenied, Unauthenticated
@@ -148,10 +148,6 @@ def _credentials(metadata: Sequence[tuple[str, Any]]) -> tuple[str | None, str |
         elif key == "x-forwarded-for":
             forwarded = str(value) if forwarded is None else f"{forwarded}, {value}"
     return api_key or None, bearer, forwarded
-
-
-_COUNT_EVERY = 32
-"""A stream's sent messages reach the metrics every this many (and at its end)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,7 +542,7 @@ class Gatekeeper:
                     async for response in behavior(request, context):
                         yield response
                         unsaid += 1
-                        if unsaid == _COUNT_EVERY and messages is not None:
+                        if unsaid == COUNT_EVERY and messages is not None:
                             messages.inc(unsaid)
                             unsaid = 0
                 finally:

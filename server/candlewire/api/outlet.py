@@ -23,7 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Outlet", "outlet_of"]
+__all__ = ["COUNT_EVERY", "Outlet", "outlet_of"]
+
+COUNT_EVERY = 32
+"""A stream's sent messages reach the metrics every this many (and at its
+end): the counter takes a lock. The call policy counts what the stream
+yields, the outlet what it writes."""
 
 
 class Outlet(Protocol):

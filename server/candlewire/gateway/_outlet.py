@@ -23,11 +23,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
+from candlewire.api.outlet import COUNT_EVERY
+
 __all__ = ["ResponseOutlet"]
 
 Event = MutableMapping[str, Any]
-
-_COUNT_EVERY = 32
 
 
 async def _finish(steps: Iterator[Any], waiting: Any) -> None:
@@ -98,8 +98,8 @@ class ResponseOutlet:
             self._pending = (steps, waiting)
             self.ready = False
         self._unsaid += 1
-        if self._unsaid == _COUNT_EVERY and self.tally is not None:
-            self.tally(_COUNT_EVERY)
+        if self._unsaid == COUNT_EVERY and self.tally is not None:
+            self.tally(COUNT_EVERY)
             self._unsaid = 0
 
     async def send(self, event: Event) -> None:
